@@ -1,0 +1,15 @@
+"""An honest client: trains the global model on its own data and reports truthfully."""
+
+from __future__ import annotations
+
+from clients.base import ClientUpdate, TrainingJob
+from fl_poison.training import train_locally
+
+
+class BenignClient:
+    """Local training with the configured optimizer (and FedProx term when mu > 0)."""
+
+    def run(self, job: TrainingJob) -> ClientUpdate:
+        """Train ``job.model`` on ``job.data`` and report its loss and example count."""
+        loss = train_locally(job.model, job.data, job.training, job.device, job.seed)
+        return ClientUpdate(model=job.model, train_loss=loss, num_examples=len(job.data))

@@ -1,0 +1,84 @@
+"""The Flower ClientApp: one app for benign and malicious clients, in simulation and deployment.
+
+``query``: tells the server this node's partition id (Flower node ids are random per run) and
+whether it sees a GPU. ``train``: loads the global weights, asks :mod:`clients.registry` for
+this client's behaviour in this round, runs it, and replies with the float weights and the
+metrics ``train_loss``, ``num-examples``, ``partition_id`` and ``malicious`` (every client sends
+the same keys, which Flower requires).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.base import TrainingJob
+from clients.registry import behaviour_for
+from fl_poison.config import ConfigError, parse_config
+from fl_poison.data import DataSpec, client_data, dataset_info
+from fl_poison.models import build_model, resolve_model_name
+from fl_poison.node import NodeIdentity
+from fl_poison.training import LocalTraining, resolve_device
+from fl_poison.weights import load_array_record, to_array_record
+
+app = ClientApp()
+
+
+def client_seed(seed: int, server_round: int, partition_id: int) -> int:
+    """A seed for one client in one round, derived from the experiment seed."""
+    return int(np.random.SeedSequence([seed, server_round, partition_id]).generate_state(1)[0])
+
+
+@app.query()
+def describe(msg: Message, context: Context) -> Message:
+    """Reply with this node's partition id, number of partitions and GPU visibility."""
+    identity = NodeIdentity.from_node_config(context.node_config)
+    metrics = MetricRecord(
+        {
+            "partition-id": identity.partition_id,
+            "num-partitions": identity.num_partitions,
+            "cuda-available": int(torch.cuda.is_available()),
+        }
+    )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Run this client's behaviour for the round and reply with its weights and metrics."""
+    config = parse_config(context.run_config)
+    identity = NodeIdentity.from_node_config(context.node_config)
+    if identity.num_partitions != config.num_clients:
+        raise ConfigError(
+            f"num-clients: bad value {config.num_clients}; allowed: the federation's number of "
+            f"partitions ({identity.num_partitions})"
+        )
+    spec = DataSpec.from_config(config)
+    info = dataset_info(spec)
+    model = build_model(resolve_model_name(config.model, config.dataset), info.input_shape, info.num_classes)
+    load_array_record(model, msg.content["arrays"])
+    server_config = msg.content["config"]
+    server_round = int(server_config["server-round"])
+    training = LocalTraining.from_config(config, proximal_mu=float(server_config.get("proximal-mu", 0.0)))
+    job = TrainingJob(
+        model=model,
+        data=client_data(spec, identity.partition_id),
+        training=training,
+        device=resolve_device(config.device),
+        seed=client_seed(config.seed, server_round, identity.partition_id),
+        server_round=server_round,
+        partition_id=identity.partition_id,
+    )
+    update = behaviour_for(config, identity.partition_id, server_round).run(job)
+    metrics = MetricRecord(
+        {
+            "train_loss": float(update.train_loss),
+            "num-examples": int(update.num_examples),
+            "partition_id": identity.partition_id,
+            "malicious": int(update.malicious),
+        }
+    )
+    arrays: ArrayRecord = to_array_record(update.model)
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)

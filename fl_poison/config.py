@@ -1,0 +1,327 @@
+"""One typed, validated experiment configuration shared by the ServerApp, the ClientApp and the CLI.
+
+Settings arrive as a flat mapping of kebab-case keys (Flower's run config, ``fl-poison run
+KEY=VALUE``, a sweep cell). :func:`parse_config` casts every value, checks it and the relations
+between values, and returns a frozen :class:`ExperimentConfig`. Any problem raises
+:class:`ConfigError` whose message is one line: the key, the bad value and what is allowed.
+The defaults live in ``pyproject.toml`` (``[tool.flwr.app.config]``) and in :data:`SETTINGS`;
+a test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DATASET_ALIASES = {
+    "mnist": "ylecun/mnist",
+    "fashion-mnist": "zalando-datasets/fashion_mnist",
+    "cifar10": "uoft-cs/cifar10",
+}
+BUILTIN_DATASETS = ("digits",)
+PARTITIONINGS = ("iid", "dirichlet", "pathological")
+MODELS = ("auto", "small-cnn", "ada-cnn", "cnn3", "resnet18")
+OPTIMIZERS = ("sgd", "adam")
+STRATEGIES = ("fedavg", "fedprox")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value that is not allowed; the message is one line."""
+
+    @classmethod
+    def bad_value(cls, key: str, value: object, allowed: str) -> "ConfigError":
+        """Build the standard message: ``key: bad value 'v'; allowed: ...``."""
+        return cls(f"{key}: bad value {value!r}; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One run-config key.
+
+    Parameters
+    ----------
+    key : str
+        The kebab-case name used on the command line and in ``pyproject.toml``.
+    default : bool | int | float | str
+        The value used when the key is not given.
+    help : str
+        One sentence for the README table and ``fl-poison settings``.
+    cast : Callable[[str, object], object]
+        Converts the raw value and checks it on its own; raises :class:`ConfigError`.
+    """
+
+    key: str
+    default: bool | int | float | str
+    help: str
+    cast: Callable[[str, object], object]
+
+    @property
+    def field(self) -> str:
+        """The attribute name on :class:`ExperimentConfig`."""
+        return self.key.replace("-", "_")
+
+
+def _as_int(key: str, value: object, minimum: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise ConfigError.bad_value(key, value, "an integer")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ConfigError.bad_value(key, value, "an integer") from None
+    if not isinstance(value, int):
+        raise ConfigError.bad_value(key, value, "an integer")
+    if minimum is not None and value < minimum:
+        raise ConfigError.bad_value(key, value, f"an integer >= {minimum}")
+    return value
+
+
+def _as_float(key: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise ConfigError.bad_value(key, value, "a number")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError.bad_value(key, value, "a number") from None
+    if not math.isfinite(number):
+        raise ConfigError.bad_value(key, value, "a finite number")
+    return number
+
+
+def integer(minimum: int) -> Callable[[str, object], int]:
+    """A validator for integers ``>= minimum``."""
+    return lambda key, value: _as_int(key, value, minimum)
+
+
+def positive_number(key: str, value: object) -> float:
+    """A validator for numbers ``> 0``."""
+    number = _as_float(key, value)
+    if number <= 0:
+        raise ConfigError.bad_value(key, value, "a number > 0")
+    return number
+
+
+def non_negative_number(key: str, value: object) -> float:
+    """A validator for numbers ``>= 0``."""
+    number = _as_float(key, value)
+    if number < 0:
+        raise ConfigError.bad_value(key, value, "a number >= 0")
+    return number
+
+
+def open_fraction(key: str, value: object) -> float:
+    """A validator for numbers in the open interval (0, 1)."""
+    number = _as_float(key, value)
+    if not 0 < number < 1:
+        raise ConfigError.bad_value(key, value, "a number in (0, 1)")
+    return number
+
+
+def choice(*names: str) -> Callable[[str, object], str]:
+    """A validator for one of ``names`` (case-insensitive)."""
+
+    def cast(key: str, value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in names:
+            raise ConfigError.bad_value(key, value, " | ".join(names))
+        return text
+
+    return cast
+
+
+def boolean(key: str, value: object) -> bool:
+    """A validator for booleans; accepts true/false, yes/no, 1/0."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise ConfigError.bad_value(key, value, "true | false")
+
+
+def text(key: str, value: object) -> str:
+    """A validator for free text."""
+    if isinstance(value, (dict, list)):
+        raise ConfigError.bad_value(key, value, "a string")
+    return str(value).strip()
+
+
+def run_name(key: str, value: object) -> str:
+    """A validator for a result folder name: no path separators."""
+    name = text(key, value)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ConfigError.bad_value(key, value, "a folder name without '/' (empty = automatic)")
+    return name
+
+
+def clients_per_round(key: str, value: object) -> int | float:
+    """A count (an integer >= 1, returned as int) or a fraction of all clients (a float in (0, 1])."""
+    allowed = "a count >= 1 (integer) or a fraction in (0, 1] (float)"
+    if isinstance(value, bool):
+        raise ConfigError.bad_value(key, value, allowed)
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        return _as_int(key, value, minimum=1)
+    number = _as_float(key, value)
+    if 0 < number <= 1:
+        return number
+    if number > 1 and number.is_integer():
+        return int(number)
+    raise ConfigError.bad_value(key, value, allowed)
+
+
+def dataset_source(key: str, value: object) -> str:
+    """digits, an alias (mnist, fashion-mnist, cifar10), a hub id ``owner/name`` or a local folder."""
+    name = text(key, value)
+    allowed = (
+        "digits | mnist | fashion-mnist | cifar10 | a Hugging Face hub id 'owner/name' "
+        "| an existing local dataset folder"
+    )
+    lowered = name.lower()
+    if lowered in BUILTIN_DATASETS or lowered in DATASET_ALIASES:
+        return lowered
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        return os.path.abspath(expanded)
+    if name.startswith(("/", ".", "~")):
+        raise ConfigError(f"{key}: local dataset path {name!r} does not exist; allowed: {allowed}")
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts):
+        return name
+    raise ConfigError.bad_value(key, value, allowed)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("dataset", "digits", "digits (built in), mnist, fashion-mnist, cifar10, any hub id owner/name, or a local dataset folder.", dataset_source),
+    Setting("image-column", "auto", "Image column of a hub/local dataset ('auto' finds image or img).", text),
+    Setting("label-column", "label", "Label column of a hub/local dataset.", text),
+    Setting("test-fraction", 0.2, "Share of the training split held out for testing when the dataset has no test split.", open_fraction),
+    Setting("partitioning", "iid", "How the training split is divided among clients: iid, dirichlet or pathological.", choice(*PARTITIONINGS)),
+    Setting("dirichlet-alpha", 0.5, "Concentration of the Dirichlet label skew (smaller = more skewed).", positive_number),
+    Setting("min-partition-size", 10, "Dirichlet partitioning redraws until every client has at least this many samples.", integer(0)),
+    Setting("classes-per-client", 2, "Classes per client under pathological partitioning.", integer(1)),
+    Setting("seed", 42, "Seed for partitions, model initialisation, client sampling and local shuffling.", integer(0)),
+    Setting("model", "auto", "auto (per dataset), small-cnn, ada-cnn, cnn3 or resnet18.", choice(*MODELS)),
+    Setting("num-clients", 10, "Number of clients (partitions); fl-poison run starts this many virtual SuperNodes.", integer(1)),
+    Setting("clients-per-round", 1.0, "Clients trained per round: a count (integer) or a fraction of num-clients (float in (0, 1]).", clients_per_round),
+    Setting("num-rounds", 20, "Federated rounds.", integer(1)),
+    Setting("local-epochs", 2, "Local epochs per round.", integer(1)),
+    Setting("batch-size", 32, "Local mini-batch size.", integer(1)),
+    Setting("learning-rate", 0.05, "Local learning rate.", positive_number),
+    Setting("optimizer", "sgd", "Local optimizer: sgd or adam.", choice(*OPTIMIZERS)),
+    Setting("momentum", 0.9, "SGD momentum.", non_negative_number),
+    Setting("weight-decay", 0.0, "L2 weight decay of the local optimizer.", non_negative_number),
+    Setting("strategy", "fedavg", "Server strategy: fedavg or fedprox.", choice(*STRATEGIES)),
+    Setting("proximal-mu", 0.1, "FedProx proximal weight mu (used by strategy=fedprox).", non_negative_number),
+    Setting("device", "auto", "auto (CUDA when the process sees a GPU), cpu or cuda.", choice(*DEVICES)),
+    Setting("eval-batch-size", 512, "Batch size of centralized evaluation.", integer(1)),
+    Setting("round-timeout", 600.0, "Seconds the server waits for the replies of one round.", positive_number),
+    Setting("node-wait-timeout", 120.0, "Seconds the server waits for all num-clients nodes to connect.", positive_number),
+    Setting("output-dir", "results", "Folder that receives one result folder per run (relative paths resolve against the SuperLink's working directory; fl-poison run makes them absolute).", text),
+    Setting("run-name", "", "Result folder name; empty = timestamp plus a short config hash.", run_name),
+    Setting("save-model", True, "Save the final global weights (model.pt).", boolean),
+)
+
+SETTINGS_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The resolved settings of one experiment; attribute names are the keys in snake_case."""
+
+    dataset: str
+    image_column: str
+    label_column: str
+    test_fraction: float
+    partitioning: str
+    dirichlet_alpha: float
+    min_partition_size: int
+    classes_per_client: int
+    seed: int
+    model: str
+    num_clients: int
+    clients_per_round: int | float
+    num_rounds: int
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    strategy: str
+    proximal_mu: float
+    device: str
+    eval_batch_size: int
+    round_timeout: float
+    node_wait_timeout: float
+    output_dir: str
+    run_name: str
+    save_model: bool
+
+    @property
+    def sampled_per_round(self) -> int:
+        """Clients trained per round, as a count (a fraction is rounded, at least 1)."""
+        if isinstance(self.clients_per_round, int):
+            return self.clients_per_round
+        return max(1, round(self.clients_per_round * self.num_clients))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a kebab-case mapping, as they would be written in a run config."""
+        return {setting.key: getattr(self, setting.field) for setting in SETTINGS}
+
+    def fingerprint(self) -> str:
+        """A short hash of the settings that shape the experiment (not where results go)."""
+        relevant = {
+            key: value
+            for key, value in self.to_dict().items()
+            if key not in ("output-dir", "run-name")
+        }
+        digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+        return digest[:8]
+
+
+def parse_config(raw: Mapping[str, object]) -> ExperimentConfig:
+    """Build a validated :class:`ExperimentConfig` from a flat kebab-case mapping.
+
+    Parameters
+    ----------
+    raw : Mapping[str, object]
+        Run config values (Flower's ``context.run_config`` or parsed ``KEY=VALUE`` pairs).
+        Missing keys take their defaults.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key, a value that cannot be cast or is out of range, or settings that
+        contradict each other.
+    """
+    unknown = sorted(set(raw) - set(SETTINGS_BY_KEY))
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown setting; allowed: {', '.join(SETTINGS_BY_KEY)}"
+        )
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        given = raw.get(setting.key, setting.default)
+        values[setting.field] = setting.cast(setting.key, given)
+    config = ExperimentConfig(**values)  # type: ignore[arg-type]
+    _check_relations(config)
+    return config
+
+
+def _check_relations(config: ExperimentConfig) -> None:
+    per_round = config.sampled_per_round
+    if per_round > config.num_clients:
+        raise ConfigError(
+            f"clients-per-round: bad value {config.clients_per_round!r}; allowed: a count "
+            f"between 1 and num-clients ({config.num_clients}) or a fraction in (0, 1]"
+        )

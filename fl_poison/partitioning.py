@@ -1,0 +1,92 @@
+"""Dividing a training split among clients with flwr-datasets partitioners.
+
+``iid`` uses :class:`~flwr_datasets.partitioner.IidPartitioner`, ``dirichlet`` the label-skewed
+:class:`~flwr_datasets.partitioner.DirichletPartitioner` (Hsu et al., 2019, "Measuring the Effects
+of Non-Identical Data Distribution for Federated Visual Classification"), and ``pathological``
+:class:`~flwr_datasets.partitioner.PathologicalPartitioner` (McMahan et al., 2017: each client
+holds only ``classes-per-client`` labels). All are seeded, so the same seed gives the same
+partitions in every process.
+"""
+
+from __future__ import annotations
+
+import datasets
+from flwr_datasets.partitioner import (
+    DirichletPartitioner,
+    IidPartitioner,
+    Partitioner,
+    PathologicalPartitioner,
+)
+
+from fl_poison.config import ConfigError
+
+
+def build_partitioner(
+    partitioning: str,
+    num_partitions: int,
+    label_column: str,
+    seed: int,
+    dirichlet_alpha: float = 0.5,
+    min_partition_size: int = 10,
+    classes_per_client: int = 2,
+) -> Partitioner:
+    """Create the partitioner named by the ``partitioning`` setting.
+
+    Parameters
+    ----------
+    partitioning : str
+        ``iid``, ``dirichlet`` or ``pathological``.
+    num_partitions : int
+        Number of clients.
+    label_column : str
+        Column whose values drive label-skewed partitioning.
+    seed : int
+        Seed of the partitioner's random draws.
+    dirichlet_alpha : float
+        Dirichlet concentration; smaller values give more skewed label distributions.
+    min_partition_size : int
+        Dirichlet draws are repeated until every partition has at least this many samples.
+    classes_per_client : int
+        Number of distinct labels per client for ``pathological``.
+    """
+    if partitioning == "iid":
+        return IidPartitioner(num_partitions=num_partitions)
+    if partitioning == "dirichlet":
+        return DirichletPartitioner(
+            num_partitions=num_partitions,
+            partition_by=label_column,
+            alpha=dirichlet_alpha,
+            min_partition_size=min_partition_size,
+            self_balancing=False,
+            shuffle=True,
+            seed=seed,
+        )
+    if partitioning == "pathological":
+        return PathologicalPartitioner(
+            num_partitions=num_partitions,
+            partition_by=label_column,
+            num_classes_per_partition=classes_per_client,
+            class_assignment_mode="random",
+            shuffle=True,
+            seed=seed,
+        )
+    raise ConfigError.bad_value("partitioning", partitioning, "iid | dirichlet | pathological")
+
+
+def partition_rows(partitioner: Partitioner, train: datasets.Dataset, seed: int) -> list[list[int]]:
+    """Row indices of ``train`` for every partition id, in partition-id order.
+
+    The rows are shuffled with ``seed`` before partitioning (IidPartitioner splits contiguous
+    ranges), so that different seeds give different IID partitions and the same seed the same.
+    """
+    partitioner.dataset = train.add_column("__row__", list(range(len(train)))).shuffle(seed=seed)
+    try:
+        return [
+            list(partitioner.load_partition(pid)["__row__"])
+            for pid in range(partitioner.num_partitions)
+        ]
+    except ValueError as error:
+        raise ConfigError(
+            f"partitioning: cannot build the partitions ({str(error).splitlines()[0]}); allowed: "
+            "fewer clients, a larger dirichlet-alpha or a smaller min-partition-size"
+        ) from None

@@ -1,0 +1,113 @@
+"""Writing a run's result folder: config.json, rounds.csv, clients.csv, summary.json, model, plots.
+
+Every file is written atomically: to a temporary file in the same folder, then renamed over the
+target, so a reader (or a crash) never sees half a file. ``rounds.csv`` and ``clients.csv`` are
+rewritten after every round, so a long run can be watched (and survives an interruption with
+everything up to the last finished round).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+SUMMARY_METRICS = ("accuracy", "macro_f1", "kappa", "roc_auc", "loss")
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: Path, payload: Mapping[str, object]) -> None:
+    """Atomically write ``payload`` as indented JSON (NaN/inf become null)."""
+    atomic_write_bytes(path, (json.dumps(_json_safe(payload), indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> None:
+    """Atomically write ``rows`` with a header of ``columns`` (missing values left empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(row.get(key)) for key in columns})
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def _csv_value(value: object) -> object:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def ordered_columns(rows: Iterable[Mapping[str, object]], leading: Sequence[str]) -> list[str]:
+    """``leading`` first, then every other key in order of first appearance."""
+    columns = list(leading)
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    return columns
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dictionaries of strings."""
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+class ResultFolder:
+    """The files of one run, kept up to date round by round.
+
+    Parameters
+    ----------
+    path : Path
+        The run's folder (``output-dir/run-name``); created when the first file is written.
+    """
+
+    ROUND_LEADING = ("round", *SUMMARY_METRICS)
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.round_rows: list[dict[str, object]] = []
+
+    def write_config(self, settings: Mapping[str, object], extra: Mapping[str, object]) -> None:
+        """``config.json``: the resolved settings plus provenance (versions, model, devices)."""
+        write_json(self.path / "config.json", {"settings": dict(settings), **extra})
+
+    def add_round(self, row: Mapping[str, object]) -> None:
+        """Append a round's metrics and rewrite ``rounds.csv``."""
+        self.round_rows.append(dict(row))
+        write_csv(self.path / "rounds.csv", self.round_rows, ordered_columns(self.round_rows, self.ROUND_LEADING))
+
+    def write_clients(self, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> None:
+        """Rewrite ``clients.csv`` (one row per sampled client per round)."""
+        write_csv(self.path / "clients.csv", rows, ordered_columns(rows, columns))
+
+    def write_summary(self, summary: Mapping[str, object]) -> None:
+        """``summary.json``: the final metrics of the run."""
+        write_json(self.path / "summary.json", summary)

@@ -1,0 +1,158 @@
+"""The Flower ServerApp: waits for the federation, runs the strategy, evaluates, writes results.
+
+Flow of one run:
+
+1. parse and validate the run config (a bad setting fails the run with one line);
+2. wait until ``num-clients`` nodes are connected and ask each for its partition id;
+3. build the global model (seeded) and the strategy named by ``strategy``;
+4. run ``num-rounds`` rounds; after round 0 and every round, evaluate the global model on the
+   held-out test set and rewrite ``rounds.csv`` / ``clients.csv``;
+5. write ``summary.json``, the final weights and the plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fl_poison.config import ConfigError, ExperimentConfig, parse_config
+from fl_poison.data import DataSpec, dataset_info, test_data
+from fl_poison.evaluation import evaluate_model
+from fl_poison.models import build_model, resolve_model_name
+from fl_poison.plots import plot_training_curves
+from fl_poison.provenance import environment_versions, result_folder_path
+from fl_poison.results import SUMMARY_METRICS, ResultFolder
+from fl_poison.round_log import CLIENT_COLUMNS, RoundLog
+from fl_poison.training import resolve_device
+from fl_poison.weights import load_array_record, to_array_record
+from strategies.registry import build_strategy
+from strategies.sampling import PartitionSampler
+
+app = ServerApp()
+LOGGER = logging.getLogger("fl_poison")
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run one experiment with the settings of ``context.run_config``."""
+    started = time.monotonic()
+    config = parse_config(context.run_config)
+    spec = DataSpec.from_config(config)
+    info = dataset_info(spec)
+    model_name = resolve_model_name(config.model, config.dataset)
+    device = resolve_device(config.device)
+    test_set = test_data(spec)
+
+    node_of_partition, cuda_partitions = discover_partitions(grid, config)
+    sampler = PartitionSampler(node_of_partition, config.sampled_per_round, config.seed)
+    round_log = RoundLog(sampler.partition_of_node)
+    strategy = build_strategy(config, sampler, round_log)
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_name, info.input_shape, info.num_classes)
+    folder = ResultFolder(result_folder_path(config))
+    folder.write_config(
+        config.to_dict(),
+        {
+            "model": model_name,
+            "num_classes": info.num_classes,
+            "input_shape": list(info.input_shape),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "server_device": str(device),
+            "clients_seeing_cuda": len(cuda_partitions),
+            "versions": environment_versions(),
+        },
+    )
+    print(f"[fl-poison] results -> {folder.path}", flush=True)
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        load_array_record(model, arrays)
+        metrics = evaluate_model(model, test_set, device, config.eval_batch_size)
+        clients = round_log.for_round(server_round)
+        row = {
+            "round": server_round,
+            **metrics,
+            "sampled": len(clients),
+            "replies": sum(1 for c in clients if c.status == "ok"),
+            "failures": sum(1 for c in clients if c.status != "ok"),
+            "train_loss": _mean([c.loss for c in clients if c.status == "ok"]),
+            "wall_seconds": round(time.monotonic() - started, 3),
+        }
+        folder.add_round(row)
+        folder.write_clients(round_log.rows(), CLIENT_COLUMNS)
+        print(
+            f"[fl-poison] round {server_round}/{config.num_rounds} accuracy={metrics['accuracy']:.4f} "
+            f"loss={metrics['loss']:.4f} ({row['wall_seconds']:.1f}s)",
+            flush=True,
+        )
+        return MetricRecord({name: float(metrics[name]) for name in ("accuracy", "loss")})
+
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=to_array_record(model),
+        num_rounds=config.num_rounds,
+        timeout=config.round_timeout,
+        train_config=ConfigRecord(),
+        evaluate_fn=evaluate,
+    )
+    load_array_record(model, result.arrays if result.arrays is not None else to_array_record(model))
+    final = folder.round_rows[-1]
+    summary = {name: final[name] for name in SUMMARY_METRICS}
+    summary.update({"rounds": config.num_rounds, "wall_seconds": round(time.monotonic() - started, 3)})
+    folder.write_summary(summary)
+    if config.save_model:
+        torch.save({name: t for name, t in model.state_dict().items()}, folder.path / "model.pt")
+    plot_training_curves(folder.round_rows, folder.path / "accuracy_loss.png", f"{config.dataset} · {config.strategy} · {folder.path.name}")
+    print(f"[fl-poison] done: accuracy={summary['accuracy']:.4f} -> {folder.path}", flush=True)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int, int], list[int]]:
+    """Wait for ``num-clients`` nodes and ask each who it is.
+
+    Returns the node id of every partition id, and the partition ids whose ClientApp sees a GPU.
+    """
+    deadline = time.monotonic() + config.node_wait_timeout
+    while len(node_ids := list(grid.get_node_ids())) < config.num_clients:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"num-clients: bad value {config.num_clients}; allowed: at most the {len(node_ids)} "
+                f"connected nodes (waited {config.node_wait_timeout:g}s; in simulation set "
+                "num-supernodes to num-clients)"
+            )
+        time.sleep(0.5)
+    messages = [
+        Message(RecordDict({"config": ConfigRecord()}), dst_node_id=node_id, message_type=MessageType.QUERY)
+        for node_id in node_ids
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=config.node_wait_timeout))
+    node_of_partition: dict[int, int] = {}
+    cuda_partitions: list[int] = []
+    for reply in replies:
+        if reply.has_error():
+            raise RuntimeError(f"node {reply.metadata.src_node_id} failed to describe itself: {reply.error.reason}")
+        metrics = reply.content["metrics"]
+        partition_id, num_partitions = int(metrics["partition-id"]), int(metrics["num-partitions"])
+        if num_partitions != config.num_clients:
+            raise ConfigError(
+                f"num-clients: bad value {config.num_clients}; allowed: the federation's number of "
+                f"partitions ({num_partitions})"
+            )
+        if partition_id in node_of_partition:
+            raise RuntimeError(f"two nodes claim partition-id {partition_id}")
+        node_of_partition[partition_id] = reply.metadata.src_node_id
+        if int(metrics["cuda-available"]):
+            cuda_partitions.append(partition_id)
+    if len(node_of_partition) != config.num_clients:
+        raise RuntimeError(
+            f"only {len(node_of_partition)} of {config.num_clients} nodes answered within {config.node_wait_timeout:g}s"
+        )
+    return node_of_partition, sorted(cuda_partitions)
