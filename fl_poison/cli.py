@@ -59,7 +59,9 @@ def toml_literal(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return json.dumps(str(value))
+    # ensure_ascii=False: JSON would escape characters beyond U+FFFF as surrogate pairs, which
+    # TOML rejects. TOML, unlike JSON, also requires DEL (U+007F) to be escaped.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def app_directory() -> Path:
@@ -149,8 +151,13 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
     return folder
 
 
-def print_settings() -> None:
-    """Every setting with its default and meaning."""
+def print_settings(markdown: bool = False) -> None:
+    """Every setting with its default and meaning, as plain text or as a Markdown table."""
+    if markdown:
+        print("| setting | default | meaning |\n|---|---|---|")
+        for setting in SETTINGS:
+            print(f"| `{setting.key}` | `{toml_literal(setting.default)}` | {setting.help} |")
+        return
     width = max(len(setting.key) for setting in SETTINGS)
     for setting in SETTINGS:
         print(f"{setting.key:<{width}}  {toml_literal(setting.default):<10}  {setting.help}")
@@ -165,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client (default 1)")
     run.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client, e.g. 0.25 (default 0: CPU)")
     run.add_argument("--verbose", action="store_true", help="echo Flower's whole log")
-    commands.add_parser("settings", help="list every setting with its default")
+    settings = commands.add_parser("settings", help="list every setting with its default")
+    settings.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
 
 
@@ -173,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fl-poison`` console script."""
     arguments = build_parser().parse_args(argv)
     if arguments.command == "settings":
-        print_settings()
+        print_settings(arguments.markdown)
         return 0
     try:
         if arguments.cpus_per_client <= 0:

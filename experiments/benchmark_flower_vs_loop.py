@@ -1,0 +1,250 @@
+"""Wall time of one experiment through Flower versus the same training in a plain PyTorch loop.
+
+Usage::
+
+    python -m experiments.benchmark_flower_vs_loop [KEY=VALUE ...] [--out FILE.json]
+
+Settings are those of ``fl-poison run`` (see ``fl-poison settings``); the default is the 20-round
+digits experiment (10 iid clients, all trained every round, FedAvg).
+
+What is measured, and why
+-------------------------
+1. **Flower**: :func:`fl_poison.cli.run_experiment` (``flwr run`` against the local SuperLink in
+   simulation mode), timed from this process end to end. That includes the ``flwr`` CLI, the
+   hand-off to the SuperLink, Ray's start-up and its client actors, every round's messages
+   (weights serialised into records, pushed and pulled through the SuperLink), the ServerApp's
+   work and the result files. The ServerApp's own ``wall_seconds`` from ``summary.json`` (its
+   start to its summary: without the CLI and the SuperLink hand-off, but with the wait for the
+   simulated nodes, i.e. Ray's start-up) is reported as well.
+2. **Plain loop**: :func:`plain_loop` does the same computation one client after another in
+   this process: same config parsing, data, seeded model initialisation, per-round partition
+   draw, client seeds, local training, example-weighted FedAvg in partition-id order, and
+   centralized evaluation after round 0 and every round. It is the bare training work.
+
+The ratio flower/loop is Flower's overhead (start-up and per-round messaging) over that work.
+Both final accuracies are reported: they should agree closely, showing that both timed the same
+computation. Flower's Ray actors may train several clients at once (one per CPU Ray sees); the
+loop trains them sequentially.
+
+Threads: Ray sets ``OMP_NUM_THREADS`` to ``max(1, floor(client-resources-num-cpus))`` in every
+client actor (1 with the default ``--cpus-per-client 1``), so each Flower client trains with that
+many torch threads; for a fair comparison the loop calls ``torch.set_num_threads`` with the same
+number (and keeps it for evaluation too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fl_poison.cli import CommandError, parse_assignments, run_experiment
+from fl_poison.client_app import client_seed
+from fl_poison.config import ConfigError, ExperimentConfig, parse_config
+from fl_poison.data import DataSpec, client_data, dataset_info, test_data
+from fl_poison.evaluation import evaluate_model
+from fl_poison.models import build_model, resolve_model_name
+from fl_poison.results import read_csv, write_json
+from fl_poison.training import LocalTraining, resolve_device, train_locally
+from fl_poison.weights import float_state
+from strategies.sampling import PartitionSampler
+
+DEFAULT_OUT = Path("experiments/results/benchmark_flower_vs_loop.json")
+
+
+def fedavg(states: Sequence[dict[str, torch.Tensor]], num_examples: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Example-weighted average of float states, summed in the given order.
+
+    Done like Flower's ``aggregate_arrayrecords``: each state times ``n_i / sum(n)`` (a Python
+    float), accumulated in the tensors' own dtype (float32), so the result matches Flower's.
+    """
+    total = float(sum(num_examples))
+    average: dict[str, torch.Tensor] = {}
+    for state, count in zip(states, num_examples, strict=True):
+        factor = float(count) / total
+        for name, tensor in state.items():
+            if name in average:
+                average[name] += tensor * factor
+            else:
+                average[name] = tensor * factor
+    return average
+
+
+def plain_loop(
+    config: ExperimentConfig,
+    threads: int = 1,
+    train_device: torch.device | None = None,
+) -> dict[str, object]:
+    """Run ``config`` as a plain sequential loop; return metrics, per-round accuracies and seconds.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The experiment (as parsed by :func:`fl_poison.config.parse_config`).
+    threads : int
+        Torch threads for the whole loop (the count a Flower client actor gets).
+    train_device : torch.device, optional
+        Where clients train; defaults to ``resolve_device(config.device)``. Evaluation uses
+        ``resolve_device(config.device)`` as the ServerApp does.
+
+    Returns
+    -------
+    dict
+        ``final`` (the evaluation metrics after the last round), ``rounds`` (``round``,
+        ``accuracy``, ``loss``, ``seconds`` since the start, for rounds 0..num_rounds),
+        ``seconds`` (total wall time, data preparation included) and ``threads``.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        spec = DataSpec.from_config(config)
+        info = dataset_info(spec)
+        model_name = resolve_model_name(config.model, config.dataset)
+        eval_device = resolve_device(config.device)
+        train_device = train_device or eval_device
+        test_set = test_data(spec)
+        sampler = PartitionSampler({pid: pid for pid in range(config.num_clients)}, config.sampled_per_round, config.seed)
+        mu = config.proximal_mu if config.strategy == "fedprox" else 0.0
+        training = LocalTraining.from_config(config, proximal_mu=mu)
+
+        torch.manual_seed(config.seed)
+        model = build_model(model_name, info.input_shape, info.num_classes)
+
+        rounds: list[dict[str, float]] = []
+
+        def evaluate(server_round: int) -> dict[str, float]:
+            metrics = evaluate_model(model, test_set, eval_device, config.eval_batch_size)
+            rounds.append(
+                {
+                    "round": server_round,
+                    "accuracy": metrics["accuracy"],
+                    "loss": metrics["loss"],
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            )
+            return metrics
+
+        metrics = evaluate(0)
+        for server_round in range(1, config.num_rounds + 1):
+            global_state = {name: tensor.clone() for name, tensor in float_state(model).items()}
+            states, counts = [], []
+            for partition_id in sampler.partitions_for_round(server_round):
+                data = client_data(spec, partition_id)
+                local = build_model(model_name, info.input_shape, info.num_classes)
+                local.load_state_dict(global_state, strict=False)
+                train_locally(local, data, training, train_device, client_seed(config.seed, server_round, partition_id))
+                states.append(float_state(local))
+                counts.append(len(data))
+            model.load_state_dict(fedavg(states, counts), strict=False)
+            metrics = evaluate(server_round)
+        return {
+            "final": metrics,
+            "rounds": rounds,
+            "seconds": round(time.perf_counter() - started, 3),
+            "threads": threads,
+        }
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def flower_run(given: dict[str, object], cpus: float, gpus: float) -> dict[str, object]:
+    """Run ``given`` through Flower; return the CLI wall time, the result folder and its summary."""
+    started = time.perf_counter()
+    folder = run_experiment(given, cpus, gpus, verbose=False)
+    seconds = time.perf_counter() - started
+    summary = json.loads((folder / "summary.json").read_text())
+    rounds = [
+        {"round": int(row["round"]), "accuracy": float(row["accuracy"]), "loss": float(row["loss"]),
+         "seconds": float(row["wall_seconds"])}
+        for row in read_csv(folder / "rounds.csv")
+    ]
+    return {"seconds": round(seconds, 3), "folder": str(folder), "summary": summary, "rounds": rounds}
+
+
+def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, object]:
+    """Time the loop, then Flower, on the same settings; return everything the report shows."""
+    config = parse_config(given)
+    threads = max(1, math.floor(cpus))
+    train_device = torch.device("cpu") if gpus == 0 else None  # Ray hides GPUs from 0-GPU actors
+    loop = plain_loop(config, threads=threads, train_device=train_device)
+    flower = flower_run(given, cpus, gpus)
+    summary = flower["summary"]
+    flower_accuracies = [row["accuracy"] for row in flower["rounds"]]
+    loop_accuracies = [row["accuracy"] for row in loop["rounds"]]
+    return {
+        "settings": config.to_dict(),
+        "cpus_per_client": cpus,
+        "gpus_per_client": gpus,
+        "loop_torch_threads": threads,
+        "flower_wall_seconds": flower["seconds"],
+        "flower_serverapp_seconds": summary.get("wall_seconds"),
+        "loop_seconds": loop["seconds"],
+        "ratio_flower_over_loop": round(flower["seconds"] / loop["seconds"], 2),
+        "flower_accuracy": summary.get("accuracy"),
+        "loop_accuracy": loop["final"]["accuracy"],
+        "max_round_accuracy_difference": (
+            max(abs(f - l) for f, l in zip(flower_accuracies, loop_accuracies))
+            if len(flower_accuracies) == len(loop_accuracies) else None
+        ),
+        "flower_result_folder": flower["folder"],
+        "flower_rounds": flower["rounds"],
+        "loop_rounds": loop["rounds"],
+    }
+
+
+def print_table(report: dict[str, object]) -> None:
+    """The comparison as a small table."""
+    rows = [
+        ("flower wall seconds (CLI end to end)", f"{report['flower_wall_seconds']:.1f}"),
+        ("flower serverapp seconds (summary.json)", _number(report["flower_serverapp_seconds"], ".1f")),
+        (f"loop seconds (torch threads = {report['loop_torch_threads']})", f"{report['loop_seconds']:.1f}"),
+        ("ratio flower / loop", f"{report['ratio_flower_over_loop']:.2f}"),
+        ("flower final accuracy", f"{report['flower_accuracy']:.4f}"),
+        ("loop final accuracy", f"{report['loop_accuracy']:.4f}"),
+        ("max |accuracy difference| over rounds", _number(report["max_round_accuracy_difference"], ".4f")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:>8}")
+    print(
+        f"(the loop used torch.set_num_threads({report['loop_torch_threads']}), the OMP_NUM_THREADS Ray gives "
+        f"a client actor with client-resources-num-cpus={report['cpus_per_client']:g})"
+    )
+
+
+def _number(value: object, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "n/a"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse settings, run both, print the table, write the JSON report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings (see `fl-poison settings`)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
+    parser.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client (default 1)")
+    parser.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0)")
+    arguments = parser.parse_args(argv)
+    try:
+        if arguments.cpus_per_client <= 0:
+            raise ConfigError.bad_value("--cpus-per-client", arguments.cpus_per_client, "a number > 0")
+        if arguments.gpus_per_client < 0:
+            raise ConfigError.bad_value("--gpus-per-client", arguments.gpus_per_client, "a number >= 0")
+        report = compare(parse_assignments(arguments.settings), arguments.cpus_per_client, arguments.gpus_per_client)
+    except (ConfigError, CommandError) as error:
+        print(f"benchmark: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    print_table(report)
+    write_json(arguments.out, report)
+    print(f"report -> {arguments.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Shared fixtures: a private Flower SuperLink on loopback for end-to-end tests.
+
+The SuperLink runs in simulation mode with its own ``FLWR_HOME``, its own free port and
+runtime dependency installation switched off; it is started in its own process group and that
+group is stopped by PID when the session ends, even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+STARTUP_SECONDS = 60
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM the process group led by ``process``, then SIGKILL what is left after 15 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment variables that point the ``flwr`` CLI at a private, already running SuperLink."""
+    home = tmp_path_factory.mktemp("flwr_home")
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "RAY_DISABLE_USAGE_STATS": "1",
+    }
+    log = open(home / "superlink.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+            "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _healthy(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"SuperLink did not start; see {home / 'superlink.log'}")
+            time.sleep(0.3)
+        yield env
+    finally:
+        stop_process_group(process)
+        log.close()
