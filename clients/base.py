@@ -11,6 +11,8 @@ from fl_poison.data import LabeledTensors
 from fl_poison.models import SplitClassifier
 from fl_poison.training import LocalTraining
 
+NO_TARGET = -1
+
 
 @dataclass(frozen=True)
 class TrainingJob:
@@ -56,13 +58,19 @@ class ClientUpdate:
     num_examples : int
         The example count reported to the server (FedAvg weights by it).
     malicious : bool
-        Ground truth for forensics: True when this update comes from an attack.
+        Ground truth for forensics: the client is one of the attackers.
+    attacked : bool
+        Ground truth for forensics: this update is poisoned.
+    attack_target : int
+        The class the attack pushes towards this round (ADA's choice), or :data:`NO_TARGET`.
     """
 
     model: SplitClassifier
     train_loss: float
     num_examples: int
     malicious: bool = False
+    attacked: bool = False
+    attack_target: int = NO_TARGET
 
 
 class ClientBehaviour(Protocol):

@@ -2,9 +2,10 @@
 
 ``query``: tells the server this node's partition id (Flower node ids are random per run) and
 whether it sees a GPU. ``train``: loads the global weights, asks :mod:`clients.registry` for
-this client's behaviour in this round, runs it, and replies with the float weights and the
-metrics ``train_loss``, ``num-examples``, ``partition_id`` and ``malicious`` (every client sends
-the same keys, which Flower requires).
+this client's behaviour in this round (benign, or an attack from the threat model), runs it, and
+replies with the float weights and the metrics ``train_loss``, ``num-examples``,
+``partition_id``, ``malicious``, ``attacked`` and ``attack_target`` (every client sends the same
+keys, which Flower requires; the last three are ground truth for forensics only).
 """
 
 from __future__ import annotations
@@ -71,13 +72,16 @@ def train(msg: Message, context: Context) -> Message:
         server_round=server_round,
         partition_id=identity.partition_id,
     )
-    update = behaviour_for(config, identity.partition_id, server_round).run(job)
+    behaviour = behaviour_for(config, identity.partition_id, server_round, info, context.node_config, context.state)
+    update = behaviour.run(job)
     metrics = MetricRecord(
         {
             "train_loss": float(update.train_loss),
             "num-examples": int(update.num_examples),
             "partition_id": identity.partition_id,
             "malicious": int(update.malicious),
+            "attacked": int(update.attacked),
+            "attack_target": int(update.attack_target),
         }
     )
     arrays: ArrayRecord = to_array_record(update.model)

@@ -29,6 +29,11 @@ MODELS = ("auto", "small-cnn", "ada-cnn", "cnn3", "resnet18")
 OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("fedavg", "fedprox")
 DEVICES = ("auto", "cpu", "cuda")
+DATA_ATTACKS = ("none", "label-flip-random", "label-flip", "blend", "badnets", "dba", "ada", "nan")
+UPDATE_ATTACKS = ("auto", "none", "scaling", "train-and-scale")
+TRIGGER_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
+SOURCE_TARGETED_ATTACKS = ("label-flip", "ada")
+BACKDOOR_ATTACKS = ("blend", "badnets", "dba")
 
 
 class ConfigError(ValueError):
@@ -200,6 +205,74 @@ def dataset_source(key: str, value: object) -> str:
     raise ConfigError.bad_value(key, value, allowed)
 
 
+def _unit_interval(key: str, value: object) -> float:
+    number = _as_float(key, value)
+    if not 0 <= number <= 1:
+        raise ConfigError.bad_value(key, value, "a number in [0, 1]")
+    return number
+
+
+def auto_or(validator: Callable[[str, object], object], allowed: str) -> Callable[[str, object], object]:
+    """A validator accepting ``auto`` (returned as None) or whatever ``validator`` accepts."""
+
+    def cast(key: str, value: object) -> object:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        try:
+            return validator(key, value)
+        except ConfigError:
+            raise ConfigError.bad_value(key, value, f"auto | {allowed}") from None
+
+    return cast
+
+
+def fraction(key: str, value: object) -> float:
+    """A validator for numbers in (0, 1]."""
+    number = _as_float(key, value)
+    if not 0 < number <= 1:
+        raise ConfigError.bad_value(key, value, "a number in (0, 1]")
+    return number
+
+
+def class_or_all(key: str, value: object) -> int:
+    """A class index (integer >= 0) or ``all`` (returned as -1)."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return -1
+    return _as_int(key, value, minimum=0)
+
+
+def id_list(key: str, value: object) -> tuple[int, ...]:
+    """Comma-separated partition ids (``"3,4"``), sorted and without duplicates; empty = none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ConfigError.bad_value(key, value, 'comma-separated partition ids such as "3,4"')
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        ids = sorted({int(part) for part in parts})
+    except ValueError:
+        raise ConfigError.bad_value(key, value, 'comma-separated partition ids such as "3,4"') from None
+    if any(pid < 0 for pid in ids):
+        raise ConfigError.bad_value(key, value, "partition ids >= 0")
+    return tuple(ids)
+
+
+def readable_image(key: str, value: object) -> str:
+    """An image file that PIL can open, or empty for the built-in trigger."""
+    path = text(key, value)
+    if not path:
+        return ""
+    expanded = os.path.abspath(os.path.expanduser(path))
+    try:
+        from PIL import Image
+
+        with Image.open(expanded) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError):
+        raise ConfigError(f"{key}: cannot read image {path!r}; allowed: a readable image file (PNG, JPEG, ...)") from None
+    return expanded
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", "digits", "digits (built in), mnist, fashion-mnist, cifar10, any hub id owner/name, or a local dataset folder.", dataset_source),
     Setting("image-column", "auto", "Image column of a hub/local dataset ('auto' finds image or img).", text),
@@ -229,6 +302,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output-dir", "results", "Folder that receives one result folder per run (relative paths resolve against the SuperLink's working directory; fl-poison run makes them absolute).", text),
     Setting("run-name", "", "Result folder name; empty = timestamp plus a short config hash.", run_name),
     Setting("save-model", True, "Save the final global weights (model.pt).", boolean),
+    Setting("num-malicious", 0, "Number of malicious clients, drawn from seed (ignored when malicious-ids is set).", integer(0)),
+    Setting("malicious-ids", "", 'Partition ids of the malicious clients, e.g. "3,4" (overrides num-malicious).', id_list),
+    Setting("attack", "none", "Data attack of malicious clients: " + ", ".join(DATA_ATTACKS) + ".", choice(*DATA_ATTACKS)),
+    Setting("update-attack", "auto", "Update transform of malicious clients: none, scaling (model replacement), train-and-scale, or auto (train-and-scale for ada, none otherwise).", choice(*UPDATE_ATTACKS)),
+    Setting("attack-start-round", 1, "First round in which malicious clients attack.", integer(1)),
+    Setting("attack-every", 1, "A malicious client attacks every k-th time it is sampled (from attack-start-round on).", integer(1)),
+    Setting("source-class", 2, "Source class of label-flip and ada (label-flip also takes 'all' for all-to-one).", class_or_all),
+    Setting("target-class", 0, "Target class of label-flip and of the backdoors.", integer(0)),
+    Setting("poison-rate", 0.5, "Share of the attacker's training samples that are poisoned (label-flip injection rate alpha; backdoor poisoning rate).", fraction),
+    Setting("blend-alpha", 0.2, "Weight of the trigger image in the blend backdoor: x' = (1 - a) x + a trigger.", fraction),
+    Setting("trigger-image", "", "Image file used as the blend trigger (resized to the input size); empty = a built-in seeded noise pattern.", readable_image),
+    Setting("trigger-size", "auto", "Side in pixels of the BadNets patch and of the DBA global trigger; auto = scaled to the input (6 px at 32 px, 2 px at 8 px).", auto_or(integer(1), "an integer >= 1")),
+    Setting("trigger-value", 1.0, "Pixel value of the BadNets / DBA trigger in [0, 1] (1 = white; DBA on colour images stamps red).", lambda key, value: _unit_interval(key, value)),
+    Setting("trigger-position", "bottom-right", "Corner of the BadNets patch and DBA trigger.", choice(*TRIGGER_POSITIONS)),
+    Setting("scale-factor", "auto", "Scaling attack gamma in X = gamma (L - G) + G; auto = clients per round / attackers sampled this round.", auto_or(positive_number, "a number > 0")),
+    Setting("norm-bound", "auto", "Train-and-scale target norm Q; auto = the mean norm of honest updates the attacker computes itself.", auto_or(positive_number, "a number > 0")),
+    Setting("ada-knowledge", "full", "ADA target choice: full (latent class means) or partial (FLAME last-layer gradients).", choice("full", "partial")),
+    Setting("ada-start", "round", "When ADA attacks: 'round' (from attack-start-round) or 'converged' (global loss on own data flat for ada-patience rounds).", choice("round", "converged")),
+    Setting("ada-patience", 10, "Rounds without a decrease of the global model's loss on the attacker's data before ADA calls it converged.", integer(1)),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
@@ -266,6 +358,25 @@ class ExperimentConfig:
     output_dir: str
     run_name: str
     save_model: bool
+    num_malicious: int
+    malicious_ids: tuple[int, ...]
+    attack: str
+    update_attack: str
+    attack_start_round: int
+    attack_every: int
+    source_class: int
+    target_class: int
+    poison_rate: float
+    blend_alpha: float
+    trigger_image: str
+    trigger_size: int | None
+    trigger_value: float
+    trigger_position: str
+    scale_factor: float | None
+    norm_bound: float | None
+    ada_knowledge: str
+    ada_start: str
+    ada_patience: int
 
     @property
     def sampled_per_round(self) -> int:
@@ -274,9 +385,16 @@ class ExperimentConfig:
             return self.clients_per_round
         return max(1, round(self.clients_per_round * self.num_clients))
 
+    @property
+    def resolved_update_attack(self) -> str:
+        """The update attack in force: ``auto`` means train-and-scale for ada and none otherwise."""
+        if self.update_attack != "auto":
+            return self.update_attack
+        return "train-and-scale" if self.attack == "ada" else "none"
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as a kebab-case mapping, as they would be written in a run config."""
-        return {setting.key: getattr(self, setting.field) for setting in SETTINGS}
+        return {setting.key: _as_config_value(getattr(self, setting.field)) for setting in SETTINGS}
 
     def fingerprint(self) -> str:
         """A short hash of the settings that shape the experiment (not where results go)."""
@@ -287,6 +405,15 @@ class ExperimentConfig:
         }
         digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
         return digest[:8]
+
+
+def _as_config_value(value: object) -> object:
+    """A field value as Flower's run config writes it (None → "auto", id tuples → "3,4")."""
+    if value is None:
+        return "auto"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return value
 
 
 def parse_config(raw: Mapping[str, object]) -> ExperimentConfig:
@@ -319,6 +446,19 @@ def parse_config(raw: Mapping[str, object]) -> ExperimentConfig:
 
 
 def _check_relations(config: ExperimentConfig) -> None:
+    if config.num_malicious > config.num_clients:
+        raise ConfigError.bad_value(
+            "num-malicious", config.num_malicious, f"0 .. num-clients ({config.num_clients})"
+        )
+    outside = [pid for pid in config.malicious_ids if pid >= config.num_clients]
+    if outside:
+        raise ConfigError.bad_value(
+            "malicious-ids", ",".join(map(str, config.malicious_ids)), f"partition ids 0 .. {config.num_clients - 1}"
+        )
+    if config.attack == "label-flip" and config.source_class == config.target_class:
+        raise ConfigError.bad_value("target-class", config.target_class, "a class other than source-class")
+    if config.attack == "ada" and config.source_class < 0:
+        raise ConfigError.bad_value("source-class", "all", "a class index for ada")
     per_round = config.sampled_per_round
     if per_round > config.num_clients:
         raise ConfigError(

@@ -54,7 +54,7 @@ def _roc_auc(labels: np.ndarray, probabilities: np.ndarray, present: np.ndarray)
     """Macro one-vs-rest AUC over the classes present in ``labels``."""
     if len(present) < 2:
         return math.nan
-    if len(present) == probabilities.shape[1]:
+    if len(present) == probabilities.shape[1] > 2:  # binary: roc_auc_score wants 1-D scores
         return float(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
     per_class = [roc_auc_score(labels == cls, probabilities[:, cls]) for cls in present]
     return float(np.mean(per_class))

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "kappa", "roc_auc", "loss")
+ATTACK_SUMMARY_METRICS = ("asr", "mta", "ts_ata", "max_ata")
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

@@ -14,9 +14,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from flwr.app import Message
 
+from fl_poison.reply_checks import reply_problem
 from fl_poison.weights import record_to_numpy, update_norm
 
-CLIENT_COLUMNS = ("round", "partition_id", "malicious", "status", "num_examples", "loss", "norm_before")
+CLIENT_COLUMNS = (
+    "round", "partition_id", "malicious", "attacked", "attack_target", "status", "reason",
+    "num_examples", "loss", "norm_before",
+)
 
 
 @dataclass
@@ -28,9 +32,16 @@ class ClientRoundRecord:
     round, partition_id : int
         When and who.
     malicious : int
-        1 when the threat model made this client malicious this round, else 0.
+        1 when the threat model makes this client an attacker, else 0.
+    attacked : int
+        1 when its update this round is poisoned, else 0.
+    attack_target : int
+        The class its attack pushes towards this round (ADA's choice), -1 if none.
     status : str
-        ``ok`` for a reply with weights, ``failed`` for an error reply or none at all.
+        ``ok`` for an aggregatable reply, ``rejected`` for a malformed or non-finite one,
+        ``failed`` for an error reply or none at all.
+    reason : str
+        Why a reply was rejected or failed (empty when ok).
     num_examples : int
         Number of training examples the client reported.
     loss : float
@@ -42,7 +53,10 @@ class ClientRoundRecord:
     round: int
     partition_id: int
     malicious: int
+    attacked: int
+    attack_target: int
     status: str
+    reason: str
     num_examples: int
     loss: float
     norm_before: float
@@ -72,7 +86,7 @@ class RoundLog:
         sampled_partitions: Sequence[int],
         replies: Sequence[Message],
     ) -> list[ClientRoundRecord]:
-        """Add a row per sampled client (replies first, then clients that never answered)."""
+        """Add a row per sampled client (clients that never answered are ``failed``); return the round's rows."""
         rows = []
         answered = set()
         for message in replies:
@@ -81,7 +95,7 @@ class RoundLog:
             rows.append(self._row(server_round, partition_id, global_arrays, message))
         for partition_id in sampled_partitions:
             if partition_id not in answered:
-                rows.append(ClientRoundRecord(server_round, partition_id, 0, "failed", 0, math.nan, math.nan))
+                rows.append(_failed(server_round, partition_id, "no reply"))
         rows.sort(key=lambda row: row.partition_id)
         self.records.extend(rows)
         return rows
@@ -89,18 +103,23 @@ class RoundLog:
     @staticmethod
     def _row(server_round: int, partition_id: int, global_arrays: Mapping[str, np.ndarray], message: Message) -> ClientRoundRecord:
         if message.has_error():
-            return ClientRoundRecord(server_round, partition_id, 0, "failed", 0, math.nan, math.nan)
-        metrics = next(iter(message.content.metric_records.values()))
-        arrays = next(iter(message.content.array_records.values()))
-        try:
-            norm = update_norm(record_to_numpy(arrays), global_arrays)
-        except (KeyError, ValueError):
-            norm = math.nan
+            return _failed(server_round, partition_id, message.error.reason)
+        problem = reply_problem(message, global_arrays)
+        metrics = next(iter(message.content.metric_records.values()), {})
+        norm = math.nan
+        if problem is None or "non-finite" in problem:
+            try:
+                norm = update_norm(record_to_numpy(next(iter(message.content.array_records.values()))), global_arrays)
+            except (KeyError, ValueError, StopIteration):
+                norm = math.nan
         return ClientRoundRecord(
             round=server_round,
             partition_id=partition_id,
             malicious=int(metrics.get("malicious", 0)),
-            status="ok",
+            attacked=int(metrics.get("attacked", 0)),
+            attack_target=int(metrics.get("attack_target", -1)),
+            status="ok" if problem is None else "rejected",
+            reason=problem or "",
             num_examples=int(metrics.get("num-examples", 0)),
             loss=float(metrics.get("train_loss", math.nan)),
             norm_before=norm,
@@ -113,3 +132,12 @@ class RoundLog:
     def for_round(self, server_round: int) -> list[ClientRoundRecord]:
         """The rows of one round."""
         return [record for record in self.records if record.round == server_round]
+
+    def latest_attack_target(self) -> int:
+        """The most recent attack target any client reported (-1 when none did)."""
+        targets = [record.attack_target for record in self.records if record.attacked and record.attack_target >= 0]
+        return targets[-1] if targets else -1
+
+
+def _failed(server_round: int, partition_id: int, reason: str) -> ClientRoundRecord:
+    return ClientRoundRecord(server_round, partition_id, 0, 0, -1, "failed", reason, 0, math.nan, math.nan)

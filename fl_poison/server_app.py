@@ -22,11 +22,13 @@ from flwr.serverapp import Grid, ServerApp
 
 from fl_poison.config import ConfigError, ExperimentConfig, parse_config
 from fl_poison.data import DataSpec, dataset_info, test_data
-from fl_poison.evaluation import evaluate_model
+from fl_poison.attack_metrics import AttackEvaluator, check_classes
+from fl_poison.evaluation import predict_probabilities
+from fl_poison.metrics import classification_metrics
 from fl_poison.models import build_model, resolve_model_name
 from fl_poison.plots import plot_training_curves
 from fl_poison.provenance import environment_versions, result_folder_path
-from fl_poison.results import SUMMARY_METRICS, ResultFolder
+from fl_poison.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder
 from fl_poison.round_log import CLIENT_COLUMNS, RoundLog
 from fl_poison.training import resolve_device
 from fl_poison.weights import load_array_record, to_array_record
@@ -46,7 +48,9 @@ def main(grid: Grid, context: Context) -> None:
     info = dataset_info(spec)
     model_name = resolve_model_name(config.model, config.dataset)
     device = resolve_device(config.device)
+    check_classes(config, info.num_classes)
     test_set = test_data(spec)
+    attack_evaluator = AttackEvaluator(config, test_set, info.num_classes)
 
     node_of_partition, cuda_partitions = discover_partitions(grid, config)
     sampler = PartitionSampler(node_of_partition, config.sampled_per_round, config.seed)
@@ -72,22 +76,33 @@ def main(grid: Grid, context: Context) -> None:
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_array_record(model, arrays)
-        metrics = evaluate_model(model, test_set, device, config.eval_batch_size)
+        probabilities = predict_probabilities(model, test_set, device, config.eval_batch_size)
+        metrics = classification_metrics(test_set.y.numpy(), probabilities)
+        metrics.update(
+            attack_evaluator.metrics(
+                model, probabilities.argmax(axis=1), device, config.eval_batch_size, round_log.latest_attack_target()
+            )
+        )
         clients = round_log.for_round(server_round)
         row = {
             "round": server_round,
             **metrics,
             "sampled": len(clients),
-            "replies": sum(1 for c in clients if c.status == "ok"),
-            "failures": sum(1 for c in clients if c.status != "ok"),
+            "accepted": sum(1 for c in clients if c.status == "ok"),
+            "rejected": sum(1 for c in clients if c.status == "rejected"),
+            "failures": sum(1 for c in clients if c.status == "failed"),
+            "attackers": sum(1 for c in clients if c.attacked),
             "train_loss": _mean([c.loss for c in clients if c.status == "ok"]),
             "wall_seconds": round(time.monotonic() - started, 3),
         }
         folder.add_round(row)
         folder.write_clients(round_log.rows(), CLIENT_COLUMNS)
+        attack_text = "".join(
+            f" {name}={metrics[name]:.4f}" for name in ATTACK_SUMMARY_METRICS if name in metrics
+        )
         print(
             f"[fl-poison] round {server_round}/{config.num_rounds} accuracy={metrics['accuracy']:.4f} "
-            f"loss={metrics['loss']:.4f} ({row['wall_seconds']:.1f}s)",
+            f"loss={metrics['loss']:.4f}{attack_text} ({row['wall_seconds']:.1f}s)",
             flush=True,
         )
         return MetricRecord({name: float(metrics[name]) for name in ("accuracy", "loss")})
@@ -103,6 +118,7 @@ def main(grid: Grid, context: Context) -> None:
     load_array_record(model, result.arrays if result.arrays is not None else to_array_record(model))
     final = folder.round_rows[-1]
     summary = {name: final[name] for name in SUMMARY_METRICS}
+    summary.update({name: final[name] for name in ATTACK_SUMMARY_METRICS if name in final})
     summary.update({"rounds": config.num_rounds, "wall_seconds": round(time.monotonic() - started, 3)})
     folder.write_summary(summary)
     if config.save_model:

@@ -16,9 +16,9 @@ from torch import nn
 
 
 def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The floating-point entries of ``model``'s state dict, detached and on the CPU."""
+    """Copies of the floating-point entries of ``model``'s state dict, on the CPU."""
     return {
-        name: tensor.detach().cpu()
+        name: tensor.detach().cpu().clone()
         for name, tensor in model.state_dict().items()
         if tensor.is_floating_point()
     }

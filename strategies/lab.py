@@ -8,7 +8,8 @@
    construction (and additions such as FedProx's ``proximal-mu``) is kept.
 2. ``aggregate_train`` orders the replies by partition id (so that floating-point sums, and
    hence results, do not depend on arrival order), records each client in the
-   :class:`~fl_poison.round_log.RoundLog`, then lets the Flower strategy aggregate.
+   :class:`~fl_poison.round_log.RoundLog`, drops replies that are malformed or non-finite
+   (:func:`fl_poison.reply_checks.reply_problem`), then lets the Flower strategy aggregate.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ class LabStrategy:
         return super().configure_train(server_round, arrays, config, view)  # type: ignore[misc]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Record every sampled client, then aggregate the replies in partition-id order."""
+        """Record every sampled client, drop rejected replies, aggregate the rest in partition-id order.
+
+        With no acceptable reply the global model stays as it was (None arrays).
+        """
         ordered = sorted(replies, key=self.round_log.partition_of)
-        self.round_log.record_replies(server_round, self._global_arrays, self._sampled, ordered)
-        return super().aggregate_train(server_round, ordered)  # type: ignore[misc]
+        rows = self.round_log.record_replies(server_round, self._global_arrays, self._sampled, ordered)
+        accepted_partitions = {row.partition_id for row in rows if row.status == "ok"}
+        accepted = [message for message in ordered if self.round_log.partition_of(message) in accepted_partitions]
+        if not accepted:
+            return None, None
+        return super().aggregate_train(server_round, accepted)  # type: ignore[misc]

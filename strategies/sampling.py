@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import numpy as np
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
+
+from fl_poison.schedule import sampled_partitions
 
 
 class PartitionSampler:
@@ -38,11 +39,10 @@ class PartitionSampler:
         self.seed = seed
 
     def partitions_for_round(self, server_round: int) -> list[int]:
-        """The sorted partition ids drawn for ``server_round``."""
+        """The sorted partition ids drawn for ``server_round`` (see :func:`fl_poison.schedule.sampled_partitions`)."""
         partition_ids = sorted(self.node_of_partition)
-        generator = np.random.default_rng([self.seed, server_round])
-        drawn = generator.choice(len(partition_ids), size=self.per_round, replace=False)
-        return sorted(partition_ids[i] for i in drawn)
+        drawn = sampled_partitions(len(partition_ids), self.per_round, self.seed, server_round)
+        return [partition_ids[i] for i in drawn]
 
     def nodes_for_round(self, server_round: int) -> list[int]:
         """The Flower node ids of :meth:`partitions_for_round`."""

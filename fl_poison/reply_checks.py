@@ -1,0 +1,39 @@
+"""Screening of client replies before aggregation: malformed or non-finite updates are rejected.
+
+A reply is rejected when it carries an error, lacks exactly one ArrayRecord and one MetricRecord,
+has array names, shapes or dtypes other than the global model's, or holds NaN/Inf. The round goes
+on with the remaining replies; with none left the global model stays as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Message
+
+from fl_poison.weights import record_to_numpy
+
+
+def reply_problem(message: Message, global_arrays: Mapping[str, np.ndarray]) -> str | None:
+    """Why ``message`` cannot be aggregated with ``global_arrays`` (None when it can)."""
+    if message.has_error():
+        return f"error reply: {message.error.reason}"
+    content = message.content
+    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+        return "expected one ArrayRecord and one MetricRecord"
+    arrays = record_to_numpy(next(iter(content.array_records.values())))
+    if set(arrays) != set(global_arrays):
+        return "array names differ from the global model's"
+    for name, reference in global_arrays.items():
+        array = arrays[name]
+        if array.shape != reference.shape:
+            return f"{name}: shape {array.shape} instead of {reference.shape}"
+        if array.dtype != reference.dtype:
+            return f"{name}: dtype {array.dtype} instead of {reference.dtype}"
+        if not np.all(np.isfinite(array)):
+            return f"{name}: non-finite values"
+    metrics = next(iter(content.metric_records.values()))
+    if "num-examples" not in metrics or not float(metrics["num-examples"]) > 0:
+        return "num-examples missing or not positive"
+    return None
