@@ -4,7 +4,8 @@
 :class:`~flwr_datasets.partitioner.DirichletPartitioner` (Hsu et al., 2019, "Measuring the Effects
 of Non-Identical Data Distribution for Federated Visual Classification"), and ``pathological``
 :class:`~flwr_datasets.partitioner.PathologicalPartitioner` (McMahan et al., 2017: each client
-holds only ``classes-per-client`` labels). All are seeded, so the same seed gives the same
+holds only ``classes-per-client`` labels; the first class of partition k is k mod C, so every
+class is used when there are at least as many clients as classes). All are seeded, so the same seed gives the same
 partitions in every process.
 """
 
@@ -66,7 +67,7 @@ def build_partitioner(
             num_partitions=num_partitions,
             partition_by=label_column,
             num_classes_per_partition=classes_per_client,
-            class_assignment_mode="random",
+            class_assignment_mode="first-deterministic",
             shuffle=True,
             seed=seed,
         )
