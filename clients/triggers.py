@@ -136,8 +136,13 @@ def split_vertically(trigger: Trigger, parts: int) -> list[Trigger]:
 
 
 def dba_global_trigger(config: ExperimentConfig, shape: tuple[int, int, int], parts: int) -> Trigger:
-    """DBA's global trigger: a red (colour) or ``trigger-value`` (grey) square, at least ``parts`` columns wide."""
-    size = config.trigger_size or max(default_trigger_size(shape[1]), parts)
+    """DBA's global trigger: a red (colour) or ``trigger-value`` (grey) square.
+
+    Its automatic side is the scaled default, widened so each of the ``parts`` strips is about
+    two columns wide (seed 001: 6 px with 3 attackers on CIFAR-10; 5 px with 3 on 8x8 digits,
+    where 1-column strips are not learned: full-trigger ASR 0.48 at 3 px vs 1.0 at 5 px).
+    """
+    size = config.trigger_size or min(shape[1], max(default_trigger_size(shape[1]), 2 * parts - 1))
     return patch_trigger(shape, size, config.trigger_value, config.trigger_position, red=True)
 
 

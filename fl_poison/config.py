@@ -27,7 +27,8 @@ BUILTIN_DATASETS = ("digits",)
 PARTITIONINGS = ("iid", "dirichlet", "pathological")
 MODELS = ("auto", "small-cnn", "ada-cnn", "cnn3", "resnet18")
 OPTIMIZERS = ("sgd", "adam")
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "krum", "multikrum", "norm-clip", "loss-filter", "median", "trimmed-mean", "bulyan")
+CLIP_WRAPPABLE = tuple(name for name in STRATEGIES if name != "norm-clip")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_ATTACKS = ("none", "label-flip-random", "label-flip", "blend", "badnets", "dba", "ada", "nan")
 UPDATE_ATTACKS = ("auto", "none", "scaling", "train-and-scale")
@@ -226,6 +227,20 @@ def auto_or(validator: Callable[[str, object], object], allowed: str) -> Callabl
     return cast
 
 
+def _percentile(key: str, value: object) -> float:
+    number = _as_float(key, value)
+    if not 0 < number <= 100:
+        raise ConfigError.bad_value(key, value, "a number in (0, 100]")
+    return number
+
+
+def _trim_fraction(key: str, value: object) -> float:
+    number = _as_float(key, value)
+    if not 0 <= number < 0.5:
+        raise ConfigError.bad_value(key, value, "a number in [0, 0.5)")
+    return number
+
+
 def fraction(key: str, value: object) -> float:
     """A validator for numbers in (0, 1]."""
     number = _as_float(key, value)
@@ -293,7 +308,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("optimizer", "sgd", "Local optimizer: sgd or adam.", choice(*OPTIMIZERS)),
     Setting("momentum", 0.9, "SGD momentum.", non_negative_number),
     Setting("weight-decay", 0.0, "L2 weight decay of the local optimizer.", non_negative_number),
-    Setting("strategy", "fedavg", "Server strategy: fedavg or fedprox.", choice(*STRATEGIES)),
+    Setting("strategy", "fedavg", "Server strategy: " + ", ".join(STRATEGIES) + ".", choice(*STRATEGIES)),
     Setting("proximal-mu", 0.1, "FedProx proximal weight mu (used by strategy=fedprox).", non_negative_number),
     Setting("device", "auto", "auto (CUDA when the process sees a GPU), cpu or cuda.", choice(*DEVICES)),
     Setting("eval-batch-size", 512, "Batch size of centralized evaluation.", integer(1)),
@@ -320,6 +335,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("norm-bound", "auto", "Train-and-scale target norm Q; auto = the mean norm of honest updates the attacker computes itself.", auto_or(positive_number, "a number > 0")),
     Setting("ada-knowledge", "full", "ADA target choice: full (latent class means) or partial (FLAME last-layer gradients).", choice("full", "partial")),
     Setting("ada-start", "round", "When ADA attacks: 'round' (from attack-start-round) or 'converged' (global loss on own data flat for ada-patience rounds).", choice("round", "converged")),
+    Setting("krum-f", "auto", "Attackers f assumed by krum, multikrum and bulyan; auto = num-malicious (at least 1).", auto_or(integer(1), "an integer >= 1")),
+    Setting("krum-m", "auto", "Updates multikrum keeps; auto = clients per round - f.", auto_or(integer(1), "an integer >= 1")),
+    Setting("clip-norm", "auto", "Norm bound of norm-clip; auto = the median update norm of the round.", auto_or(positive_number, "a number > 0")),
+    Setting("clip-wrap", "fedavg", "Strategy that aggregates the clipped updates of norm-clip: " + ", ".join(CLIP_WRAPPABLE) + ".", choice(*CLIP_WRAPPABLE)),
+    Setting("loss-percentile", 75.0, "loss-filter drops clients whose reported loss is above this percentile of the round's losses.", lambda key, value: _percentile(key, value)),
+    Setting("trim-beta", 0.2, "Fraction trimmed at each end, per coordinate, by trimmed-mean.", lambda key, value: _trim_fraction(key, value)),
+    Setting("plot-round", 0, "Round whose update norms before/after the defense are plotted; 0 = the last round.", integer(0)),
     Setting("ada-patience", 10, "Rounds without a decrease of the global model's loss on the attacker's data before ADA calls it converged.", integer(1)),
 )
 
@@ -376,6 +398,13 @@ class ExperimentConfig:
     norm_bound: float | None
     ada_knowledge: str
     ada_start: str
+    krum_f: int | None
+    krum_m: int | None
+    clip_norm: float | None
+    clip_wrap: str
+    loss_percentile: float
+    trim_beta: float
+    plot_round: int
     ada_patience: int
 
     @property
@@ -384,6 +413,18 @@ class ExperimentConfig:
         if isinstance(self.clients_per_round, int):
             return self.clients_per_round
         return max(1, round(self.clients_per_round * self.num_clients))
+
+    @property
+    def assumed_attackers(self) -> int:
+        """f for krum, multikrum and bulyan: ``krum-f``, else the number of malicious clients (at least 1)."""
+        if self.krum_f is not None:
+            return self.krum_f
+        return max(1, len(self.malicious_ids) or self.num_malicious)
+
+    @property
+    def krum_keep(self) -> int:
+        """m, the updates multikrum keeps: ``krum-m``, else clients per round - f."""
+        return self.krum_m if self.krum_m is not None else self.sampled_per_round - self.assumed_attackers
 
     @property
     def resolved_update_attack(self) -> str:
@@ -459,9 +500,28 @@ def _check_relations(config: ExperimentConfig) -> None:
         raise ConfigError.bad_value("target-class", config.target_class, "a class other than source-class")
     if config.attack == "ada" and config.source_class < 0:
         raise ConfigError.bad_value("source-class", "all", "a class index for ada")
+    if config.plot_round > config.num_rounds:
+        raise ConfigError.bad_value("plot-round", config.plot_round, f"0 .. num-rounds ({config.num_rounds})")
     per_round = config.sampled_per_round
+    _check_defense(config, per_round)
     if per_round > config.num_clients:
         raise ConfigError(
             f"clients-per-round: bad value {config.clients_per_round!r}; allowed: a count "
             f"between 1 and num-clients ({config.num_clients}) or a fraction in (0, 1]"
+        )
+
+
+def _check_defense(config: ExperimentConfig, per_round: int) -> None:
+    """Krum needs 2f + 2 < n, Bulyan n >= 4f + 3, MultiKrum 1 <= m <= n (n = clients per round)."""
+    strategies = {config.strategy, config.clip_wrap if config.strategy == "norm-clip" else config.strategy}
+    f = config.assumed_attackers
+    if strategies & {"krum", "multikrum"} and not 2 * f + 2 < per_round:
+        raise ConfigError.bad_value(
+            "krum-f", f, f"f with 2f + 2 < clients per round ({per_round}), i.e. at most {max(0, (per_round - 3) // 2)}"
+        )
+    if "multikrum" in strategies and not 1 <= config.krum_keep <= per_round:
+        raise ConfigError.bad_value("krum-m", config.krum_keep, f"1 .. clients per round ({per_round})")
+    if "bulyan" in strategies and per_round < 4 * f + 3:
+        raise ConfigError.bad_value(
+            "krum-f", f, f"f with 4f + 3 <= clients per round ({per_round}) for bulyan"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -9,22 +10,62 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from fl_poison.round_log import ClientRoundRecord  # noqa: E402
+
+ATTACK_CURVES = ("asr", "ts_ata", "max_ata")
 
 
-def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, title: str) -> None:
-    """Test accuracy and test loss of the global model per round, side by side, as a PNG."""
-    rounds = [int(row["round"]) for row in rows]
-    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    accuracy_axis.plot(rounds, [float(row["accuracy"]) for row in rows], marker="o", markersize=3)
-    accuracy_axis.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1.02), title="accuracy")
-    loss_axis.plot(rounds, [float(row["loss"]) for row in rows], marker="o", markersize=3, color="tab:red")
-    loss_axis.set(xlabel="round", ylabel="test loss", title="loss")
-    for axis in (accuracy_axis, loss_axis):
-        axis.grid(alpha=0.3)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+def save_figure(figure: Figure, path: Path) -> None:
+    """Write ``figure`` as a PNG atomically (temporary file + rename) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp.png")
     figure.savefig(temporary, dpi=120)
     plt.close(figure)
     temporary.replace(path)
+
+
+def _values(rows: Sequence[Mapping[str, object]], column: str) -> list[float]:
+    return [float(row[column]) if row.get(column) not in (None, "") else math.nan for row in rows]
+
+
+def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, title: str) -> None:
+    """Test accuracy (and the attack metrics the run has) and test loss of the global model per round."""
+    rounds = [int(row["round"]) for row in rows]
+    figure, (rate_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rate_axis.plot(rounds, _values(rows, "accuracy"), marker="o", markersize=3, label="accuracy")
+    for column in ATTACK_CURVES:
+        if rows and column in rows[0]:
+            rate_axis.plot(rounds, _values(rows, column), marker="s", markersize=3, label=column)
+    rate_axis.set(xlabel="round", ylabel="share of test samples", ylim=(0, 1.02), title="accuracy and attack success")
+    rate_axis.legend(fontsize=8)
+    loss_axis.plot(rounds, _values(rows, "loss"), marker="o", markersize=3, color="tab:red")
+    loss_axis.set(xlabel="round", ylabel="test loss", title="loss")
+    for axis in (rate_axis, loss_axis):
+        axis.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def plot_update_norms(records: Sequence[ClientRoundRecord], path: Path, title: str) -> None:
+    """Update norm of each client before and after the defense in one round (seed 001 Figs. 6–7).
+
+    Malicious clients' bars are red; the clipping bound, when there is one, is a dashed line.
+    """
+    records = [record for record in records if record.status != "failed"]
+    figure, axis = plt.subplots(figsize=(max(5, 0.6 * len(records) + 2), 3.8))
+    positions = range(len(records))
+    colours = ["tab:red" if record.malicious else "tab:blue" for record in records]
+    axis.bar([p - 0.2 for p in positions], [record.norm_before for record in records], width=0.4, color=colours, alpha=0.45, label="before")
+    axis.bar([p + 0.2 for p in positions], [record.norm_after for record in records], width=0.4, color=colours, label="after")
+    bounds = [record.bound for record in records if not math.isnan(record.bound)]
+    if bounds:
+        axis.axhline(bounds[0], linestyle="--", color="black", linewidth=1, label=f"bound {bounds[0]:.3g}")
+    axis.set_xticks(list(positions), [f"{record.partition_id}\n{record.decision[:4]}" for record in records], fontsize=8)
+    axis.set(xlabel="partition id / decision (red = malicious)", ylabel="update L2 norm", title=title)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    save_figure(figure, path)

@@ -7,6 +7,7 @@ on with the remaining replies; with none left the global model stays as it was.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -34,6 +35,7 @@ def reply_problem(message: Message, global_arrays: Mapping[str, np.ndarray]) -> 
         if not np.all(np.isfinite(array)):
             return f"{name}: non-finite values"
     metrics = next(iter(content.metric_records.values()))
-    if "num-examples" not in metrics or not float(metrics["num-examples"]) > 0:
+    count = metrics.get("num-examples")
+    if not isinstance(count, (int, float)) or not 0 < count < math.inf:  # a MetricRecord value may also be a list
         return "num-examples missing or not positive"
     return None

@@ -8,8 +8,9 @@ ground truth, for forensics only; no defense reads it).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 from flwr.app import Message
@@ -19,8 +20,19 @@ from fl_poison.weights import record_to_numpy, update_norm
 
 CLIENT_COLUMNS = (
     "round", "partition_id", "malicious", "attacked", "attack_target", "status", "reason",
-    "num_examples", "loss", "norm_before",
+    "num_examples", "loss", "norm_before", "norm_after", "bound", "decision", "weight",
 )
+FLAGGED_DECISIONS = ("rejected", "clipped")
+
+
+class ClientDecisionLike(Protocol):
+    """What :meth:`RoundLog.record_decisions` reads (see :class:`strategies.lab.ClientDecision`)."""
+
+    partition_id: int
+    decision: str
+    norm_after: float
+    bound: float
+    weight: float
 
 
 @dataclass
@@ -48,6 +60,14 @@ class ClientRoundRecord:
         Training loss the client reported.
     norm_before : float
         L2 norm of the client's float-parameter update ``w_client - w_global`` (float64).
+    norm_after : float
+        Norm of the update as it entered the aggregate (0 when rejected; NaN before the defense ran).
+    bound : float
+        The clipping bound applied to it (NaN when none).
+    decision : str
+        ``accepted``, ``rejected`` (by the defense or the reply screening) or ``clipped``; empty for failures.
+    weight : float
+        Its share in the aggregate (NaN for coordinate-wise rules).
     """
 
     round: int
@@ -60,6 +80,10 @@ class ClientRoundRecord:
     num_examples: int
     loss: float
     norm_before: float
+    norm_after: float = math.nan
+    bound: float = math.nan
+    decision: str = ""
+    weight: float = math.nan
 
 
 class RoundLog:
@@ -115,14 +139,17 @@ class RoundLog:
         return ClientRoundRecord(
             round=server_round,
             partition_id=partition_id,
-            malicious=int(metrics.get("malicious", 0)),
-            attacked=int(metrics.get("attacked", 0)),
-            attack_target=int(metrics.get("attack_target", -1)),
+            malicious=_metric_int(metrics, "malicious", 0),
+            attacked=_metric_int(metrics, "attacked", 0),
+            attack_target=_metric_int(metrics, "attack_target", -1),
             status="ok" if problem is None else "rejected",
             reason=problem or "",
-            num_examples=int(metrics.get("num-examples", 0)),
-            loss=float(metrics.get("train_loss", math.nan)),
+            num_examples=_metric_int(metrics, "num-examples", 0),
+            loss=_metric_float(metrics, "train_loss"),
             norm_before=norm,
+            decision="" if problem is None else "rejected",
+            norm_after=math.nan if problem is None else 0.0,
+            weight=math.nan if problem is None else 0.0,
         )
 
     def rows(self) -> list[dict[str, object]]:
@@ -133,10 +160,41 @@ class RoundLog:
         """The rows of one round."""
         return [record for record in self.records if record.round == server_round]
 
+    def current_norm(self, partition_id: int) -> float:
+        """``norm_before`` of ``partition_id`` in the latest round it was recorded."""
+        for record in reversed(self.records):
+            if record.partition_id == partition_id:
+                return record.norm_before
+        return math.nan
+
+    def record_decisions(self, server_round: int, decisions: Iterable[ClientDecisionLike]) -> None:
+        """Store what the defense did with each client of ``server_round``."""
+        by_partition = {record.partition_id: record for record in self.for_round(server_round)}
+        for decision in decisions:
+            record = by_partition.get(decision.partition_id)
+            if record is None:
+                continue
+            record.decision = decision.decision
+            record.norm_after = decision.norm_after
+            record.bound = decision.bound
+            record.weight = decision.weight
+
     def latest_attack_target(self) -> int:
         """The most recent attack target any client reported (-1 when none did)."""
         targets = [record.attack_target for record in self.records if record.attacked and record.attack_target >= 0]
         return targets[-1] if targets else -1
+
+
+def _metric_float(metrics: Mapping[str, object], key: str) -> float:
+    """A scalar metric as a float; NaN when missing or not a number (a rejected reply may send a list)."""
+    value = metrics.get(key)
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def _metric_int(metrics: Mapping[str, object], key: str, default: int) -> int:
+    """A scalar metric as an int; ``default`` when missing, not a number or not finite."""
+    value = _metric_float(metrics, key)
+    return int(value) if math.isfinite(value) else default
 
 
 def _failed(server_round: int, partition_id: int, reason: str) -> ClientRoundRecord:

@@ -22,11 +22,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from fl_poison.config import ConfigError, ExperimentConfig, parse_config
 from fl_poison.data import DataSpec, dataset_info, test_data
+from fl_poison.detection import detection_scores
 from fl_poison.attack_metrics import AttackEvaluator, check_classes
 from fl_poison.evaluation import predict_probabilities
 from fl_poison.metrics import classification_metrics
 from fl_poison.models import build_model, resolve_model_name
-from fl_poison.plots import plot_training_curves
+from fl_poison.plots import plot_training_curves, plot_update_norms
 from fl_poison.provenance import environment_versions, result_folder_path
 from fl_poison.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder
 from fl_poison.round_log import CLIENT_COLUMNS, RoundLog
@@ -84,6 +85,8 @@ def main(grid: Grid, context: Context) -> None:
             )
         )
         clients = round_log.for_round(server_round)
+        if server_round > 0:
+            metrics.update(detection_scores(clients))
         row = {
             "round": server_round,
             **metrics,
@@ -119,11 +122,15 @@ def main(grid: Grid, context: Context) -> None:
     final = folder.round_rows[-1]
     summary = {name: final[name] for name in SUMMARY_METRICS}
     summary.update({name: final[name] for name in ATTACK_SUMMARY_METRICS if name in final})
+    summary.update(detection_scores(round_log.records))
     summary.update({"rounds": config.num_rounds, "wall_seconds": round(time.monotonic() - started, 3)})
     folder.write_summary(summary)
     if config.save_model:
         torch.save({name: t for name, t in model.state_dict().items()}, folder.path / "model.pt")
-    plot_training_curves(folder.round_rows, folder.path / "accuracy_loss.png", f"{config.dataset} · {config.strategy} · {folder.path.name}")
+    title = f"{config.dataset} · {config.strategy} · attack {config.attack} · {folder.path.name}"
+    plot_training_curves(folder.round_rows, folder.path / "accuracy_loss.png", title)
+    plot_round = config.plot_round or config.num_rounds
+    plot_update_norms(round_log.for_round(plot_round), folder.path / "update_norms.png", f"{title} · round {plot_round}")
     print(f"[fl-poison] done: accuracy={summary['accuracy']:.4f} -> {folder.path}", flush=True)
 
 

@@ -1,0 +1,106 @@
+"""Running named experiment cells through ``fl-poison run`` and tabulating their results.
+
+Shared by the acceptance scripts: a cell is ``(group, name, settings)``; each runs once into
+``OUT/<name>/`` (skipped when its ``summary.json`` exists, so an interrupted script resumes),
+and gives one row of final metrics, per-round maxima, update norms and detection counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from fl_poison.cli import CommandError, run_experiment
+from fl_poison.results import atomic_write_bytes, read_csv, write_csv
+
+SUMMARY_KEYS = (
+    "accuracy", "asr", "mta", "ts_ata", "max_ata", "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
+)
+
+
+def column_max(rows: list[dict[str, str]], column: str) -> float:
+    """The largest finite value of ``column`` over the rounds (NaN when none)."""
+    values = [float(row[column]) for row in rows if row.get(column) not in (None, "")]
+    return max(values) if values else math.nan
+
+
+def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -> dict[str, object]:
+    """One result row: final metrics, round maxima, norms and the attackers' chosen targets."""
+    summary = json.loads((folder / "summary.json").read_text())
+    rounds = read_csv(folder / "rounds.csv")
+    clients = read_csv(folder / "clients.csv")
+    attacked = [float(c["norm_before"]) for c in clients if c["attacked"] == "1" and c["norm_before"]]
+    benign = [float(c["norm_before"]) for c in clients if c["malicious"] == "0" and c["norm_before"]]
+    targets = sorted({int(c["attack_target"]) for c in clients if c["attacked"] == "1" and int(c["attack_target"]) >= 0})
+    row: dict[str, object] = {"group": group, "cell": name, **{f"set:{k}": v for k, v in settings.items()}}
+    row.update({key: summary.get(key) for key in SUMMARY_KEYS})
+    for column in ("ts_ata", "max_ata", "mta") + tuple(k for k in rounds[0] if k.startswith("asr")):
+        if column in rounds[0]:
+            row[f"max_{column}"] = column_max(rounds, column)
+    for column in (k for k in rounds[-1] if k.startswith("asr_part_")):
+        row[column] = float(rounds[-1][column])
+    row["median_attacked_norm"] = statistics.median(attacked) if attacked else None
+    row["median_benign_norm"] = statistics.median(benign) if benign else None
+    row["attack_targets"] = ";".join(map(str, targets))
+    attacked_rows = [c for c in clients if c["attacked"] == "1"]
+    ratios = [float(c["norm_after"]) / float(c["bound"]) for c in attacked_rows if c.get("bound") and c.get("norm_after")]
+    row["max_attacked_norm_after_over_bound"] = max(ratios) if ratios else None
+    row["attacked_replies"] = len(attacked_rows)
+    row["attacked_rejected"] = sum(1 for c in attacked_rows if c.get("decision") == "rejected")
+    row["finite_metrics"] = all(
+        isinstance(summary.get(key), (int, float)) and math.isfinite(summary[key]) for key in ("accuracy", "loss")
+    )
+    row["folder"] = str(folder)
+    return row
+
+
+def run_cells(selected: Iterable[tuple[str, str, dict[str, object]]], out: Path) -> list[dict[str, object]]:
+    """Run every cell not finished yet; return a row per finished cell."""
+    rows = []
+    for group, name, settings in selected:
+        folder = out / name
+        if not (folder / "summary.json").is_file():
+            print(f"[acceptance] {group}/{name}: running", flush=True)
+            try:
+                run_experiment({**settings, "save-model": False, "output-dir": str(out), "run-name": name}, 1.0, 0.0, False)
+            except CommandError as error:
+                print(f"[acceptance] {group}/{name}: FAILED {error}", flush=True)
+                continue
+        rows.append(cell_row(group, name, settings, folder))
+    return rows
+
+
+def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:
+    """A Markdown table of ``columns`` (numbers to 3 decimals, blanks for missing values)."""
+    def cell(value: object) -> str:
+        if isinstance(value, str) and "." in value:
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.3f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_outputs(
+    rows: list[dict[str, object]], out: Path, only: list[str] | None, report: Callable[[list[dict[str, object]]], str]
+) -> str:
+    """Write ``acceptance.csv`` (merging rows of groups not rerun) and ``acceptance.md``; return the report."""
+    existing = out / "acceptance.csv"
+    if existing.is_file() and only:
+        rows = [row for row in read_csv(existing) if row["group"] not in only] + rows
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    write_csv(out / "acceptance.csv", rows, columns)
+    text = report(rows)
+    atomic_write_bytes(out / "acceptance.md", text.encode())
+    return text

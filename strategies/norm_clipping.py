@@ -1,0 +1,84 @@
+"""Norm-difference clipping (Sun et al., 2019, "Can You Really Backdoor Federated Learning?";
+seed 001 §2.3.2, seed 004 §III-C2).
+
+Algorithm, per round:
+
+1. compute every update Δ_k = w_k − w_global (float64) and its L2 norm;
+2. the bound M is ``clip-norm``, or with ``auto`` the median update norm of the round;
+3. every update with ‖Δ_k‖ > M is scaled to Δ_k · M / ‖Δ_k‖ (norm exactly M); the others are
+   left alone;
+4. the clipped updates go to the wrapped strategy (``clip-wrap``, FedAvg by default), so clipping
+   can be put in front of Krum, the median, etc.
+
+A clipped update counts as a detection in the forensics (``decision = clipped``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedAvg
+
+from strategies.lab import ClientDecision, LabStrategy
+from strategies.updates import replace_update, update_matrix
+
+
+def clip_rows(updates: np.ndarray, bound: float) -> np.ndarray:
+    """Each row scaled down to L2 norm ``bound`` when longer; shorter rows unchanged."""
+    norms = np.linalg.norm(updates, axis=1)
+    factors = np.where(norms > bound, bound / np.where(norms > 0, norms, 1.0), 1.0)
+    return updates * factors[:, None]
+
+
+def clipping_bound(norms: np.ndarray, configured: float | None) -> float:
+    """``configured``, or the median of ``norms`` when it is None (``clip-norm=auto``)."""
+    return float(configured) if configured is not None else float(np.median(norms))
+
+
+class LabNormClip(LabStrategy, FedAvg):
+    """Clip every update to a norm bound, then aggregate with a wrapped strategy.
+
+    Parameters
+    ----------
+    clip_norm : float | None
+        The bound M; None = the median update norm of each round.
+    inner : LabStrategy
+        The strategy that aggregates the clipped updates (it shares this strategy's round log).
+    sampler, round_log :
+        See :class:`~strategies.lab.LabStrategy`.
+    """
+
+    def __init__(self, *, clip_norm: float | None, inner: LabStrategy, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.clip_norm = clip_norm
+        self.inner = inner
+
+    def defend(
+        self, server_round: int, replies: Sequence[Message], reference: Mapping[str, np.ndarray]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None, list[ClientDecision]]:
+        """Clip in place, let the inner strategy aggregate, mark clipped updates."""
+        updates = update_matrix(replies, reference)
+        norms = np.linalg.norm(updates, axis=1)
+        bound = clipping_bound(norms, self.clip_norm)
+        clipped = clip_rows(updates, bound)
+        for message, update in zip(replies, clipped):
+            replace_update(message, reference, update)
+        arrays, metrics, inner_decisions = self.inner.defend(server_round, replies, reference)
+        decisions = []
+        for decision, before, after in zip(inner_decisions, norms, np.linalg.norm(clipped, axis=1)):
+            was_clipped = before > bound
+            kind = decision.decision
+            if kind == "accepted" and was_clipped:
+                kind = "clipped"
+            norm_after = float(after) if decision.decision != "rejected" else 0.0
+            decisions.append(ClientDecision(decision.partition_id, kind, norm_after, decision.weight, bound))
+        return arrays, metrics, decisions
+
+    def summary(self) -> None:
+        """Log the clipping settings, then the wrapped strategy's."""
+        bound = "median of the round" if self.clip_norm is None else f"{self.clip_norm:g}"
+        print(f"[fl-poison] norm clipping (bound: {bound}) in front of {type(self.inner).__name__}")
+        self.inner.summary()
+
