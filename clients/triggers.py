@@ -27,7 +27,6 @@ from fl_poison.config import ExperimentConfig
 REFERENCE_TRIGGER_SIZE = 6  # seed 001: a 6x6 square on 32x32 CIFAR-10 images
 REFERENCE_IMAGE_SIZE = 32
 MIN_TRIGGER_SIZE = 3  # smaller patches are barely learnable on 8x8 digits (ASR 0.88 vs 0.98 at 3 px)
-BLEND_PATTERN_SEED = 20170615
 
 
 @dataclass(frozen=True)
@@ -97,11 +96,17 @@ def patch_trigger(shape: tuple[int, int, int], size: int, value: float, position
 
 
 def blend_pattern(shape: tuple[int, int, int], image_path: str = "") -> torch.Tensor:
-    """The blend trigger image: ``image_path`` resized to the input, or seeded uniform noise."""
+    """The blend trigger image: ``image_path`` resized to the input, or a one-pixel checkerboard.
+
+    The checkerboard is the built-in default because a small CNN learns it as a feature of its
+    own: trained centrally on digits with 10 % of the samples blended at a = 0.2 and relabelled,
+    it gave ASR 0.997 against 0.80 for seeded uniform noise, at the same clean accuracy.
+    """
     channels, height, width = shape
     if not image_path:
-        generator = np.random.default_rng(BLEND_PATTERN_SEED)
-        return torch.from_numpy(generator.random(shape, dtype=np.float64).astype(np.float32))
+        rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        board = ((rows + columns) % 2).astype(np.float32)
+        return torch.from_numpy(np.broadcast_to(board, shape).copy())
     from PIL import Image
 
     with Image.open(image_path) as image:

@@ -21,6 +21,7 @@ from fl_poison.config import ConfigError, parse_config
 from fl_poison.data import DataSpec, client_data, dataset_info
 from fl_poison.models import build_model, resolve_model_name
 from fl_poison.node import NodeIdentity
+from fl_poison.reply_checks import REPLY_METRIC_KEYS
 from fl_poison.training import LocalTraining, resolve_device
 from fl_poison.weights import load_array_record, to_array_record
 
@@ -74,15 +75,14 @@ def train(msg: Message, context: Context) -> Message:
     )
     behaviour = behaviour_for(config, identity.partition_id, server_round, info, context.node_config, context.state)
     update = behaviour.run(job)
-    metrics = MetricRecord(
-        {
-            "train_loss": float(update.train_loss),
-            "num-examples": int(update.num_examples),
-            "partition_id": identity.partition_id,
-            "malicious": int(update.malicious),
-            "attacked": int(update.attacked),
-            "attack_target": int(update.attack_target),
-        }
+    values = (
+        float(update.train_loss),
+        int(update.num_examples),
+        identity.partition_id,
+        int(update.malicious),
+        int(update.attacked),
+        int(update.attack_target),
     )
+    metrics = MetricRecord(dict(zip(REPLY_METRIC_KEYS, values, strict=True)))
     arrays: ArrayRecord = to_array_record(update.model)
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)

@@ -327,7 +327,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("target-class", 0, "Target class of label-flip and of the backdoors.", integer(0)),
     Setting("poison-rate", 0.5, "Share of the attacker's training samples that are poisoned (label-flip injection rate alpha; backdoor poisoning rate).", fraction),
     Setting("blend-alpha", 0.2, "Weight of the trigger image in the blend backdoor: x' = (1 - a) x + a trigger.", fraction),
-    Setting("trigger-image", "", "Image file used as the blend trigger (resized to the input size); empty = a built-in seeded noise pattern.", readable_image),
+    Setting("trigger-image", "", "Image file used as the blend trigger (resized to the input size); empty = a built-in one-pixel checkerboard.", readable_image),
     Setting("trigger-size", "auto", "Side in pixels of the BadNets patch and of the DBA global trigger; auto = scaled to the input (6 px at 32 px, 5 px at 28 px, 3 px at 8 px).", auto_or(integer(1), "an integer >= 1")),
     Setting("trigger-value", 1.0, "Pixel value of the BadNets / DBA trigger in [0, 1] (1 = white; DBA on colour images stamps red).", lambda key, value: _unit_interval(key, value)),
     Setting("trigger-position", "bottom-right", "Corner of the BadNets patch and DBA trigger.", choice(*TRIGGER_POSITIONS)),

@@ -1,7 +1,8 @@
 """Screening of client replies before aggregation: malformed or non-finite updates are rejected.
 
 A reply is rejected when it carries an error, lacks exactly one ArrayRecord and one MetricRecord,
-has array names, shapes or dtypes other than the global model's, or holds NaN/Inf. The round goes
+has array names, shapes or dtypes other than the global model's, holds NaN/Inf, or has metric keys
+other than :data:`REPLY_METRIC_KEYS` (Flower refuses to aggregate replies whose keys differ). The round goes
 on with the remaining replies; with none left the global model stays as it was.
 """
 
@@ -14,6 +15,9 @@ import numpy as np
 from flwr.app import Message
 
 from fl_poison.weights import record_to_numpy
+
+
+REPLY_METRIC_KEYS = ("train_loss", "num-examples", "partition_id", "malicious", "attacked", "attack_target")
 
 
 def reply_problem(message: Message, global_arrays: Mapping[str, np.ndarray]) -> str | None:
@@ -35,6 +39,8 @@ def reply_problem(message: Message, global_arrays: Mapping[str, np.ndarray]) -> 
         if not np.all(np.isfinite(array)):
             return f"{name}: non-finite values"
     metrics = next(iter(content.metric_records.values()))
+    if set(metrics.keys()) != set(REPLY_METRIC_KEYS):
+        return f"metric keys {sorted(metrics.keys())} instead of {sorted(REPLY_METRIC_KEYS)}"
     count = metrics.get("num-examples")
     if not isinstance(count, (int, float)) or not 0 < count < math.inf:  # a MetricRecord value may also be a list
         return "num-examples missing or not positive"

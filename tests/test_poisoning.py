@@ -179,12 +179,13 @@ def test_blend_trigger_is_a_convex_mix():
     assert torch.all(trigger.mask == 0.25)
 
 
-def test_default_blend_pattern_is_deterministic_noise_in_unit_range():
-    first = blend_pattern((3, 5, 5))
-    assert first.shape == (3, 5, 5) and first.dtype == torch.float32
-    assert torch.equal(first, blend_pattern((3, 5, 5)))
-    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
-    assert float(first.std()) > 0.1  # noise, not a constant
+def test_default_blend_pattern_is_a_one_pixel_checkerboard():
+    pattern = blend_pattern((3, 5, 5))
+    assert pattern.shape == (3, 5, 5) and pattern.dtype == torch.float32
+    for row in range(5):
+        for column in range(5):
+            expected = float((row + column) % 2)  # 0 at the top-left corner, alternating
+            assert torch.all(pattern[:, row, column] == expected)
 
 
 def test_blend_pattern_from_an_image_file(tmp_path):

@@ -17,7 +17,7 @@ from strategies.fedavg import LabFedAvg
 from strategies.sampling import PartitionSampler
 
 GLOBAL = {"w": np.array([1.0, 2.0, 3.0], np.float32), "b": np.array([[0.5, -0.5]], np.float32)}
-METRICS = {"train_loss": 0.5, "num-examples": 10, "malicious": 0, "attacked": 0, "attack_target": -1}
+METRICS = {"train_loss": 0.5, "num-examples": 10, "partition_id": 0, "malicious": 0, "attacked": 0, "attack_target": -1}
 
 
 def metadata_from(node_id: int) -> Metadata:
@@ -60,7 +60,16 @@ BAD_REPLIES = {
     "renamed-key": (lambda: reply({"w": GLOBAL["w"], "bias": GLOBAL["b"]}), "array names differ from the global model's"),
     "zero-examples": (lambda: reply(GLOBAL, {**METRICS, "num-examples": 0}), "num-examples missing or not positive"),
     "negative-examples": (lambda: reply(GLOBAL, {**METRICS, "num-examples": -3}), "num-examples missing or not positive"),
-    "no-examples": (lambda: reply(GLOBAL, {"train_loss": 0.5}), "num-examples missing or not positive"),
+    "no-examples": (
+        lambda: reply(GLOBAL, {k: v for k, v in METRICS.items() if k != "num-examples"}),
+        "metric keys ['attack_target', 'attacked', 'malicious', 'partition_id', 'train_loss'] instead of "
+        "['attack_target', 'attacked', 'malicious', 'num-examples', 'partition_id', 'train_loss']",
+    ),
+    "extra-metric": (
+        lambda: reply(GLOBAL, {**METRICS, "bonus": 1.0}),
+        "metric keys ['attack_target', 'attacked', 'bonus', 'malicious', 'num-examples', 'partition_id', 'train_loss'] "
+        "instead of ['attack_target', 'attacked', 'malicious', 'num-examples', 'partition_id', 'train_loss']",
+    ),
     "list-examples": (lambda: reply(GLOBAL, {**METRICS, "num-examples": [5, 5]}), "num-examples missing or not positive"),
     "nan-examples": (lambda: reply(GLOBAL, {**METRICS, "num-examples": math.nan}), "num-examples missing or not positive"),
     "inf-examples": (lambda: reply(GLOBAL, {**METRICS, "num-examples": math.inf}), "num-examples missing or not positive"),

@@ -169,9 +169,14 @@ def metadata_from(node_id: int) -> Metadata:
     )
 
 
+COMPLETE = {"train_loss": 0.0, "num-examples": 1, "partition_id": 0, "malicious": 0, "attacked": 0, "attack_target": -1}
+
+
 def reply(node_id: int, arrays: dict[str, np.ndarray], metrics: dict) -> Message:
+    """A train reply with every metric key a client sends (values in ``metrics`` win)."""
     record = ArrayRecord({name: Array(value) for name, value in arrays.items()})
-    return Message(RecordDict({"arrays": record, "metrics": MetricRecord(metrics)}), metadata=metadata_from(node_id))
+    content = RecordDict({"arrays": record, "metrics": MetricRecord({**COMPLETE, **metrics})})
+    return Message(content, metadata=metadata_from(node_id))
 
 
 def error_reply(node_id: int) -> Message:
