@@ -60,7 +60,7 @@ def behaviour_for(
         return BenignClient(malicious=True)
     if not threat.attacks(partition_id, server_round, node_config):
         return BenignClient(malicious=True)
-    if config.attack == "nan":
+    if config.attack == "nan-weights":
         return NanClient()
     poisoner = data_poisoner(config, partition_id, threat, info, state if state is not None else RecordDict())
     return MaliciousClient(poisoner, update_transform(config, server_round, threat))

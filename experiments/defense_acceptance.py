@@ -9,7 +9,7 @@ Groups:
 - ``krum``: BadNets, 1 of 6, 5 sampled per round, 20 rounds: Krum vs FedAvg (seed 001 Fig. 2);
 - ``clipping``: blend + scaling (γ = 6), 1 of 6, 10 rounds: norm clipping (median bound) vs FedAvg;
 - ``loss-filter``: random label flipping, 2 of 10, Dirichlet(0.5) and IID: loss filter vs FedAvg;
-- ``nan``: a NaN-sending client, 1 of 6 (7 clients for Bulyan), under every strategy;
+- ``nan``: a NaN-sending client, 1 of 6 (8 clients for Bulyan), under every strategy;
 - ``table``: every defense × (no attack, BadNets 2/12, DBA 2/12, blend + scaling 1/12, random
   label flipping 2/12), 12 clients all sampled, f = 2.
 
@@ -48,8 +48,8 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
         for strategy in ("fedavg", "loss-filter"):
             listed.append(("loss-filter", f"lfr-{partitioning}-{strategy}", {**flipping, "partitioning": partitioning, "strategy": strategy}))
     for strategy in STRATEGIES:
-        clients = 7 if strategy == "bulyan" else 6
-        listed.append(("nan", f"nan-{strategy}", {"attack": "nan", "num-malicious": 1, "num-clients": clients, "num-rounds": 5, "strategy": strategy}))
+        clients = 8 if strategy == "bulyan" else 6  # Bulyan with f = 1 needs 7 valid replies
+        listed.append(("nan", f"nan-{strategy}", {"attack": "nan-weights", "num-malicious": 1, "num-clients": clients, "num-rounds": 5, "strategy": strategy}))
     for scenario, settings in SCENARIOS.items():
         for strategy in STRATEGIES:
             base = {"num-clients": 12, "krum-f": 2, "strategy": strategy}

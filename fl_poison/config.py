@@ -30,7 +30,9 @@ OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("fedavg", "fedprox", "krum", "multikrum", "norm-clip", "loss-filter", "median", "trimmed-mean", "bulyan")
 CLIP_WRAPPABLE = tuple(name for name in STRATEGIES if name != "norm-clip")
 DEVICES = ("auto", "cpu", "cuda")
-DATA_ATTACKS = ("none", "label-flip-random", "label-flip", "blend", "badnets", "dba", "ada", "nan")
+# The faulty NaN client is "nan-weights", not "nan": Flower re-reads run-config strings as TOML,
+# turns "nan" into a float NaN, and then fails every ClientApp call because NaN != NaN.
+DATA_ATTACKS = ("none", "label-flip-random", "label-flip", "blend", "badnets", "dba", "ada", "nan-weights")
 UPDATE_ATTACKS = ("auto", "none", "scaling", "train-and-scale")
 TRIGGER_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
 SOURCE_TARGETED_ATTACKS = ("label-flip", "ada")

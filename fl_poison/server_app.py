@@ -110,7 +110,7 @@ def main(grid: Grid, context: Context) -> None:
         )
         return MetricRecord({name: float(metrics[name]) for name in ("accuracy", "loss")})
 
-    result = strategy.start(
+    strategy.start(
         grid=grid,
         initial_arrays=to_array_record(model),
         num_rounds=config.num_rounds,
@@ -118,7 +118,8 @@ def main(grid: Grid, context: Context) -> None:
         train_config=ConfigRecord(),
         evaluate_fn=evaluate,
     )
-    load_array_record(model, result.arrays if result.arrays is not None else to_array_record(model))
+    # ``model`` holds the global weights of the last evaluation, i.e. the final global model
+    # (Flower's result.arrays stays empty when no round could aggregate anything).
     final = folder.round_rows[-1]
     summary = {name: final[name] for name in SUMMARY_METRICS}
     summary.update({name: final[name] for name in ATTACK_SUMMARY_METRICS if name in final})

@@ -238,7 +238,7 @@ def test_ada_metrics_use_the_reported_target():
 
 
 def test_no_attack_metrics_for_other_attacks():
-    for attack in ("none", "label-flip-random", "nan"):
+    for attack in ("none", "label-flip-random", "nan-weights"):
         evaluator = AttackEvaluator(parse_config({"attack": attack}), tiny_test_set(), 4)
         assert not evaluator.applies
         assert evaluator.metrics(ConstantModel(0, 4), np.zeros(20, np.int64), CPU, 8, -1) == {}

@@ -298,7 +298,7 @@ def test_dba_automatic_trigger_gives_every_attacker_a_non_empty_part():
 
 
 def test_nan_attack_gives_a_nan_client():
-    assert isinstance(behaviour_for(config_with(attack="nan"), 7, 2, INFO), NanClient)
+    assert isinstance(behaviour_for(config_with(attack="nan-weights"), 7, 2, INFO), NanClient)
 
 
 @pytest.mark.parametrize(
