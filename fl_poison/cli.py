@@ -132,9 +132,23 @@ def follow(command: list[str], environment: dict[str, str], verbose: bool) -> tu
         return process.wait(), run_id, lines
 
 
+def check_against_data(config: ExperimentConfig) -> None:
+    """For data on this machine (digits, local folders), check the class settings before starting Flower.
+
+    Hub datasets are checked by the ServerApp, which loads them anyway, before the first round.
+    """
+    if config.dataset != "digits" and not os.path.isdir(config.dataset):
+        return
+    from fl_poison.attack_metrics import check_classes
+    from fl_poison.data import DataSpec, dataset_info
+
+    check_classes(config, dataset_info(DataSpec.from_config(config)).num_classes)
+
+
 def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
     """Validate ``given``, run it through ``flwr run``, and return the result folder."""
     config = parse_config(given)
+    check_against_data(config)
     overrides = run_overrides(config, given)
     folder = Path(str(overrides["output-dir"])) / str(overrides["run-name"])
     environment = {**os.environ, **{k: v for k, v in FLOWER_ENVIRONMENT.items() if k not in os.environ}}

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+from e2e_helpers import RUN_TIMEOUT, fl_poison_run, read_rows
 
 from fl_poison.cli import app_directory
 
 pytestmark = pytest.mark.e2e
-RUN_TIMEOUT = 300
-METRIC_COLUMNS = ("accuracy", "macro_f1", "kappa", "roc_auc", "loss")
-
-
-def fl_poison_run(env: dict[str, str], *settings: str) -> subprocess.CompletedProcess:
-    """``fl-poison run SETTINGS...`` in a subprocess, bounded in time."""
-    return subprocess.run(
-        ["fl-poison", "run", *settings], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
-    )
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as stream:
-        return list(csv.DictReader(stream))
 
 
 @pytest.fixture(scope="module")

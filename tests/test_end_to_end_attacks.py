@@ -1,0 +1,53 @@
+"""End-to-end runs with attackers and defenses through the real Flower runtime (digits, few rounds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from e2e_helpers import fl_poison_run, read_rows
+
+pytestmark = pytest.mark.e2e
+
+
+def test_badnets_under_krum_records_attackers_and_decisions(flower_env: dict[str, str], tmp_path: Path) -> None:
+    completed = fl_poison_run(
+        flower_env, "strategy=krum", "attack=badnets", "malicious-ids=3", "num-clients=5", "num-rounds=2",
+        f"output-dir={tmp_path}", "run-name=krum", "save-model=false",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    clients = read_rows(tmp_path / "krum" / "clients.csv")
+    assert len(clients) == 2 * 5
+    assert {row["partition_id"] for row in clients if row["malicious"] == "1"} == {"3"}
+    assert all(row["attacked"] == row["malicious"] for row in clients)
+    for server_round in ("1", "2"):
+        decisions = [row["decision"] for row in clients if row["round"] == server_round]
+        assert sorted(decisions) == ["accepted"] + ["rejected"] * 4  # Krum keeps exactly one update
+    summary = json.loads((tmp_path / "krum" / "summary.json").read_text())
+    assert {"asr", "mta", "detection_recall", "detection_fpr"} <= set(summary)
+    rounds = read_rows(tmp_path / "krum" / "rounds.csv")
+    assert all(0.0 <= float(row["asr"]) <= 1.0 for row in rounds)
+    assert (tmp_path / "krum" / "update_norms.png").is_file()
+
+
+def test_nan_client_is_rejected_and_the_model_stays_finite(flower_env: dict[str, str], tmp_path: Path) -> None:
+    completed = fl_poison_run(
+        flower_env, "attack=nan-weights", "malicious-ids=1", "num-clients=4", "num-rounds=2",
+        f"output-dir={tmp_path}", "run-name=nan", "save-model=false",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    clients = read_rows(tmp_path / "nan" / "clients.csv")
+    attacker_rows = [row for row in clients if row["partition_id"] == "1"]
+    assert len(attacker_rows) == 2
+    assert all(row["status"] == "rejected" and "non-finite" in row["reason"] for row in attacker_rows)
+    summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
+    assert summary["accuracy"] is not None and summary["loss"] is not None
+    assert summary["detection_recall"] == 1.0 and summary["detection_fpr"] == 0.0
+
+
+def test_an_out_of_range_class_is_refused_before_flower_starts(flower_env: dict[str, str], tmp_path: Path) -> None:
+    completed = fl_poison_run(flower_env, "attack=label-flip", "target-class=12", f"output-dir={tmp_path}")
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == "fl-poison: error: target-class: bad value 12; allowed: 0 .. 9"
+    assert list(tmp_path.iterdir()) == []
