@@ -22,14 +22,25 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from strategies.lab import ClientDecision, LabStrategy
-from strategies.updates import replace_update, update_matrix
+from strategies.updates import replace_update, row_norms, update_matrix
 
 
 def clip_rows(updates: np.ndarray, bound: float) -> np.ndarray:
-    """Each row scaled down to L2 norm ``bound`` when longer; shorter rows unchanged."""
-    norms = np.linalg.norm(updates, axis=1)
-    factors = np.where(norms > bound, bound / np.where(norms > 0, norms, 1.0), 1.0)
-    return updates * factors[:, None]
+    """Each row scaled down to L2 norm ``bound`` when longer; shorter rows unchanged.
+
+    A clipped row's float64 norm never exceeds ``bound``: when rounding leaves it one ulp above,
+    the factor is nudged down until it does not.
+    """
+    clipped = np.array(updates, dtype=np.float64, copy=True)
+    for index, norm in enumerate(row_norms(clipped)):
+        if norm <= bound:
+            continue
+        row = clipped[index]
+        factor = bound / norm
+        while row_norms(row[None, :] * factor)[0] > bound:
+            factor = float(np.nextafter(factor, 0.0))
+        clipped[index] = row * factor
+    return clipped
 
 
 def clipping_bound(norms: np.ndarray, configured: float | None) -> float:
@@ -60,14 +71,14 @@ class LabNormClip(LabStrategy, FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None, list[ClientDecision]]:
         """Clip in place, let the inner strategy aggregate, mark clipped updates."""
         updates = update_matrix(replies, reference)
-        norms = np.linalg.norm(updates, axis=1)
+        norms = row_norms(updates)
         bound = clipping_bound(norms, self.clip_norm)
         clipped = clip_rows(updates, bound)
         for message, update in zip(replies, clipped):
             replace_update(message, reference, update)
         arrays, metrics, inner_decisions = self.inner.defend(server_round, replies, reference)
         decisions = []
-        for decision, before, after in zip(inner_decisions, norms, np.linalg.norm(clipped, axis=1)):
+        for decision, before, after in zip(inner_decisions, norms, row_norms(clipped)):
             was_clipped = before > bound
             kind = decision.decision
             if kind == "accepted" and was_clipped:

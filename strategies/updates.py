@@ -33,6 +33,12 @@ def content_update_matrix(contents: Sequence[RecordDict], reference: Mapping[str
     )
 
 
+def row_norms(matrix: np.ndarray) -> np.ndarray:
+    """L2 norm of every row, in float64 (one summation order, so equal rows give equal norms)."""
+    rows = np.asarray(matrix, dtype=np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", rows, rows))
+
+
 def pairwise_squared_distances(updates: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances between the rows of ``updates``, computed from differences in float64."""
     rows = np.asarray(updates, dtype=np.float64)
