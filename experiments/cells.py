@@ -27,6 +27,12 @@ def column_max(rows: list[dict[str, str]], column: str) -> float:
     return max(values) if values else math.nan
 
 
+def column_mean(rows: list[dict[str, str]], column: str) -> float:
+    """The mean of the finite values of ``column`` in ``rows`` (NaN when none)."""
+    values = [float(row[column]) for row in rows if row.get(column) not in (None, "")]
+    return sum(values) / len(values) if values else math.nan
+
+
 def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -> dict[str, object]:
     """One result row: final metrics, round maxima, norms and the attackers' chosen targets."""
     summary = json.loads((folder / "summary.json").read_text())
@@ -40,6 +46,9 @@ def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -
     for column in ("ts_ata", "max_ata", "mta") + tuple(k for k in rounds[0] if k.startswith("asr")):
         if column in rounds[0]:
             row[f"max_{column}"] = column_max(rounds, column)
+    for column in ("accuracy", "asr"):
+        if column in rounds[-1]:
+            row[f"mean_last5_{column}"] = column_mean(rounds[-5:], column)
     for column in (k for k in rounds[-1] if k.startswith("asr_part_")):
         row[column] = float(rounds[-1][column])
     row["median_attacked_norm"] = statistics.median(attacked) if attacked else None
