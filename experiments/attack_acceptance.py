@@ -23,10 +23,9 @@ Each finished cell keeps its result folder under ``--out``; running again skips 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from experiments.cells import markdown_table, run_cells, write_outputs
+from experiments.cells import acceptance_main, grouped_report
 
 DEFAULT_OUT = Path("experiments/results/attacks")
 # seed 001's set-up scaled to digits: 20 rounds instead of 5 (after 5 rounds the digits model has
@@ -60,35 +59,24 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
     return listed
 
 
+REPORT_COLUMNS = {
+    "badnets": ["cell", "accuracy", "asr", "mta"],
+    "label-flip-random": ["cell", "accuracy", "macro_f1"],
+    "dba": ["cell", "accuracy", "asr", "asr_part_0", "asr_part_1", "asr_part_2"],
+    "blend": ["cell", "accuracy", "asr", "mean_last5_accuracy", "mean_last5_asr", "max_asr"],
+    "scaling": ["cell", "accuracy", "asr", "median_attacked_norm", "median_benign_norm"],
+    "ada": ["cell", "attack_targets", "ts_ata", "max_ts_ata", "max_ata", "max_max_ata", "mta", "max_mta"],
+}
+
+
 def report(rows: list[dict[str, object]]) -> str:
     """The Markdown report: one table per group."""
-    by_group: dict[str, list[dict[str, object]]] = {}
-    for row in rows:
-        by_group.setdefault(str(row["group"]), []).append(row)
-    columns = {
-        "badnets": ["cell", "accuracy", "asr", "mta"],
-        "label-flip-random": ["cell", "accuracy", "macro_f1"],
-        "dba": ["cell", "accuracy", "asr", "asr_part_0", "asr_part_1", "asr_part_2"],
-        "blend": ["cell", "accuracy", "asr", "mean_last5_accuracy", "mean_last5_asr", "max_asr"],
-        "scaling": ["cell", "accuracy", "asr", "median_attacked_norm", "median_benign_norm"],
-        "ada": ["cell", "attack_targets", "ts_ata", "max_ts_ata", "max_ata", "max_max_ata", "mta", "max_mta"],
-    }
-    parts = ["# Attack acceptance on digits", ""]
-    for group, group_rows in by_group.items():
-        parts += [f"## {group}", "", markdown_table(group_rows, columns.get(group, ["cell", "accuracy"])), ""]
-    return "\n".join(parts)
+    return grouped_report("Attack acceptance on digits", rows, REPORT_COLUMNS)
 
 
 def main() -> None:
     """Run the selected groups and write ``acceptance.csv`` and ``acceptance.md``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", help="groups to run (default: all)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    arguments = parser.parse_args()
-    out = arguments.out.resolve()
-    selected = [cell for cell in cells() if not arguments.only or cell[0] in arguments.only]
-    rows = run_cells(selected, out)
-    print(write_outputs(rows, out, arguments.only, report))
+    acceptance_main(__doc__.splitlines()[0], cells(), DEFAULT_OUT, report)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and gives one row of final metrics, per-round maxima, update norms and detection
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -97,6 +98,33 @@ def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def grouped_report(title: str, rows: list[dict[str, object]], columns: dict[str, list[str]]) -> str:
+    """A Markdown report with one table per group, showing ``columns[group]`` (default: cell, accuracy)."""
+    by_group: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        by_group.setdefault(str(row["group"]), []).append(row)
+    parts = [f"# {title}", ""]
+    for group, group_rows in by_group.items():
+        parts += [f"## {group}", "", markdown_table(group_rows, columns.get(group, ["cell", "accuracy"])), ""]
+    return "\n".join(parts)
+
+
+def acceptance_main(
+    description: str,
+    all_cells: list[tuple[str, str, dict[str, object]]],
+    default_out: Path,
+    report: Callable[[list[dict[str, object]]], str],
+) -> None:
+    """Command line of an acceptance script: ``[--only GROUP ...] [--out DIR]``; runs and writes the tables."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--only", nargs="*", help="groups to run (default: all)")
+    parser.add_argument("--out", type=Path, default=default_out, help=f"output folder (default {default_out})")
+    arguments = parser.parse_args()
+    out = arguments.out.resolve()
+    selected = [cell for cell in all_cells if not arguments.only or cell[0] in arguments.only]
+    print(write_outputs(run_cells(selected, out), out, arguments.only, report))
 
 
 def write_outputs(

@@ -18,10 +18,9 @@ Writes ``acceptance.csv`` and ``acceptance.md`` into ``--out`` (resumable like t
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from experiments.cells import markdown_table, run_cells, write_outputs
+from experiments.cells import acceptance_main, grouped_report
 from fl_poison.config import STRATEGIES
 
 DEFAULT_OUT = Path("experiments/results/defenses")
@@ -57,33 +56,55 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
     return listed
 
 
+REPORT_COLUMNS = {
+    "krum": ["cell", "accuracy", "asr", "detection_recall", "detection_fpr"],
+    "clipping": ["cell", "accuracy", "asr", "max_attacked_norm_after_over_bound", "median_attacked_norm", "median_benign_norm"],
+    "loss-filter": ["cell", "accuracy", "detection_precision", "detection_recall", "detection_fpr"],
+    "nan": ["cell", "accuracy", "finite_metrics", "attacked_replies", "attacked_rejected"],
+    "table": ["cell", "accuracy", "asr", "detection_recall", "detection_fpr"],
+}
+
+
 def report(rows: list[dict[str, object]]) -> str:
-    """The Markdown report: one table per group."""
-    columns = {
-        "krum": ["cell", "accuracy", "asr", "detection_recall", "detection_fpr"],
-        "clipping": ["cell", "accuracy", "asr", "max_attacked_norm_after_over_bound", "median_attacked_norm", "median_benign_norm"],
-        "loss-filter": ["cell", "accuracy", "detection_precision", "detection_recall", "detection_fpr"],
-        "nan": ["cell", "accuracy", "finite_metrics", "attacked_replies", "attacked_rejected"],
-        "table": ["cell", "accuracy", "asr", "detection_recall", "detection_fpr"],
-    }
-    by_group: dict[str, list[dict[str, object]]] = {}
-    for row in rows:
-        by_group.setdefault(str(row["group"]), []).append(row)
-    parts = ["# Defense acceptance on digits", ""]
-    for group, group_rows in by_group.items():
-        parts += [f"## {group}", "", markdown_table(group_rows, columns.get(group, ["cell", "accuracy"])), ""]
-    return "\n".join(parts)
+    """The Markdown report: one table per group, then the defense × scenario table pivoted."""
+    return grouped_report("Defense acceptance on digits", rows, REPORT_COLUMNS) + "\n" + pivot(rows)
+
+
+def _short(value: object) -> str:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if number != number else f"{number:.2f}"
+
+
+def pivot(rows: list[dict[str, object]]) -> str:
+    """Defense × scenario: accuracy / ASR / detection recall / detection FPR in each cell."""
+    by_cell = {str(row["cell"]): row for row in rows if row["group"] == "table"}
+    if not by_cell:
+        return ""
+    lines = [
+        "## defense × scenario (accuracy / ASR / detection recall / detection FPR)",
+        "",
+        "| strategy | " + " | ".join(SCENARIOS) + " |",
+        "|---|" + "---|" * len(SCENARIOS),
+    ]
+    for strategy in STRATEGIES:
+        cells_text = []
+        for scenario in SCENARIOS:
+            row = by_cell.get(f"{scenario}-{strategy}")
+            if row is None:
+                cells_text.append("")
+                continue
+            values = (row.get("accuracy"), row.get("asr"), row.get("detection_recall"), row.get("detection_fpr"))
+            cells_text.append(" / ".join(_short(value) for value in values))
+        lines.append(f"| {strategy} | " + " | ".join(cells_text) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     """Run the selected groups and write ``acceptance.csv`` and ``acceptance.md``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", help="groups to run (default: all)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    arguments = parser.parse_args()
-    out = arguments.out.resolve()
-    selected = [cell for cell in cells() if not arguments.only or cell[0] in arguments.only]
-    print(write_outputs(run_cells(selected, out), out, arguments.only, report))
+    acceptance_main(__doc__.splitlines()[0], cells(), DEFAULT_OUT, report)
 
 
 if __name__ == "__main__":
