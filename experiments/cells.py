@@ -34,6 +34,19 @@ def column_mean(rows: list[dict[str, str]], column: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def min_norm_ratio(clients: list[dict[str, str]]) -> float | None:
+    """The smallest ratio, over attacked replies, of its update norm to the median benign norm of its round."""
+    ratios = []
+    for server_round in sorted({row["round"] for row in clients}):
+        in_round = [row for row in clients if row["round"] == server_round and row["norm_before"]]
+        benign = [float(row["norm_before"]) for row in in_round if row["malicious"] == "0"]
+        if not benign:
+            continue
+        median = statistics.median(benign)
+        ratios += [float(row["norm_before"]) / median for row in in_round if row["attacked"] == "1"]
+    return min(ratios) if ratios else None
+
+
 def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -> dict[str, object]:
     """One result row: final metrics, round maxima, norms and the attackers' chosen targets."""
     summary = json.loads((folder / "summary.json").read_text())
@@ -53,6 +66,7 @@ def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -
     for column in (k for k in rounds[-1] if k.startswith("asr_part_")):
         row[column] = float(rounds[-1][column])
     row["median_attacked_norm"] = statistics.median(attacked) if attacked else None
+    row["min_attacked_over_round_benign_median"] = min_norm_ratio(clients)
     row["median_benign_norm"] = statistics.median(benign) if benign else None
     row["attack_targets"] = ";".join(map(str, targets))
     attacked_rows = [c for c in clients if c["attacked"] == "1"]
