@@ -23,6 +23,8 @@ Each finished cell keeps its result folder under ``--out``; running again skips 
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
 from experiments.cells import acceptance_main, grouped_report
@@ -65,13 +67,44 @@ REPORT_COLUMNS = {
     "dba": ["cell", "accuracy", "asr", "asr_part_0", "asr_part_1", "asr_part_2"],
     "blend": ["cell", "accuracy", "asr", "mean_last5_accuracy", "mean_last5_asr", "max_asr"],
     "scaling": ["cell", "accuracy", "asr", "median_attacked_norm", "median_benign_norm", "min_attacked_over_round_benign_median"],
-    "ada": ["cell", "attack_targets", "ts_ata", "max_ts_ata", "max_ata", "max_max_ata", "mta", "max_mta"],
+    "ada": ["cell", "attack_targets", "ts_ata", "max_ts_ata", "max_ata", "max_max_ata", "mta", "max_mta", "min_attacked_over_round_benign_median"],
 }
 
 
 def report(rows: list[dict[str, object]]) -> str:
-    """The Markdown report: one table per group."""
-    return grouped_report("Attack acceptance on digits", rows, REPORT_COLUMNS)
+    """The Markdown report: one table per group, then seed 004's comparison (Tables I–II style)."""
+    return grouped_report("Attack acceptance on digits", rows, REPORT_COLUMNS) + "\n" + ada_summary(rows)
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def ada_summary(rows: list[dict[str, object]]) -> str:
+    """LF and TS averaged over every target vs ADA full and partial: best-round ATA and MTA after the attack starts."""
+    ada_rows = {str(row["cell"]): row for row in rows if row["group"] == "ada"}
+    if not ada_rows:
+        return ""
+    lines = [
+        "## seed 004 comparison (maximum over the rounds after the attack starts; LF/TS averaged over the 9 targets)",
+        "",
+        "| method | ts_ata | max_ata | mta | targets |",
+        "|---|---|---|---|---|",
+    ]
+    for label, prefix in (("LF", "lf-to-"), ("TS", "ts-to-")):
+        group = [row for name, row in ada_rows.items() if name.startswith(prefix)]
+        if group:
+            means = [statistics.mean(_number(row.get(key)) for row in group) for key in ("max_ts_ata", "max_max_ata", "max_mta")]
+            lines.append(f"| {label} (mean of {len(group)}) | " + " | ".join(f"{m:.3f}" for m in means) + " | all |")
+    for label, name in (("ADA full", "ada-full"), ("ADA partial (FLAME)", "ada-partial")):
+        row = ada_rows.get(name)
+        if row is not None:
+            values = [_number(row.get(key)) for key in ("max_ts_ata", "max_max_ata", "max_mta")]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {row.get('attack_targets', '')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 Shared by the acceptance scripts: a cell is ``(group, name, settings)``; each runs once into
 ``OUT/<name>/`` (skipped when its ``summary.json`` exists, so an interrupted script resumes),
-and gives one row of final metrics, per-round maxima, update norms and detection counts.
+and gives one row of final metrics, maxima over the rounds from ``attack-start-round`` on (seed 004
+reports the best round), update norms and detection counts.
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -
     targets = sorted({int(c["attack_target"]) for c in clients if c["attacked"] == "1" and int(c["attack_target"]) >= 0})
     row: dict[str, object] = {"group": group, "cell": name, **{f"set:{k}": v for k, v in settings.items()}}
     row.update({key: summary.get(key) for key in SUMMARY_KEYS})
+    first_attack_round = int(settings.get("attack-start-round", 1))
+    attacked_rounds = [r for r in rounds if int(r["round"]) >= first_attack_round]
     for column in ("ts_ata", "max_ata", "mta") + tuple(k for k in rounds[0] if k.startswith("asr")):
         if column in rounds[0]:
-            row[f"max_{column}"] = column_max(rounds, column)
+            row[f"max_{column}"] = column_max(attacked_rounds, column)
     for column in ("accuracy", "asr"):
         if column in rounds[-1]:
             row[f"mean_last5_{column}"] = column_mean(rounds[-5:], column)

@@ -1,0 +1,82 @@
+"""Detection scores of a defense (flagged = rejected or clipped) against hand counts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fl_poison.detection import DETECTION_COLUMNS, detection_scores
+from fl_poison.round_log import ClientRoundRecord
+
+
+def row(pid: int, attacked: int, decision: str, status: str = "ok") -> ClientRoundRecord:
+    return ClientRoundRecord(
+        round=1, partition_id=pid, malicious=attacked, attacked=attacked, attack_target=-1, status=status,
+        reason="", num_examples=10, loss=0.5, norm_before=1.0, decision=decision,
+    )
+
+
+ROUND = [
+    row(0, 1, "rejected"),  # TP
+    row(1, 1, "clipped"),  # TP
+    row(2, 1, "accepted"),  # FN
+    row(3, 0, "rejected"),  # FP
+    row(4, 0, "accepted"),  # TN
+    row(5, 0, "accepted"),  # TN
+    row(6, 0, "clipped"),  # FP
+    row(7, 1, "rejected", status="rejected"),  # TP: dropped by the reply screening
+    row(8, 1, "", status="failed"),  # ignored: no reply
+    row(9, 1, "rejected", status="failed"),  # ignored: failed, whatever the decision says
+    row(10, 1, ""),  # ignored: the defense recorded no decision
+    row(11, 0, ""),  # ignored
+]
+
+
+def test_counts_and_rates_by_hand():
+    scores = detection_scores(ROUND)
+    assert set(scores) == set(DETECTION_COLUMNS)
+    assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (3, 2, 1, 2)
+    assert scores["detection_precision"] == pytest.approx(3 / 5)
+    assert scores["detection_recall"] == pytest.approx(3 / 4)
+    assert scores["detection_fpr"] == pytest.approx(2 / 4)
+
+
+def test_generator_input_is_accepted():
+    assert detection_scores(r for r in ROUND)["tp"] == 3
+
+
+def test_nobody_flagged_gives_nan_precision():
+    scores = detection_scores([row(0, 1, "accepted"), row(1, 0, "accepted")])
+    assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (0, 0, 1, 1)
+    assert math.isnan(scores["detection_precision"])
+    assert scores["detection_recall"] == 0.0
+    assert scores["detection_fpr"] == 0.0
+
+
+def test_nobody_attacked_gives_nan_recall():
+    scores = detection_scores([row(0, 0, "rejected"), row(1, 0, "accepted"), row(2, 0, "clipped")])
+    assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (0, 2, 0, 1)
+    assert scores["detection_precision"] == 0.0
+    assert math.isnan(scores["detection_recall"])
+    assert scores["detection_fpr"] == pytest.approx(2 / 3)
+
+
+def test_everybody_attacked_gives_nan_fpr():
+    scores = detection_scores([row(0, 1, "rejected"), row(1, 1, "accepted")])
+    assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (1, 0, 1, 0)
+    assert scores["detection_precision"] == 1.0
+    assert scores["detection_recall"] == 0.5
+    assert math.isnan(scores["detection_fpr"])
+
+
+def test_no_usable_rows_gives_zero_counts_and_nan_rates():
+    for records in ([], [row(0, 1, "", status="failed"), row(1, 0, "")]):
+        scores = detection_scores(records)
+        assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (0, 0, 0, 0)
+        assert all(math.isnan(scores[key]) for key in ("detection_precision", "detection_recall", "detection_fpr"))
+
+
+def test_counts_are_plain_integers():
+    scores = detection_scores(ROUND)
+    assert all(type(scores[key]) is int for key in ("tp", "fp", "fn", "tn"))
