@@ -2,7 +2,8 @@
 
 A client is *flagged* when its reply was rejected (by the defense or by the reply screening) or
 clipped; it is *positive* when its update this round was poisoned (``attacked``, the threat
-model's ground truth, which no defense reads). Clients that never replied are left out.
+model's ground truth, which no defense reads). Clients that never replied, and rounds the rule
+skipped without judging anyone (``skipped``), are left out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from collections.abc import Iterable
 
 from fl_poison.round_log import FLAGGED_DECISIONS, ClientRoundRecord
+
+JUDGEMENTS = ("accepted", *FLAGGED_DECISIONS)
 
 DETECTION_COLUMNS = ("tp", "fp", "fn", "tn", "detection_precision", "detection_recall", "detection_fpr")
 
@@ -26,7 +29,7 @@ def detection_scores(records: Iterable[ClientRoundRecord]) -> dict[str, float]:
     """
     tp = fp = fn = tn = 0
     for record in records:
-        if record.status == "failed" or not record.decision:
+        if record.status == "failed" or record.decision not in JUDGEMENTS:
             continue
         flagged = record.decision in FLAGGED_DECISIONS
         positive = bool(record.attacked)

@@ -65,7 +65,8 @@ class ClientRoundRecord:
     bound : float
         The clipping bound applied to it (NaN when none).
     decision : str
-        ``accepted``, ``rejected`` (by the defense or the reply screening) or ``clipped``; empty for failures.
+        ``accepted``, ``rejected`` (by the defense or the reply screening), ``clipped``, or
+        ``skipped`` (the rule aggregated nothing this round); empty for failures.
     weight : float
         Its share in the aggregate (NaN for coordinate-wise rules).
     """

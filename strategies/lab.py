@@ -41,7 +41,8 @@ class ClientDecision:
     partition_id : int
         The client.
     decision : str
-        ``accepted``, ``rejected`` or ``clipped``.
+        ``accepted``, ``rejected`` or ``clipped``; ``skipped`` when the rule declined to aggregate
+        the round at all (Bulyan with too few replies), which is no judgement of the client.
     norm_after : float
         Norm of the update as it entered the aggregate (0 when rejected).
     weight : float

@@ -82,12 +82,14 @@ class LabBulyan(LabStrategy, Bulyan):
     def defend(
         self, server_round: int, replies: Sequence[Message], reference: Mapping[str, np.ndarray]
     ) -> tuple[ArrayRecord | None, MetricRecord | None, list[ClientDecision]]:
-        """Bulyan; the updates its selection kept are accepted, the others rejected."""
+        """Bulyan; the updates its selection kept are accepted, the others rejected (all ``skipped`` when it skips the round)."""
         self._reference = reference
         self._selected = []
         arrays, metrics = Bulyan.aggregate_train(self, server_round, list(replies))
-        if arrays is None:
-            return None, None, unweighted_decisions(self.round_log, replies, [])
+        if arrays is None:  # fewer than 4f + 3 replies: Bulyan skips the round, judging nobody
+            return None, None, [
+                ClientDecision(self.round_log.partition_of(message), "skipped", 0.0, 0.0) for message in replies
+            ]
         kept_ids = {id(content) for content in self._selected}
         kept = [message for message in replies if id(message.content) in kept_ids]
         return arrays, metrics, unweighted_decisions(self.round_log, replies, kept)

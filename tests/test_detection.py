@@ -30,6 +30,8 @@ ROUND = [
     row(9, 1, "rejected", status="failed"),  # ignored: failed, whatever the decision says
     row(10, 1, ""),  # ignored: the defense recorded no decision
     row(11, 0, ""),  # ignored
+    row(12, 1, "skipped"),  # ignored: the rule aggregated nothing this round (Bulyan, too few replies)
+    row(13, 0, "skipped"),  # ignored
 ]
 
 
