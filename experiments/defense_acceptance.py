@@ -11,7 +11,8 @@ Groups:
 - ``loss-filter``: random label flipping, 2 of 10, Dirichlet(0.5) and IID: loss filter vs FedAvg;
 - ``nan``: a NaN-sending client, 1 of 6 (8 clients for Bulyan), under every strategy;
 - ``table``: every defense × (no attack, BadNets 2/12, DBA 2/12, blend + scaling 1/12, random
-  label flipping 2/12), 12 clients all sampled, f = 2.
+  label flipping 2/12), 12 clients all sampled, f = 2, 10 rounds (45 runs, about 30 minutes on
+  2 cores).
 
 Writes ``acceptance.csv`` and ``acceptance.md`` into ``--out`` (resumable like the attack script).
 """
@@ -51,7 +52,7 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
         listed.append(("nan", f"nan-{strategy}", {"attack": "nan-weights", "num-malicious": 1, "num-clients": clients, "num-rounds": 5, "strategy": strategy}))
     for scenario, settings in SCENARIOS.items():
         for strategy in STRATEGIES:
-            base = {"num-clients": 12, "krum-f": 2, "strategy": strategy}
+            base = {"num-clients": 12, "num-rounds": 10, "krum-f": 2, "strategy": strategy}
             listed.append(("table", f"{scenario}-{strategy}", {**base, **settings}))
     return listed
 
