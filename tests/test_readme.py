@@ -10,8 +10,21 @@ from fl_poison.config import SETTINGS
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def settings_table_rows() -> dict[str, str]:
+    """The rows of the README's settings table, by their first cell."""
+    lines = README.read_text().splitlines()
+    start = lines.index("| setting | default | meaning |")
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows[line.split("|")[1].strip()] = line
+    return rows
+
+
 def test_every_setting_has_a_row_with_its_default():
-    rows = {line.split("|")[1].strip(): line for line in README.read_text().splitlines() if line.startswith("| `")}
+    rows = settings_table_rows()
+    assert len(rows) == len(SETTINGS)
     for setting in SETTINGS:
         row = rows.get(f"`{setting.key}`")
         assert row is not None, setting.key
