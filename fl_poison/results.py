@@ -112,3 +112,11 @@ class ResultFolder:
     def write_summary(self, summary: Mapping[str, object]) -> None:
         """``summary.json``: the final metrics of the run."""
         write_json(self.path / "summary.json", summary)
+
+    def save_model(self, state_dict: Mapping[str, object]) -> None:
+        """``model.pt``: the final global state dict (``torch.load`` reads it)."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(dict(state_dict), buffer)
+        atomic_write_bytes(self.path / "model.pt", buffer.getvalue())

@@ -12,7 +12,6 @@ Flow of one run:
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -37,7 +36,6 @@ from strategies.registry import build_strategy
 from strategies.sampling import PartitionSampler
 
 app = ServerApp()
-LOGGER = logging.getLogger("fl_poison")
 
 
 @app.main()
@@ -127,7 +125,7 @@ def main(grid: Grid, context: Context) -> None:
     summary.update({"rounds": config.num_rounds, "wall_seconds": round(time.monotonic() - started, 3)})
     folder.write_summary(summary)
     if config.save_model:
-        torch.save({name: t for name, t in model.state_dict().items()}, folder.path / "model.pt")
+        folder.save_model(model.state_dict())
     title = f"{config.dataset} · {config.strategy} · attack {config.attack} · {folder.path.name}"
     plot_training_curves(folder.round_rows, folder.path / "accuracy_loss.png", title)
     plot_round = config.plot_round or config.num_rounds
