@@ -19,7 +19,7 @@ from fl_poison.cli import CommandError, run_experiment
 from fl_poison.results import atomic_write_bytes, read_csv, write_csv
 
 SUMMARY_KEYS = (
-    "accuracy", "asr", "mta", "ts_ata", "max_ata", "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
+    "accuracy", "macro_f1", "asr", "mta", "ts_ata", "max_ata", "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
 )
 
 
