@@ -66,7 +66,10 @@ REPORT_COLUMNS = {
     "label-flip-random": ["cell", "accuracy", "macro_f1"],
     "dba": ["cell", "accuracy", "asr", "asr_part_0", "asr_part_1", "asr_part_2"],
     "blend": ["cell", "accuracy", "asr", "mean_last5_accuracy", "mean_last5_asr", "max_asr"],
-    "scaling": ["cell", "accuracy", "asr", "median_attacked_norm", "median_benign_norm", "min_attacked_over_round_benign_median"],
+    "scaling": [
+        "cell", "accuracy", "asr", "median_attacked_norm", "median_benign_norm",
+        "min_attacked_over_round_benign_median", "median_attacked_over_round_benign_median",
+    ],
     "ada": ["cell", "attack_targets", "ts_ata", "max_ts_ata", "max_ata", "max_max_ata", "mta", "max_mta", "min_attacked_over_round_benign_median"],
 }
 

@@ -35,8 +35,8 @@ def column_mean(rows: list[dict[str, str]], column: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def min_norm_ratio(clients: list[dict[str, str]]) -> float | None:
-    """The smallest ratio, over attacked replies, of its update norm to the median benign norm of its round."""
+def norm_ratios(clients: list[dict[str, str]]) -> list[float]:
+    """For every attacked reply, its update norm over the median benign norm of its round."""
     ratios = []
     for server_round in sorted({row["round"] for row in clients}):
         in_round = [row for row in clients if row["round"] == server_round and row["norm_before"]]
@@ -45,7 +45,7 @@ def min_norm_ratio(clients: list[dict[str, str]]) -> float | None:
             continue
         median = statistics.median(benign)
         ratios += [float(row["norm_before"]) / median for row in in_round if row["attacked"] == "1"]
-    return min(ratios) if ratios else None
+    return ratios
 
 
 def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -> dict[str, object]:
@@ -69,7 +69,9 @@ def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -
     for column in (k for k in rounds[-1] if k.startswith("asr_part_")):
         row[column] = float(rounds[-1][column])
     row["median_attacked_norm"] = statistics.median(attacked) if attacked else None
-    row["min_attacked_over_round_benign_median"] = min_norm_ratio(clients)
+    ratios = norm_ratios(clients)
+    row["min_attacked_over_round_benign_median"] = min(ratios) if ratios else None
+    row["median_attacked_over_round_benign_median"] = statistics.median(ratios) if ratios else None
     row["median_benign_norm"] = statistics.median(benign) if benign else None
     row["attack_targets"] = ";".join(map(str, targets))
     attacked_rows = [c for c in clients if c["attacked"] == "1"]
