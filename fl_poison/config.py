@@ -498,6 +498,11 @@ def _check_relations(config: ExperimentConfig) -> None:
         raise ConfigError.bad_value(
             "malicious-ids", ",".join(map(str, config.malicious_ids)), f"partition ids 0 .. {config.num_clients - 1}"
         )
+    attackers = len(config.malicious_ids) or config.num_malicious
+    if config.attack == "dba" and config.trigger_size is not None and config.trigger_size < attackers:
+        raise ConfigError.bad_value(
+            "trigger-size", config.trigger_size, f"auto or at least the number of DBA attackers ({attackers}), one column each"
+        )
     if config.attack == "label-flip" and config.source_class == config.target_class:
         raise ConfigError.bad_value("target-class", config.target_class, "a class other than source-class")
     if config.attack == "ada" and config.source_class < 0:

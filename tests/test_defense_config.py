@@ -196,3 +196,13 @@ def test_build_strategy_rejects_an_unknown_name():
     config = dataclasses.replace(parse_config({}), strategy="nope")
     with pytest.raises(ConfigError, match="^strategy: "):
         build_strategy(config, *sampler_and_log())
+
+
+def test_a_dba_trigger_narrower_than_the_attackers_is_refused():
+    from fl_poison.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"attack": "dba", "num-malicious": 3, "trigger-size": 2})
+    message = str(caught.value)
+    assert message.startswith("trigger-size: bad value 2;") and "\n" not in message
+    assert parse_config({"attack": "dba", "malicious-ids": "1,4,5", "trigger-size": 3}).trigger_size == 3
