@@ -13,7 +13,6 @@ Flow of one run:
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict

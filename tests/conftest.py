@@ -1,4 +1,5 @@
-"""Shared fixtures: a private Flower SuperLink on loopback for end-to-end tests.
+"""Shared fixtures: a private Flower SuperLink on loopback for end-to-end tests, and the task
+identity Flower's strategies need when a unit test calls ``configure_train`` outside its runtime.
 
 The SuperLink runs in simulation mode with its own ``FLWR_HOME``, its own free port and
 runtime dependency installation switched off; it is started in its own process group and that
@@ -16,8 +17,17 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 STARTUP_SECONDS = 60
+
+
+@pytest.fixture
+def server_task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower 1.41 stamps instruction messages with the running task's identity, set by its runtime."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def free_port() -> int:

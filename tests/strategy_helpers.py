@@ -7,10 +7,8 @@ references are written with plain loops over ``np.linalg.norm`` and numpy reduct
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
 BASE_METRICS = {"train_loss": 0.5, "num-examples": 10, "partition_id": 0, "malicious": 0, "attacked": 0, "attack_target": -1}
 NODE_OFFSET = 100  # node id of partition p is NODE_OFFSET + p
@@ -70,12 +68,6 @@ class FakeGrid(Grid):
         raise AssertionError("not used")
 
 
-@pytest.fixture
-def server_task_identity(monkeypatch):
-    """Flower 1.41 stamps instruction messages with the running task's identity, set by its runtime."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def start_round(strategy, global_arrays: dict[str, np.ndarray], num_partitions: int, server_round: int = 1) -> None:

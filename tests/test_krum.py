@@ -16,7 +16,6 @@ from strategy_helpers import (
     reference_krum_scores,
     reference_multikrum,
     reply,
-    server_task_identity,  # noqa: F401 - fixture
     start_round,
     true_update,
     weighted_mean,

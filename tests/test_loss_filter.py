@@ -13,7 +13,6 @@ from strategy_helpers import (
     make_global,
     node_map,
     reply,
-    server_task_identity,  # noqa: F401 - fixture
     start_round,
     weighted_mean,
 )

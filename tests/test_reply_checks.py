@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
 from fl_poison.reply_checks import reply_problem
 from fl_poison.round_log import RoundLog
@@ -175,12 +174,6 @@ class FakeGrid(Grid):
         raise AssertionError("not used")
 
 
-@pytest.fixture
-def server_task_identity(monkeypatch):
-    """Flower 1.41 stamps instruction messages with the running task's identity, set by its runtime."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def configured_strategy(server_round: int = 1) -> tuple[LabFedAvg, RoundLog]:

@@ -14,7 +14,6 @@ from strategy_helpers import (
     node_map,
     reference_multikrum,
     reply,
-    server_task_identity,  # noqa: F401 - fixture
     start_round,
     true_update,
 )
