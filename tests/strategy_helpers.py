@@ -68,8 +68,6 @@ class FakeGrid(Grid):
         raise AssertionError("not used")
 
 
-
-
 def start_round(strategy, global_arrays: dict[str, np.ndarray], num_partitions: int, server_round: int = 1) -> None:
     """Run ``configure_train`` on a fake grid holding every partition's node; check all were instructed."""
     arrays = ArrayRecord({name: Array(np.array(value, copy=True)) for name, value in global_arrays.items()})

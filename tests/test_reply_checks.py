@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 
 from fl_poison.reply_checks import reply_problem
 from fl_poison.round_log import RoundLog
 from fl_poison.weights import record_to_numpy
 from strategies.fedavg import LabFedAvg
 from strategies.sampling import PartitionSampler
+from strategy_helpers import FakeGrid
 
 GLOBAL = {"w": np.array([1.0, 2.0, 3.0], np.float32), "b": np.array([[0.5, -0.5]], np.float32)}
 METRICS = {"train_loss": 0.5, "num-examples": 10, "partition_id": 0, "malicious": 0, "attacked": 0, "attack_target": -1}
@@ -143,37 +143,6 @@ def test_round_log_survives_a_reply_missing_an_array():
 
 
 # ---------------------------------------------------------------- the strategy drops rejected replies
-
-
-class FakeGrid(Grid):
-    """Only what a strategy's ``configure_train`` needs: the connected node ids."""
-
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def set_run(self, run):
-        pass
-
-    @property
-    def run(self):
-        return None
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        raise AssertionError("not used")
-
-    def get_node_ids(self):
-        return list(self.node_ids)
-
-    def push_messages(self, messages):
-        raise AssertionError("not used")
-
-    def pull_messages(self, message_ids):
-        raise AssertionError("not used")
-
-    def send_and_receive(self, messages, *, timeout=None):
-        raise AssertionError("not used")
-
-
 
 
 def configured_strategy(server_round: int = 1) -> tuple[LabFedAvg, RoundLog]:
