@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, title
     loss_axis.set(xlabel="round", ylabel="test loss", title="loss")
     for axis in (rate_axis, loss_axis):
         axis.grid(alpha=0.3)
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(textwrap.fill(title, 110), fontsize=9)
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -63,8 +64,12 @@ def plot_update_norms(records: Sequence[ClientRoundRecord], path: Path, title: s
     bounds = [record.bound for record in records if not math.isnan(record.bound)]
     if bounds:
         axis.axhline(bounds[0], linestyle="--", color="black", linewidth=1, label=f"bound {bounds[0]:.3g}")
-    axis.set_xticks(list(positions), [f"{record.partition_id}\n{record.decision[:4]}" for record in records], fontsize=8)
-    axis.set(xlabel="partition id / decision (red = malicious)", ylabel="update L2 norm", title=title)
+    axis.set_xticks(list(positions), [f"{record.partition_id}\n{record.decision}" for record in records], fontsize=7)
+    axis.set(xlabel="partition id / decision (red = malicious)", ylabel="update L2 norm")
+    axis.set_title(textwrap.fill(title, 70), fontsize=9)
+    positive = [value for record in records for value in (record.norm_before, record.norm_after) if value > 0]
+    if positive and max(positive) > 20 * min(positive):
+        axis.set_yscale("log")  # a scaled attacker would otherwise flatten every honest bar
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()
