@@ -1,5 +1,6 @@
 """The ``fl-poison`` command.
 
+``fl-poison sweep FILE --out DIR`` runs a resumable grid of them (:mod:`experiments.sweep`).
 ``fl-poison run KEY=VALUE ...`` runs one experiment through the real Flower runtime: it
 validates the settings, then calls ``flwr run <app> --stream`` against the local SuperLink
 (started on first use, in simulation mode) with ``num-supernodes`` set from ``num-clients``,
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -177,6 +179,28 @@ def print_settings(markdown: bool = False) -> None:
         print(f"{setting.key:<{width}}  {toml_literal(setting.default):<10}  {setting.help}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def sweep_command(file: Path, out: Path, jobs: int) -> int:
+    """``fl-poison sweep``: run the sweep; Ctrl-C or SIGTERM stops it with every finished cell kept."""
+    from experiments.sweep import SWEEP_TABLE, run_sweep
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        table = run_sweep(file, out, jobs)
+    except ConfigError as error:
+        print(f"fl-poison: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fl-poison: interrupted; finished cells are kept in {out / SWEEP_TABLE}; run again to resume", file=sys.stderr)
+        return 130
+    failed = [row for row in table.rows.values() if row.get("status") != "ok"]
+    print(table.path)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fl-poison``."""
     parser = argparse.ArgumentParser(prog="fl-poison", description="Federated-learning poisoning lab on Flower.")
@@ -186,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client (default 1)")
     run.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client, e.g. 0.25 (default 0: CPU)")
     run.add_argument("--verbose", action="store_true", help="echo Flower's whole log")
+    sweep = commands.add_parser("sweep", help="run a grid of experiments from a TOML sweep file (resumable)")
+    sweep.add_argument("file", type=Path, help="sweep file with [base] and [grid] tables")
+    sweep.add_argument("--out", type=Path, required=True, help="sweep folder (sweep.csv and one folder per cell)")
+    sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
     settings = commands.add_parser("settings", help="list every setting with its default")
     settings.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
@@ -197,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "settings":
         print_settings(arguments.markdown)
         return 0
+    if arguments.command == "sweep":
+        return sweep_command(arguments.file, arguments.out, arguments.jobs)
     try:
         if arguments.cpus_per_client <= 0:
             raise ConfigError.bad_value("--cpus-per-client", arguments.cpus_per_client, "a number > 0")

@@ -1,0 +1,137 @@
+"""Sweeps: grid expansion, cell identity, resume from a partial sweep.csv, failures, bad input.
+
+A stand-in runner writes the files a real run would (``summary.json`` in ``output-dir/run-name``)
+so these tests need no Flower runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.sweep import SWEEP_TABLE, expand_grid, load_sweep, run_sweep
+from fl_poison.cli import CommandError
+from fl_poison.config import ConfigError, parse_config
+from fl_poison.results import read_csv
+
+SWEEP = """
+[base]
+num-rounds = 3
+num-clients = 8
+
+[grid]
+strategy = ["fedavg", "krum"]
+num-malicious = [0, 1, 2]
+"""
+
+
+class FakeRunner:
+    """Records the cells it runs; writes a summary whose accuracy encodes the cell; can fail some."""
+
+    def __init__(self, fail_when: dict[str, object] | None = None) -> None:
+        self.calls: list[dict[str, object]] = []
+        self.fail_when = fail_when or {}
+
+    def __call__(self, settings: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
+        self.calls.append(dict(settings))
+        if self.fail_when and all(settings.get(k) == v for k, v in self.fail_when.items()):
+            raise CommandError("run 7 finished:failed: boom")
+        folder = Path(str(settings["output-dir"])) / str(settings["run-name"])
+        folder.mkdir(parents=True, exist_ok=True)
+        accuracy = 0.5 + 0.1 * int(settings["num-malicious"]) + (0.01 if settings["strategy"] == "krum" else 0.0)
+        (folder / "summary.json").write_text(json.dumps({"accuracy": accuracy, "loss": 1.0, "wall_seconds": 2.0}))
+        return folder
+
+
+def write_sweep(tmp_path: Path, text: str = SWEEP) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_expands_to_the_cartesian_product_in_grid_order(tmp_path):
+    base, grid = load_sweep(write_sweep(tmp_path))
+    cells = expand_grid(base, grid)
+    assert [(c.values["strategy"], c.values["num-malicious"]) for c in cells] == [
+        ("fedavg", 0), ("fedavg", 1), ("fedavg", 2), ("krum", 0), ("krum", 1), ("krum", 2),
+    ]
+    assert all(c.settings["num-rounds"] == 3 and c.settings["num-clients"] == 8 for c in cells)
+
+
+def test_cell_identity_is_the_hash_of_the_resolved_settings(tmp_path):
+    base, grid = load_sweep(write_sweep(tmp_path))
+    cells = expand_grid(base, grid)
+    expected = parse_config({"num-rounds": 3, "num-clients": 8, "strategy": "krum", "num-malicious": 1}).fingerprint()
+    assert cells[4].cell_id == expected
+    assert len({c.cell_id for c in cells}) == 6
+    # a value equal to the default resolves to the same cell as leaving it out
+    same = expand_grid({"num-rounds": 20}, {"seed": [42]})[0].cell_id
+    assert same == expand_grid({}, {"num-rounds": [20]})[0].cell_id
+
+
+def test_a_sweep_runs_every_cell_and_writes_one_row_each(tmp_path):
+    runner = FakeRunner()
+    table = run_sweep(write_sweep(tmp_path), tmp_path / "out", runner=runner, progress=lambda line: None)
+    rows = read_csv(table.path)
+    assert len(runner.calls) == 6 and len(rows) == 6
+    assert all(row["status"] == "ok" for row in rows)
+    krum_two = next(row for row in rows if row["strategy"] == "krum" and row["num-malicious"] == "2")
+    assert float(krum_two["accuracy"]) == pytest.approx(0.71)
+    assert all(call["run-name"] == call_cell for call, call_cell in zip(runner.calls, [r["cell_id"] for r in rows]))
+
+
+def test_resume_runs_only_the_missing_and_failed_cells(tmp_path):
+    sweep, out = write_sweep(tmp_path), tmp_path / "out"
+    failing = FakeRunner(fail_when={"strategy": "krum", "num-malicious": 1})
+    run_sweep(sweep, out, runner=failing, progress=lambda line: None)
+    rows = {row["cell_id"]: row for row in read_csv(out / SWEEP_TABLE)}
+    failed = [row for row in rows.values() if row["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"] == "run 7 finished:failed: boom"
+    assert sum(row["status"] == "ok" for row in rows.values()) == 5
+
+    # simulate an interruption that lost one finished cell's row: drop it from sweep.csv
+    lost = next(row for row in rows.values() if row["strategy"] == "fedavg" and row["num-malicious"] == "0")
+    kept = [row for row in rows.values() if row["cell_id"] != lost["cell_id"]]
+    header = list(next(iter(rows.values())).keys())
+    lines = [",".join(header)] + [",".join(str(row[k]) for k in header) for row in kept]
+    (out / SWEEP_TABLE).write_text("\n".join(lines) + "\n")
+
+    again = FakeRunner()
+    run_sweep(sweep, out, runner=again, progress=lambda line: None)
+    rerun = sorted((call["strategy"], call["num-malicious"]) for call in again.calls)
+    assert rerun == [("fedavg", 0), ("krum", 1)]
+    final = read_csv(out / SWEEP_TABLE)
+    assert len(final) == 6 and len({row["cell_id"] for row in final}) == 6
+    assert all(row["status"] == "ok" for row in final)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[grid]\nstrategyy = ['fedavg']\n", "strategyy: unknown setting in the sweep file;"),
+        ("[base]\nnum-rounds = 2\n", "grid: empty;"),
+        ("[grid]\nstrategy = 'fedavg'\n", "strategy: grid value 'fedavg' is not a non-empty list;"),
+        ("[grid]\nnum-rounds = ['many']\n", "num-rounds: bad value 'many';"),
+        ("[grid]\nstrategy = ['fedavgx']\n", "strategy: bad value 'fedavgx';"),
+        ("[cells]\nx = 1\n", "sweep file: unknown table [cells];"),
+    ],
+)
+def test_bad_sweep_files_fail_before_any_cell_runs(tmp_path, text, expected):
+    runner = FakeRunner()
+    with pytest.raises(ConfigError) as caught:
+        run_sweep(write_sweep(tmp_path, text), tmp_path / "out", runner=runner, progress=lambda line: None)
+    assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
+    assert runner.calls == []
+
+
+def test_a_folder_holding_another_sweep_is_refused(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(write_sweep(tmp_path), out, runner=FakeRunner(), progress=lambda line: None)
+    other = tmp_path / "other.toml"
+    other.write_text("[grid]\nseed = [1, 2]\n")
+    runner = FakeRunner()
+    with pytest.raises(ConfigError) as caught:
+        run_sweep(other, out, runner=runner, progress=lambda line: None)
+    assert str(caught.value).startswith("--out:") and runner.calls == []
