@@ -125,12 +125,20 @@ def non_negative_number(key: str, value: object) -> float:
     return number
 
 
-def open_fraction(key: str, value: object) -> float:
-    """A validator for numbers in the open interval (0, 1)."""
-    number = _as_float(key, value)
-    if not 0 < number < 1:
-        raise ConfigError.bad_value(key, value, "a number in (0, 1)")
-    return number
+
+def number_in(low: float, high: float, low_included: bool, high_included: bool) -> Callable[[str, object], float]:
+    """A validator for numbers in an interval, e.g. ``number_in(0, 1, False, True)`` for (0, 1]."""
+    allowed = f"a number in {'[' if low_included else '('}{low:g}, {high:g}{']' if high_included else ')'}"
+
+    def cast(key: str, value: object) -> float:
+        number = _as_float(key, value)
+        above = number >= low if low_included else number > low
+        below = number <= high if high_included else number < high
+        if not (above and below):
+            raise ConfigError.bad_value(key, value, allowed)
+        return number
+
+    return cast
 
 
 def choice(*names: str) -> Callable[[str, object], str]:
@@ -208,12 +216,6 @@ def dataset_source(key: str, value: object) -> str:
     raise ConfigError.bad_value(key, value, allowed)
 
 
-def _unit_interval(key: str, value: object) -> float:
-    number = _as_float(key, value)
-    if not 0 <= number <= 1:
-        raise ConfigError.bad_value(key, value, "a number in [0, 1]")
-    return number
-
 
 def auto_or(validator: Callable[[str, object], object], allowed: str) -> Callable[[str, object], object]:
     """A validator accepting ``auto`` (returned as None) or whatever ``validator`` accepts."""
@@ -229,26 +231,7 @@ def auto_or(validator: Callable[[str, object], object], allowed: str) -> Callabl
     return cast
 
 
-def _percentile(key: str, value: object) -> float:
-    number = _as_float(key, value)
-    if not 0 < number <= 100:
-        raise ConfigError.bad_value(key, value, "a number in (0, 100]")
-    return number
 
-
-def _trim_fraction(key: str, value: object) -> float:
-    number = _as_float(key, value)
-    if not 0 <= number < 0.5:
-        raise ConfigError.bad_value(key, value, "a number in [0, 0.5)")
-    return number
-
-
-def fraction(key: str, value: object) -> float:
-    """A validator for numbers in (0, 1]."""
-    number = _as_float(key, value)
-    if not 0 < number <= 1:
-        raise ConfigError.bad_value(key, value, "a number in (0, 1]")
-    return number
 
 
 def class_or_all(key: str, value: object) -> int:
@@ -294,7 +277,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", "digits", "digits (built in), mnist, fashion-mnist, cifar10, any hub id owner/name, or a local dataset folder.", dataset_source),
     Setting("image-column", "auto", "Image column of a hub/local dataset ('auto' finds image or img).", text),
     Setting("label-column", "label", "Label column of a hub/local dataset.", text),
-    Setting("test-fraction", 0.2, "Share of the training split held out for testing when the dataset has no test split.", open_fraction),
+    Setting("test-fraction", 0.2, "Share of the training split held out for testing when the dataset has no test split.", number_in(0, 1, False, False)),
     Setting("partitioning", "iid", "How the training split is divided among clients: iid, dirichlet or pathological.", choice(*PARTITIONINGS)),
     Setting("dirichlet-alpha", 0.5, "Concentration of the Dirichlet label skew (smaller = more skewed).", positive_number),
     Setting("min-partition-size", 10, "Dirichlet partitioning redraws until every client has at least this many samples.", integer(0)),
@@ -327,11 +310,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("attack-every", 1, "A malicious client attacks every k-th time it is sampled (from attack-start-round on).", integer(1)),
     Setting("source-class", 2, "Source class of label-flip and ada (label-flip also takes 'all' for all-to-one).", class_or_all),
     Setting("target-class", 0, "Target class of label-flip and of the backdoors.", integer(0)),
-    Setting("poison-rate", 0.5, "Share of the attacker's training samples that are poisoned (label-flip injection rate alpha; backdoor poisoning rate).", fraction),
-    Setting("blend-alpha", 0.2, "Weight of the trigger image in the blend backdoor: x' = (1 - a) x + a trigger.", fraction),
+    Setting("poison-rate", 0.5, "Share of the attacker's training samples that are poisoned (label-flip injection rate alpha; backdoor poisoning rate).", number_in(0, 1, False, True)),
+    Setting("blend-alpha", 0.2, "Weight of the trigger image in the blend backdoor: x' = (1 - a) x + a trigger.", number_in(0, 1, False, True)),
     Setting("trigger-image", "", "Image file used as the blend trigger (resized to the input size); empty = a built-in one-pixel checkerboard.", readable_image),
     Setting("trigger-size", "auto", "Side in pixels of the BadNets patch and of the DBA global trigger; auto = scaled to the input (6 px at 32 px, 5 px at 28 px, 3 px at 8 px).", auto_or(integer(1), "an integer >= 1")),
-    Setting("trigger-value", 1.0, "Pixel value of the BadNets / DBA trigger in [0, 1] (1 = white; DBA on colour images stamps red).", lambda key, value: _unit_interval(key, value)),
+    Setting("trigger-value", 1.0, "Pixel value of the BadNets / DBA trigger in [0, 1] (1 = white; DBA on colour images stamps red).", number_in(0, 1, True, True)),
     Setting("trigger-position", "bottom-right", "Corner of the BadNets patch and DBA trigger.", choice(*TRIGGER_POSITIONS)),
     Setting("scale-factor", "auto", "Scaling attack gamma in X = gamma (L - G) + G; auto = clients per round / attackers sampled this round.", auto_or(positive_number, "a number > 0")),
     Setting("norm-bound", "auto", "Train-and-scale target norm Q; auto = the mean norm of honest updates the attacker computes itself.", auto_or(positive_number, "a number > 0")),
@@ -341,8 +324,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("krum-m", "auto", "Updates multikrum keeps; auto = clients per round - f.", auto_or(integer(1), "an integer >= 1")),
     Setting("clip-norm", "auto", "Norm bound of norm-clip; auto = the median update norm of the round.", auto_or(positive_number, "a number > 0")),
     Setting("clip-wrap", "fedavg", "Strategy that aggregates the clipped updates of norm-clip: " + ", ".join(CLIP_WRAPPABLE) + ".", choice(*CLIP_WRAPPABLE)),
-    Setting("loss-percentile", 75.0, "loss-filter drops clients whose reported loss is above this percentile of the round's losses.", lambda key, value: _percentile(key, value)),
-    Setting("trim-beta", 0.2, "Fraction trimmed at each end, per coordinate, by trimmed-mean.", lambda key, value: _trim_fraction(key, value)),
+    Setting("loss-percentile", 75.0, "loss-filter drops clients whose reported loss is above this percentile of the round's losses.", number_in(0, 100, False, True)),
+    Setting("trim-beta", 0.2, "Fraction trimmed at each end, per coordinate, by trimmed-mean.", number_in(0, 0.5, True, False)),
     Setting("plot-round", 0, "Round whose update norms before/after the defense are plotted; 0 = the last round.", integer(0)),
     Setting("ada-patience", 10, "Rounds without a decrease of the global model's loss on the attacker's data before ADA calls it converged.", integer(1)),
 )
