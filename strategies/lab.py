@@ -30,6 +30,7 @@ from flwr.serverapp import Grid
 from fl_poison.round_log import RoundLog
 from fl_poison.weights import record_to_numpy
 from strategies.sampling import PartitionSampler, SubsetGrid
+from strategies.updates import reply_metric
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,12 @@ def weighted_decisions(
 ) -> list[ClientDecision]:
     """Decisions for FedAvg over ``kept``: kept replies accepted with their example share, others rejected."""
     kept_ids = {id(message) for message in kept}
-    total = sum(_count(message, weighted_by_key) for message in kept)
+    total = sum(reply_metric(message, weighted_by_key) for message in kept)
     decisions = []
     for message in replies:
         partition_id = round_log.partition_of(message)
         if id(message) in kept_ids:
-            share = _count(message, weighted_by_key) / total if total > 0 else math.nan
+            share = reply_metric(message, weighted_by_key) / total if total > 0 else math.nan
             decisions.append(ClientDecision(partition_id, "accepted", round_log.current_norm(partition_id), share))
         else:
             decisions.append(ClientDecision(partition_id, "rejected", 0.0, 0.0))
@@ -86,11 +87,6 @@ def unweighted_decisions(round_log: RoundLog, replies: Sequence[Message], kept: 
     ]
 
 
-def _count(message: Message, key: str) -> float:
-    metrics = next(iter(message.content.metric_records.values()))
-    return float(metrics[key])
-
-
 class LabStrategy:
     """Mix-in: seeded partition sampling, reply screening, defense hook and forensics.
 
@@ -102,7 +98,16 @@ class LabStrategy:
         Receives one row per sampled client per round.
     **kwargs :
         Passed on to the Flower strategy.
+
+    Attributes
+    ----------
+    weighs_clients : bool
+        Whether the Flower strategy's aggregate is a weighted average of client updates (each
+        accepted client's ``weight`` is its example share); False for coordinate-wise rules,
+        whose clients get no weight of their own.
     """
+
+    weighs_clients = True
 
     def __init__(self, *, sampler: PartitionSampler, round_log: RoundLog, **kwargs: object) -> None:
         kwargs.setdefault("fraction_train", 1.0)
@@ -141,8 +146,11 @@ class LabStrategy:
         """Aggregate ``replies`` (all well-formed, in partition-id order) against the global ``reference``.
 
         The default is the Flower strategy's own ``aggregate_train`` with every reply accepted
-        and weighted by its example count.
+        (weighted by its example count when :attr:`weighs_clients`).
         """
-        decisions = weighted_decisions(self.round_log, replies, replies, self.weighted_by_key)  # type: ignore[attr-defined]
+        if self.weighs_clients:
+            decisions = weighted_decisions(self.round_log, replies, replies, self.weighted_by_key)  # type: ignore[attr-defined]
+        else:
+            decisions = unweighted_decisions(self.round_log, replies, replies)
         arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
         return arrays, metrics, decisions

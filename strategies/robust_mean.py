@@ -29,19 +29,13 @@ from strategies.updates import content_update_matrix
 
 
 class LabMedian(LabStrategy, FedMedian):
-    """Flower's FedMedian with seeded sampling and forensics."""
+    """Flower's FedMedian with seeded sampling and forensics (everybody accepted, no weights)."""
 
-    def defend(
-        self, server_round: int, replies: Sequence[Message], reference: Mapping[str, np.ndarray]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None, list[ClientDecision]]:
-        """Coordinate-wise median; everybody accepted."""
-        decisions = unweighted_decisions(self.round_log, replies, replies)
-        arrays, metrics = FedMedian.aggregate_train(self, server_round, list(replies))
-        return arrays, metrics, decisions
+    weighs_clients = False
 
 
 class LabTrimmedMean(LabStrategy, FedTrimmedAvg):
-    """Flower's FedTrimmedAvg with seeded sampling and forensics.
+    """Flower's FedTrimmedAvg with seeded sampling and forensics (everybody accepted, no weights).
 
     Parameters
     ----------
@@ -49,13 +43,7 @@ class LabTrimmedMean(LabStrategy, FedTrimmedAvg):
         Fraction trimmed at each end, per coordinate.
     """
 
-    def defend(
-        self, server_round: int, replies: Sequence[Message], reference: Mapping[str, np.ndarray]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None, list[ClientDecision]]:
-        """Coordinate-wise trimmed mean; everybody accepted."""
-        decisions = unweighted_decisions(self.round_log, replies, replies)
-        arrays, metrics = FedTrimmedAvg.aggregate_train(self, server_round, list(replies))
-        return arrays, metrics, decisions
+    weighs_clients = False
 
 
 class LabBulyan(LabStrategy, Bulyan):
