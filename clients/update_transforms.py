@@ -11,18 +11,23 @@ Both work on float state dicts and measure norms in float64 over every float ten
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 
+from fl_poison.weights import update_norm
+
 
 def update_norm_of(local: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> float:
-    """L2 norm of ``local - reference`` over all shared float tensors, in float64."""
-    squared = sum(
-        float(torch.sum((local[name].double() - reference[name].double()) ** 2)) for name in reference
+    """L2 norm of ``local - reference`` over all shared float tensors, in float64.
+
+    The server's :func:`fl_poison.weights.update_norm` on CPU tensors, so an attacker measures its
+    update exactly as the server's forensics will.
+    """
+    return update_norm(
+        {name: tensor.detach().cpu().numpy() for name, tensor in local.items()},
+        {name: tensor.detach().cpu().numpy() for name, tensor in reference.items()},
     )
-    return math.sqrt(squared)
 
 
 def scale_update(local: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], gamma: float) -> dict[str, torch.Tensor]:

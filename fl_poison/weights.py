@@ -55,12 +55,14 @@ def record_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def flat_update(client: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> np.ndarray:
     """``client - reference`` over the shared names, flattened in float64 (name order of ``reference``)."""
+    if not reference:
+        return np.zeros(0)
     return np.concatenate(
         [
             (np.asarray(client[name], dtype=np.float64) - np.asarray(reference[name], dtype=np.float64)).ravel()
             for name in reference
         ]
-    ) if reference else np.zeros(0)
+    )
 
 
 def update_norm(client: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
