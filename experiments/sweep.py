@@ -1,16 +1,22 @@
-"""Resumable sweeps: a grid of settings, each cell one real ``fl-poison run``.
+"""Resumable sweeps: grids of settings, each cell one real ``fl-poison run``.
 
 A sweep file is TOML with a ``[base]`` table (settings shared by every cell, as for
-``fl-poison run``) and a ``[grid]`` table (setting = list of values); the cells are the Cartesian
-product of the grid, in the order the grid lists its settings. Each cell runs through the same
-path as ``fl-poison run`` into ``DIR/<cell-id>/``, where the cell id is the hash of its resolved
-settings, so a cell is recognised by what it runs, not by its position in the file.
+``fl-poison run``) and either one ``[grid]`` table (setting = list of values) or several named
+grids ``[grid.NAME]``. In a named grid a list is an axis and a single value a setting fixed for
+that grid only, so one file can hold a study made of several comparisons (e.g. seed 001: attacker
+ratios, FedAvg vs Krum, DBA vs blend). The cells of a grid are the Cartesian product of its axes,
+in the order the grid lists them. Each cell runs through the same path as ``fl-poison run`` into
+``DIR/<cell-id>/``, where the cell id is the hash of its resolved settings, so a cell is
+recognised by what it runs, not by its position in the file, and a cell shared by two grids runs
+once.
 
-``DIR/sweep.csv`` holds one row per cell (a column per grid setting, ``status``, the final
-metrics, ``wall_seconds``, ``folder``, ``error``) and is rewritten atomically after every cell:
-interrupting the sweep loses no finished cell, and running it again skips the cells already
-``ok``, reruns failed or unfinished ones and never duplicates a row. ``DIR/sweep.json`` records
-the sweep definition; a folder holding a different sweep is refused.
+``DIR/sweep.csv`` holds one row per cell (``cell_id``, ``grid``, a column per setting any grid
+sets, ``status``, the final metrics, ``wall_seconds``, ``folder``, ``error``) and is rewritten
+atomically after every cell: interrupting the sweep loses no finished cell, and running it again
+skips the cells already ``ok``, reruns failed or unfinished ones and never duplicates a row.
+``DIR/sweep.json`` records the sweep definition; a folder holding a different sweep is refused.
+Every cell folder gets a ``cell.log`` (settings, status, the whole error), also for cells that
+fail before Flower starts.
 """
 
 from __future__ import annotations
@@ -24,19 +30,23 @@ import tomllib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-from fl_poison.cli import CommandError, run_experiment
+from fl_poison.cli import run_experiment
 from fl_poison.config import SETTINGS_BY_KEY, ConfigError, parse_config
-from fl_poison.results import SUMMARY_METRICS, read_csv, write_csv, write_json
+from fl_poison.results import SUMMARY_METRICS, atomic_write_bytes, read_csv, write_csv, write_json
 
 SWEEP_DEFINITION = "sweep.json"
 SWEEP_TABLE = "sweep.csv"
+CELL_LOG = "cell.log"
+SINGLE_GRID = "grid"
 RESULT_COLUMNS = (
     *SUMMARY_METRICS, "asr", "mta", "ts_ata", "max_ata",
     "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
 )
 Runner = Callable[[dict[str, object], float, float, bool], Path]
+Grids = dict[str, dict[str, object]]
 
 
 @dataclass(frozen=True)
@@ -48,74 +58,146 @@ class SweepCell:
     cell_id : str
         Hash of the resolved settings (see :meth:`fl_poison.config.ExperimentConfig.fingerprint`).
     values : dict[str, object]
-        The grid settings of this cell.
+        The settings the cell's grids set (axes and per-grid values), as the run config writes them.
     settings : dict[str, object]
-        Base settings overridden by ``values``.
+        Base settings overridden by the grid's values: what the cell runs.
+    grids : tuple[str, ...]
+        The names of the grids the cell belongs to.
     """
 
     cell_id: str
     values: dict[str, object]
     settings: dict[str, object]
+    grids: tuple[str, ...] = (SINGLE_GRID,)
 
 
-def load_sweep(path: Path) -> tuple[dict[str, object], dict[str, list[object]]]:
-    """The ``[base]`` and ``[grid]`` tables of a sweep file, checked key by key."""
+def _check_keys(keys: list[str]) -> None:
+    for key in keys:
+        if key not in SETTINGS_BY_KEY:
+            raise ConfigError(f"{key}: unknown setting in the sweep file; allowed: {', '.join(SETTINGS_BY_KEY)}")
+
+
+def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
+    """The ``[base]`` table and the grids of a sweep file (by name), checked key by key.
+
+    A plain ``[grid]`` table (every value a list) is the one grid named ``grid``; ``[grid.NAME]``
+    tables are named grids, where a list is an axis and a single value a fixed setting.
+    """
     try:
         document = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"sweep file: cannot read {str(path)!r} ({error}); allowed: a TOML file with [base] and [grid]") from None
     unknown_tables = sorted(set(document) - {"base", "grid"})
     if unknown_tables:
-        raise ConfigError(f"sweep file: unknown table [{unknown_tables[0]}]; allowed: [base], [grid]")
+        raise ConfigError(f"sweep file: unknown table [{unknown_tables[0]}]; allowed: [base], [grid] or [grid.NAME]")
     base = dict(document.get("base", {}))
-    grid = dict(document.get("grid", {}))
-    for key in [*base, *grid]:
-        if key not in SETTINGS_BY_KEY:
-            raise ConfigError(f"{key}: unknown setting in the sweep file; allowed: {', '.join(SETTINGS_BY_KEY)}")
-    if not grid:
+    _check_keys(list(base))
+    table = dict(document.get("grid", {}))
+    if not table:
         raise ConfigError("grid: empty; allowed: at least one setting with a list of values, e.g. num-malicious = [0, 1, 2]")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{key}: grid value {values!r} is not a non-empty list; allowed: e.g. {key} = [a, b]")
-    return base, grid
+    named = [key for key, value in table.items() if isinstance(value, dict)]
+    if named and len(named) != len(table):
+        plain = next(key for key in table if key not in named)
+        raise ConfigError(f"grid: {plain!r} sits beside named grids; allowed: either [grid] with lists or only [grid.NAME] tables")
+    grids: Grids = {name: dict(values) for name, values in table.items()} if named else {SINGLE_GRID: table}
+    for name, grid in grids.items():
+        _check_keys(list(grid))
+        if not grid:
+            raise ConfigError(f"grid.{name}: empty; allowed: settings with a value or a list of values")
+        for key, values in grid.items():
+            if isinstance(values, list) and not values:
+                raise ConfigError(f"{key}: empty list in grid {name!r}; allowed: e.g. {key} = [a, b]")
+            if not named and not isinstance(values, list):
+                raise ConfigError(f"{key}: grid value {values!r} is not a non-empty list; allowed: e.g. {key} = [a, b]")
+    return base, grids
 
 
-def expand_grid(base: Mapping[str, object], grid: Mapping[str, list[object]]) -> list[SweepCell]:
-    """Every cell of the grid, validated, in grid order; cells with identical settings appear once."""
+def _axes(grid: Mapping[str, object]) -> dict[str, list[object]]:
+    return {key: value if isinstance(value, list) else [value] for key, value in grid.items()}
+
+
+def expand_grid(base: Mapping[str, object], grid: Mapping[str, object], name: str = SINGLE_GRID) -> list[SweepCell]:
+    """Every cell of one grid, validated, in grid order; cells with identical settings appear once."""
+    axes = _axes(grid)
     cells: list[SweepCell] = []
     seen: set[str] = set()
-    for combination in itertools.product(*grid.values()):
-        values = dict(zip(grid, combination))
-        settings = {**base, **values}
+    for combination in itertools.product(*axes.values()):
+        settings = {**base, **dict(zip(axes, combination))}
         config = parse_config(settings)
         cell_id = config.fingerprint()
         if cell_id not in seen:
             seen.add(cell_id)
-            cells.append(SweepCell(cell_id, values, settings))
+            resolved = config.to_dict()
+            cells.append(SweepCell(cell_id, {key: resolved[key] for key in axes}, settings, (name,)))
     return cells
 
 
-def check_folder(out: Path, base: Mapping[str, object], grid: Mapping[str, list[object]]) -> None:
+def varying_settings(grids: Grids) -> list[str]:
+    """The settings any grid sets, in order of first appearance: the leading columns of ``sweep.csv``."""
+    keys: list[str] = []
+    for grid in grids.values():
+        keys.extend(key for key in grid if key not in keys)
+    return keys
+
+
+def expand_sweep(base: Mapping[str, object], grids: Grids) -> list[SweepCell]:
+    """The cells of every grid, once each; a cell several grids share lists all their names.
+
+    Each cell's ``values`` hold its resolved value of every setting any grid sets.
+    """
+    keys = varying_settings(grids)
+    merged: dict[str, SweepCell] = {}
+    for name, grid in grids.items():
+        for cell in expand_grid(base, grid, name):
+            resolved = parse_config(cell.settings).to_dict()
+            values = {key: resolved[key] for key in keys}
+            known = merged.get(cell.cell_id)
+            names = (*known.grids, name) if known else (name,)
+            merged[cell.cell_id] = SweepCell(cell.cell_id, values, known.settings if known else cell.settings, names)
+    return list(merged.values())
+
+
+def check_folder(out: Path, base: Mapping[str, object], grids: Grids) -> None:
     """Refuse an output folder that already holds a different sweep; record this one."""
-    definition = {"base": dict(base), "grid": dict(grid)}
+    definition = {"base": dict(base), "grids": dict(grids)}
     stored = out / SWEEP_DEFINITION
     if stored.is_file():
-        previous = json.loads(stored.read_text())
+        try:
+            previous = json.loads(stored.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
         if previous != json.loads(json.dumps(definition)):
             raise ConfigError(f"--out: {str(out)!r} holds a different sweep; allowed: its own sweep file or a new folder")
     write_json(stored, definition)
 
 
-def cell_row(cell: SweepCell, out: Path, status: str, error: str = "") -> dict[str, object]:
-    """The ``sweep.csv`` row of a cell: grid values, status, final metrics, folder, error."""
+def cell_row(cell: SweepCell, out: Path, status: str, error: str = "", wall_seconds: float | None = None) -> dict[str, object]:
+    """The ``sweep.csv`` row of a cell: grids, values, status, final metrics, folder, error."""
     folder = out / cell.cell_id
-    row: dict[str, object] = {"cell_id": cell.cell_id, **cell.values, "status": status}
+    row: dict[str, object] = {"cell_id": cell.cell_id, "grid": ";".join(cell.grids), **cell.values, "status": status}
     summary_path = folder / "summary.json"
     if status == "ok" and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         row.update({key: summary.get(key) for key in RESULT_COLUMNS if key in summary})
+    if row.get("wall_seconds") in (None, "") and wall_seconds is not None:
+        row["wall_seconds"] = round(wall_seconds, 1)
     row.update({"folder": str(folder), "error": error})
     return row
+
+
+def write_cell_log(cell: SweepCell, out: Path, status: str, error: str, started: datetime, wall_seconds: float) -> None:
+    """``DIR/<cell>/cell.log``: what the cell ran and how it ended (the whole error text)."""
+    lines = [
+        f"cell: {cell.cell_id} (grids: {', '.join(cell.grids)})",
+        f"started: {started.isoformat(timespec='seconds')}",
+        f"wall seconds: {wall_seconds:.1f}",
+        f"status: {status}",
+        "settings:",
+        *(f"  {key} = {value!r}" for key, value in cell.settings.items()),
+    ]
+    if error:
+        lines += ["error:", error]
+    atomic_write_bytes(out / cell.cell_id / CELL_LOG, ("\n".join(lines) + "\n").encode())
 
 
 class SweepTable:
@@ -125,13 +207,13 @@ class SweepTable:
     ----------
     out : Path
         The sweep folder.
-    grid_keys : list[str]
-        The grid settings (the table's leading columns after ``cell_id``).
+    setting_columns : list[str]
+        The settings the grids set (the table's leading columns after ``cell_id`` and ``grid``).
     """
 
-    def __init__(self, out: Path, grid_keys: list[str]) -> None:
+    def __init__(self, out: Path, setting_columns: list[str]) -> None:
         self.path = out / SWEEP_TABLE
-        self.columns = ["cell_id", *grid_keys, "status", *RESULT_COLUMNS, "folder", "error"]
+        self.columns = ["cell_id", "grid", *setting_columns, "status", *RESULT_COLUMNS, "folder", "error"]
         self.rows: dict[str, dict[str, object]] = {}
         if self.path.is_file():
             self.rows = {row["cell_id"]: dict(row) for row in read_csv(self.path)}
@@ -149,10 +231,64 @@ class SweepTable:
             write_csv(self.path, list(self.rows.values()), self.columns)
 
 
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{rest:02d}s" if hours else f"{minutes}m{rest:02d}s"
+
+
+class SweepProgress:
+    """A progress bar, one line per event: cells done / total, ok and failed counts, elapsed, ETA.
+
+    Parameters
+    ----------
+    total : int
+        Cells in the sweep.
+    done : int
+        Cells already finished before this invocation (resume).
+    emit : Callable[[str], None]
+        Receives each line.
+    width : int
+        Characters of the bar.
+    """
+
+    def __init__(self, total: int, done: int, emit: Callable[[str], None], width: int = 24) -> None:
+        self.total, self.done, self.emit, self.width = total, done, emit, width
+        self.ran = self.failed = 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def bar(self) -> str:
+        """``[#####.....] 3/12`` for the cells done so far."""
+        filled = round(self.width * self.done / self.total) if self.total else self.width
+        return f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}"
+
+    def start(self, cell: SweepCell) -> None:
+        """Announce a cell that starts running."""
+        self.emit(f"[sweep] {self.bar()} running {cell.cell_id} {cell.values}")
+
+    def finish(self, cell: SweepCell, status: str) -> None:
+        """Count a finished cell and print the bar with the time left, estimated from this invocation's cells."""
+        with self._lock:
+            self.done += 1
+            self.ran += 1
+            self.failed += status != "ok"
+            elapsed = time.monotonic() - self.started
+            left = elapsed / self.ran * (self.total - self.done)
+            self.emit(
+                f"[sweep] {self.bar()} {status}: {cell.cell_id} · failed {self.failed} · "
+                f"elapsed {_duration(elapsed)} · ETA {_duration(left)}"
+            )
+
+
 def run_sweep(
     path: Path, out: Path, jobs: int = 1, runner: Runner = run_experiment, progress: Callable[[str], None] = print
 ) -> SweepTable:
     """Run every unfinished cell of the sweep in ``path`` into ``out``; return the table.
+
+    The sweep file and every cell are checked before any cell runs. A cell that fails (any
+    error) is recorded as ``failed`` with the first line of its error, the whole error goes to
+    its ``cell.log``, and the sweep goes on.
 
     Parameters
     ----------
@@ -161,45 +297,52 @@ def run_sweep(
     out : Path
         The sweep folder (created if needed).
     jobs : int
-        Cells run at once. Each cell's clients then ask Ray for ``jobs`` CPUs, so that all
-        running cells together train at most one client per core.
+        Cells run at once (at most the number of CPU cores). Each cell's clients then ask Ray
+        for ``jobs`` CPUs, so that all running cells together train at most one client per core.
     runner : Runner
         Runs one cell (``fl_poison.cli.run_experiment``; tests pass a stand-in).
     progress : Callable[[str], None]
-        Receives one line per finished cell (done / total, ETA).
+        Receives the progress lines.
     """
-    if jobs < 1:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
-    base, grid = load_sweep(path)
-    cells = expand_grid(base, grid)
+    base, grids = load_sweep(path)
+    cells = expand_sweep(base, grids)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    check_folder(out, base, grid)
-    table = SweepTable(out, list(grid))
+    check_folder(out, base, grids)
+    table = SweepTable(out, varying_settings(grids))
     pending = [cell for cell in cells if not table.finished(cell)]
-    total, done = len(cells), len(cells) - len(pending)
-    progress(f"[sweep] {total} cells, {done} already done, {len(pending)} to run")
-    started = time.monotonic()
-    counter = itertools.count(1)
-    cpus_per_client = float(max(1, jobs))
+    workers = min(jobs, os.cpu_count() or 1)
+    progress(f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "
+             f"{len(pending)} to run, {workers} at a time")
+    bar = SweepProgress(len(cells), len(cells) - len(pending), progress)
+    cpus_per_client = float(workers)
 
     def run_cell(cell: SweepCell) -> None:
         settings = {**cell.settings, "output-dir": str(out), "run-name": cell.cell_id, "save-model": False}
+        bar.start(cell)
+        started, clock = datetime.now(timezone.utc), time.monotonic()
         try:
             runner(settings, cpus_per_client, 0.0, False)
-            row = cell_row(cell, out, "ok")
-        except (CommandError, ConfigError) as error:
-            row = cell_row(cell, out, "failed", str(error).splitlines()[0])
-        table.record(row)
-        finished = next(counter)
-        elapsed = time.monotonic() - started
-        eta = elapsed / finished * (len(pending) - finished)
-        progress(f"[sweep] {done + finished}/{total} cells ({row['status']}: {cell.cell_id} {cell.values}) ETA {eta:.0f}s")
+            status, error = "ok", ""
+        except Exception as failure:  # noqa: BLE001 - any failure of one cell is recorded, the sweep goes on
+            status, error = "failed", str(failure).strip() or type(failure).__name__
+        wall = time.monotonic() - clock
+        write_cell_log(cell, out, status, error, started, wall)
+        table.record(cell_row(cell, out, status, error.splitlines()[0] if error else "", wall))
+        bar.finish(cell, status)
 
-    if jobs == 1:
+    if workers == 1:
         for cell in pending:
             run_cell(cell)
-    else:
-        with ThreadPoolExecutor(max_workers=min(jobs, os.cpu_count() or 1)) as pool:
-            list(pool.map(run_cell, pending))
+        return table
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        list(pool.map(run_cell, pending))
+    except KeyboardInterrupt:
+        progress("[sweep] interrupted: no new cell starts; cells already running finish and are recorded")
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return table

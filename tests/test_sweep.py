@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.sweep import SWEEP_TABLE, expand_grid, load_sweep, run_sweep
+from experiments.sweep import CELL_LOG, SWEEP_TABLE, SweepProgress, expand_grid, expand_sweep, load_sweep, run_sweep
 from fl_poison.cli import CommandError
 from fl_poison.config import ConfigError, parse_config
 from fl_poison.results import read_csv
@@ -52,8 +52,8 @@ def write_sweep(tmp_path: Path, text: str = SWEEP) -> Path:
 
 
 def test_grid_expands_to_the_cartesian_product_in_grid_order(tmp_path):
-    base, grid = load_sweep(write_sweep(tmp_path))
-    cells = expand_grid(base, grid)
+    base, grids = load_sweep(write_sweep(tmp_path))
+    cells = expand_grid(base, grids["grid"])
     assert [(c.values["strategy"], c.values["num-malicious"]) for c in cells] == [
         ("fedavg", 0), ("fedavg", 1), ("fedavg", 2), ("krum", 0), ("krum", 1), ("krum", 2),
     ]
@@ -61,8 +61,8 @@ def test_grid_expands_to_the_cartesian_product_in_grid_order(tmp_path):
 
 
 def test_cell_identity_is_the_hash_of_the_resolved_settings(tmp_path):
-    base, grid = load_sweep(write_sweep(tmp_path))
-    cells = expand_grid(base, grid)
+    base, grids = load_sweep(write_sweep(tmp_path))
+    cells = expand_grid(base, grids["grid"])
     expected = parse_config({"num-rounds": 3, "num-clients": 8, "strategy": "krum", "num-malicious": 1}).fingerprint()
     assert cells[4].cell_id == expected
     assert len({c.cell_id for c in cells}) == 6
@@ -116,6 +116,12 @@ def test_resume_runs_only_the_missing_and_failed_cells(tmp_path):
         ("[grid]\nnum-rounds = ['many']\n", "num-rounds: bad value 'many';"),
         ("[grid]\nstrategy = ['fedavgx']\n", "strategy: bad value 'fedavgx';"),
         ("[cells]\nx = 1\n", "sweep file: unknown table [cells];"),
+        ("[grid.a]\nseed = [1]\n[grid]\nstrategy = ['krum']\n", "grid: 'strategy' sits beside named grids;"),
+        ("[grid.a]\nseed = []\n", "seed: empty list in grid 'a';"),
+        ("[grid.a]\nseedx = [1]\n", "seedx: unknown setting in the sweep file;"),
+        ("[grid.a]\nnum-rounds = 'x'\n", "num-rounds: bad value 'x';"),
+        ("[base]\nnum-rounds = [2]\n[grid]\nseed = [1]\n", "num-rounds: bad value [2];"),
+        ("[grid\nseed = [1]\n", "sweep file: cannot read"),
     ],
 )
 def test_bad_sweep_files_fail_before_any_cell_runs(tmp_path, text, expected):
@@ -135,3 +141,65 @@ def test_a_folder_holding_another_sweep_is_refused(tmp_path):
     with pytest.raises(ConfigError) as caught:
         run_sweep(other, out, runner=runner, progress=lambda line: None)
     assert str(caught.value).startswith("--out:") and runner.calls == []
+
+
+NAMED = """
+[base]
+num-rounds = 3
+num-clients = 8
+attack = "badnets"
+
+[grid.ratio]
+strategy = "fedavg"
+num-malicious = [0, 1]
+
+[grid.defense]
+num-malicious = 1
+strategy = ["fedavg", "krum"]
+"""
+
+
+def test_named_grids_share_cells_and_fill_every_setting_column(tmp_path):
+    base, grids = load_sweep(write_sweep(tmp_path, NAMED))
+    assert list(grids) == ["ratio", "defense"]
+    cells = expand_sweep(base, grids)
+    # ratio: (fedavg, 0), (fedavg, 1); defense: (fedavg, 1) again and (krum, 1) -> 3 distinct cells
+    assert [(c.values["strategy"], c.values["num-malicious"], c.grids) for c in cells] == [
+        ("fedavg", 0, ("ratio",)), ("fedavg", 1, ("ratio", "defense")), ("krum", 1, ("defense",)),
+    ]
+    runner = FakeRunner()
+    table = run_sweep(write_sweep(tmp_path, NAMED), tmp_path / "out", runner=runner, progress=lambda line: None)
+    rows = read_csv(table.path)
+    assert len(runner.calls) == 3 and len(rows) == 3
+    assert list(rows[0])[:4] == ["cell_id", "grid", "strategy", "num-malicious"]
+    assert [row["grid"] for row in rows] == ["ratio", "ratio;defense", "defense"]
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["grids"]["defense"]["num-malicious"] == 1
+
+
+def test_any_cell_failure_is_recorded_with_its_whole_error_in_the_cell_log(tmp_path):
+    class Exploding(FakeRunner):
+        def __call__(self, settings, cpus, gpus, verbose):
+            if settings["num-malicious"] == 2:
+                raise OSError("disk gone\nsecond line of detail")
+            return super().__call__(settings, cpus, gpus, verbose)
+
+    out = tmp_path / "out"
+    table = run_sweep(write_sweep(tmp_path), out, runner=Exploding(), progress=lambda line: None)
+    failed = [row for row in table.rows.values() if row["status"] == "failed"]
+    assert len(failed) == 2 and {row["error"] for row in failed} == {"disk gone"}
+    assert all(float(row["wall_seconds"]) >= 0 for row in failed)
+    log = (out / str(failed[0]["cell_id"]) / CELL_LOG).read_text()
+    assert "status: failed" in log and "second line of detail" in log and "num-malicious = 2" in log
+    ok_log = (out / next(r["cell_id"] for r in table.rows.values() if r["status"] == "ok") / CELL_LOG).read_text()
+    assert "status: ok" in ok_log and "error:" not in ok_log
+
+
+def test_progress_bar_counts_cells_and_estimates_the_time_left():
+    lines: list[str] = []
+    bar = SweepProgress(total=4, done=1, emit=lines.append, width=8)
+    assert bar.bar() == "[##......] 1/4"
+    cell = expand_grid({}, {"seed": [1]})[0]
+    bar.finish(cell, "ok")
+    bar.finish(cell, "failed")
+    assert bar.bar() == "[######..] 3/4"
+    assert "3/4 failed:" in lines[-1] and "failed 1" in lines[-1] and "ETA" in lines[-1]
