@@ -123,15 +123,26 @@ def follow(command: list[str], environment: dict[str, str], verbose: bool) -> tu
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment, bufsize=1
     ) as process:
         assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            match = RUN_ID_PATTERN.search(line)
-            if match:
-                run_id = match.group(1)
-            if verbose or "[fl-poison]" in line or "ERROR" in line:
-                sys.stderr.write(line)
-                sys.stderr.flush()
+        try:
+            for line in process.stdout:
+                lines.append(line)
+                match = RUN_ID_PATTERN.search(line)
+                if match:
+                    run_id = match.group(1)
+                if verbose or "[fl-poison]" in line or "ERROR" in line:
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+        except BaseException:
+            process.terminate()
+            if run_id:
+                stop_run(run_id, environment)
+            raise
         return process.wait(), run_id, lines
+
+
+def stop_run(run_id: str, environment: dict[str, str]) -> None:
+    """Ask the SuperLink to stop ``run_id`` (an interrupted ``fl-poison run`` leaves no run behind)."""
+    subprocess.run(["flwr", "stop", run_id], capture_output=True, env=environment, timeout=60, check=False)
 
 
 def check_against_data(config: ExperimentConfig) -> None:
