@@ -24,7 +24,7 @@ DATASET_ALIASES = {
     "cifar10": "uoft-cs/cifar10",
 }
 BUILTIN_DATASETS = ("digits",)
-PARTITIONINGS = ("iid", "dirichlet", "pathological")
+PARTITIONINGS = ("iid", "dirichlet", "pathological", "random-subsets")
 MODELS = ("auto", "small-cnn", "ada-cnn", "cnn3", "resnet18")
 OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("fedavg", "fedprox", "krum", "multikrum", "norm-clip", "loss-filter", "median", "trimmed-mean", "bulyan")
@@ -278,10 +278,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("image-column", "auto", "Image column of a hub/local dataset ('auto' finds image or img).", text),
     Setting("label-column", "label", "Label column of a hub/local dataset.", text),
     Setting("test-fraction", 0.2, "Share of the training split held out for testing when the dataset has no test split.", number_in(0, 1, False, False)),
-    Setting("partitioning", "iid", "How the training split is divided among clients: iid, dirichlet or pathological.", choice(*PARTITIONINGS)),
+    Setting("partitioning", "iid", "How the training split is divided among clients: iid, dirichlet, pathological or random-subsets.", choice(*PARTITIONINGS)),
     Setting("dirichlet-alpha", 0.5, "Concentration of the Dirichlet label skew (smaller = more skewed).", positive_number),
     Setting("min-partition-size", 10, "Dirichlet partitioning redraws until every client has at least this many samples.", integer(0)),
     Setting("classes-per-client", 2, "Classes per client under pathological partitioning.", integer(1)),
+    Setting("samples-per-client", 500, "Rows each client draws at random (clients may share rows) under random-subsets partitioning.", integer(1)),
     Setting("seed", 42, "Seed for partitions, model initialisation, client sampling and local shuffling.", integer(0)),
     Setting("model", "auto", "auto (per dataset), small-cnn, ada-cnn, cnn3 or resnet18.", choice(*MODELS)),
     Setting("num-clients", 10, "Number of clients (partitions); fl-poison run starts this many virtual SuperNodes.", integer(1)),
@@ -345,6 +346,7 @@ class ExperimentConfig:
     dirichlet_alpha: float
     min_partition_size: int
     classes_per_client: int
+    samples_per_client: int
     seed: int
     model: str
     num_clients: int

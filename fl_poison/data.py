@@ -29,7 +29,7 @@ class DataSpec:
     ----------
     dataset, image_column, label_column, test_fraction :
         The source (see :func:`fl_poison.data_sources.load_source`).
-    partitioning, dirichlet_alpha, min_partition_size, classes_per_client :
+    partitioning, dirichlet_alpha, min_partition_size, classes_per_client, samples_per_client :
         How the training split is divided (see :func:`fl_poison.partitioning.build_partitioner`).
     seed : int
         Seed of the partitioning.
@@ -47,6 +47,7 @@ class DataSpec:
     classes_per_client: int
     seed: int
     num_partitions: int
+    samples_per_client: int = 500
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, num_partitions: int | None = None) -> "DataSpec":
@@ -62,6 +63,7 @@ class DataSpec:
             classes_per_client=config.classes_per_client,
             seed=config.seed,
             num_partitions=num_partitions or config.num_clients,
+            samples_per_client=config.samples_per_client,
         )
 
 
@@ -111,7 +113,12 @@ def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
         spec.dirichlet_alpha,
         spec.min_partition_size,
         spec.classes_per_client,
+        spec.samples_per_client,
     )
+    if spec.partitioning == "random-subsets" and spec.samples_per_client > len(source.train):
+        raise ConfigError.bad_value(
+            "samples-per-client", spec.samples_per_client, f"an integer between 1 and {len(source.train)} (the training rows)"
+        )
     return tuple(tuple(rows) for rows in partition_rows(partitioner, source.train, spec.seed))
 
 

@@ -5,8 +5,10 @@
 of Non-Identical Data Distribution for Federated Visual Classification"), and ``pathological``
 :class:`~flwr_datasets.partitioner.PathologicalPartitioner` (McMahan et al., 2017: each client
 holds only ``classes-per-client`` labels; the first class of partition k is k mod C, so every
-class is used when there are at least as many clients as classes). All are seeded, so the same seed gives the same
-partitions in every process.
+class is used when there are at least as many clients as classes), and ``random-subsets``
+:class:`~fl_poison.random_subsets.RandomSubsetPartitioner` (each client draws
+``samples-per-client`` rows of its own, possibly shared with others: seed 004's set-up). All are
+seeded, so the same seed gives the same partitions in every process.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from flwr_datasets.partitioner import (
 )
 
 from fl_poison.config import ConfigError
+from fl_poison.random_subsets import RandomSubsetPartitioner
 
 
 def build_partitioner(
@@ -30,13 +33,14 @@ def build_partitioner(
     dirichlet_alpha: float = 0.5,
     min_partition_size: int = 10,
     classes_per_client: int = 2,
+    samples_per_client: int = 500,
 ) -> Partitioner:
     """Create the partitioner named by the ``partitioning`` setting.
 
     Parameters
     ----------
     partitioning : str
-        ``iid``, ``dirichlet`` or ``pathological``.
+        ``iid``, ``dirichlet``, ``pathological`` or ``random-subsets``.
     num_partitions : int
         Number of clients.
     label_column : str
@@ -49,6 +53,8 @@ def build_partitioner(
         Dirichlet draws are repeated until every partition has at least this many samples.
     classes_per_client : int
         Number of distinct labels per client for ``pathological``.
+    samples_per_client : int
+        Rows each client draws for ``random-subsets``.
     """
     if partitioning == "iid":
         return IidPartitioner(num_partitions=num_partitions)
@@ -71,16 +77,35 @@ def build_partitioner(
             shuffle=True,
             seed=seed,
         )
-    raise ConfigError.bad_value("partitioning", partitioning, "iid | dirichlet | pathological")
+    if partitioning == "random-subsets":
+        return RandomSubsetPartitioner(num_partitions, samples_per_client, seed)
+    raise ConfigError.bad_value("partitioning", partitioning, "iid | dirichlet | pathological | random-subsets")
+
+
+def assign_training_split(partitioner: Partitioner, train: datasets.Dataset, seed: int) -> None:
+    """Give ``partitioner`` the training split it divides: ``train`` with a ``__row__`` column, shuffled.
+
+    The rows are shuffled with ``seed`` before partitioning (IidPartitioner splits contiguous
+    ranges), so that different seeds give different IID partitions and the same seed the same.
+
+    Parameters
+    ----------
+    partitioner : Partitioner
+        A partitioner from :func:`build_partitioner` that has no dataset yet.
+    train : datasets.Dataset
+        The training split.
+    seed : int
+        Seed of the shuffle.
+    """
+    partitioner.dataset = train.add_column("__row__", list(range(len(train)))).shuffle(seed=seed)
 
 
 def partition_rows(partitioner: Partitioner, train: datasets.Dataset, seed: int) -> list[list[int]]:
     """Row indices of ``train`` for every partition id, in partition-id order.
 
-    The rows are shuffled with ``seed`` before partitioning (IidPartitioner splits contiguous
-    ranges), so that different seeds give different IID partitions and the same seed the same.
+    The split is assigned with :func:`assign_training_split`.
     """
-    partitioner.dataset = train.add_column("__row__", list(range(len(train)))).shuffle(seed=seed)
+    assign_training_split(partitioner, train, seed)
     try:
         return [
             list(partitioner.load_partition(pid)["__row__"])
