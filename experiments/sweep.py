@@ -112,6 +112,21 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
     return base, grids
 
 
+def apply_overrides(base: Mapping[str, object], grids: Grids, overrides: Mapping[str, object]) -> tuple[dict[str, object], Grids]:
+    """Base and grids with ``--set`` values in place of the file's (e.g. ``dataset=cifar10``).
+
+    A value replaces the base's and any grid's fixed value of that setting; a setting some grid
+    varies cannot be set.
+    """
+    _check_keys(list(overrides))
+    for key in overrides:
+        for name, grid in grids.items():
+            if isinstance(grid.get(key), list):
+                raise ConfigError(f"--set {key}: grid {name!r} varies it; allowed: a setting no grid lists values for")
+    changed = {name: {key: overrides.get(key, value) for key, value in grid.items()} for name, grid in grids.items()}
+    return {**base, **overrides}, changed
+
+
 def _axes(grid: Mapping[str, object]) -> dict[str, list[object]]:
     return {key: value if isinstance(value, list) else [value] for key, value in grid.items()}
 
@@ -282,7 +297,13 @@ class SweepProgress:
 
 
 def run_sweep(
-    path: Path, out: Path, jobs: int = 1, runner: Runner = run_experiment, progress: Callable[[str], None] = print
+    path: Path,
+    out: Path,
+    jobs: int = 1,
+    runner: Runner = run_experiment,
+    progress: Callable[[str], None] = print,
+    overrides: Mapping[str, object] | None = None,
+    gpus_per_client: float = 0.0,
 ) -> SweepTable:
     """Run every unfinished cell of the sweep in ``path`` into ``out``; return the table.
 
@@ -303,10 +324,17 @@ def run_sweep(
         Runs one cell (``fl_poison.cli.run_experiment``; tests pass a stand-in).
     progress : Callable[[str], None]
         Receives the progress lines.
+    overrides : Mapping[str, object] | None
+        ``--set`` values that replace the file's (see :func:`apply_overrides`); the folder's
+        ``sweep.json`` records the result, so a sweep resumed with other values is refused.
+    gpus_per_client : float
+        GPU share of each virtual client (0: CPU).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
-    base, grids = load_sweep(path)
+    if gpus_per_client < 0:
+        raise ConfigError.bad_value("--gpus-per-client", gpus_per_client, "a number >= 0")
+    base, grids = apply_overrides(*load_sweep(path), overrides or {})
     cells = expand_sweep(base, grids)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -324,7 +352,7 @@ def run_sweep(
         bar.start(cell)
         started, clock = datetime.now(timezone.utc), time.monotonic()
         try:
-            runner(settings, cpus_per_client, 0.0, False)
+            runner(settings, cpus_per_client, gpus_per_client, False)
             status, error = "ok", ""
         except Exception as failure:  # noqa: BLE001 - any failure of one cell is recorded, the sweep goes on
             status, error = "failed", str(failure).strip() or type(failure).__name__

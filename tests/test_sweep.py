@@ -203,3 +203,38 @@ def test_progress_bar_counts_cells_and_estimates_the_time_left():
     bar.finish(cell, "failed")
     assert bar.bar() == "[######..] 3/4"
     assert "3/4 failed:" in lines[-1] and "failed 1" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_set_replaces_base_and_fixed_grid_values_and_is_recorded(tmp_path):
+    runner = FakeRunner()
+    out = tmp_path / "out"
+    run_sweep(write_sweep(tmp_path, NAMED), out, runner=runner, progress=lambda line: None,
+              overrides={"num-rounds": 7, "attack": "blend"})
+    assert {call["num-rounds"] for call in runner.calls} == {7}
+    assert {call["attack"] for call in runner.calls} == {"blend"}
+    definition = json.loads((out / "sweep.json").read_text())
+    assert definition["base"]["num-rounds"] == 7
+    # resuming the folder without the override is a different sweep
+    with pytest.raises(ConfigError) as caught:
+        run_sweep(write_sweep(tmp_path, NAMED), out, runner=FakeRunner(), progress=lambda line: None)
+    assert str(caught.value).startswith("--out:")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [({"strategy": "krum"}, "--set strategy: grid 'defense' varies it;"), ({"roundz": 3}, "roundz: unknown setting")],
+)
+def test_set_cannot_replace_an_axis_or_name_an_unknown_setting(tmp_path, overrides, expected):
+    runner = FakeRunner()
+    with pytest.raises(ConfigError) as caught:
+        run_sweep(write_sweep(tmp_path, NAMED), tmp_path / "out", runner=runner, progress=lambda line: None, overrides=overrides)
+    assert str(caught.value).startswith(expected) and runner.calls == []
+
+
+def test_the_sweep_command_reports_a_bad_set_in_one_line(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    code = main(["sweep", str(write_sweep(tmp_path)), "--out", str(tmp_path / "out"), "--set", "num-rounds"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.startswith("fl-poison: error: num-rounds: not a KEY=VALUE setting") and "\n" not in error
+    assert not (tmp_path / "out").exists()
