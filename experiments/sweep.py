@@ -296,12 +296,17 @@ class SweepProgress:
             )
 
 
+def print_now(line: str) -> None:
+    """Print ``line`` and flush, so that progress shows at once in a log file too."""
+    print(line, flush=True)
+
+
 def run_sweep(
     path: Path,
     out: Path,
     jobs: int = 1,
     runner: Runner = run_experiment,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = print_now,
     overrides: Mapping[str, object] | None = None,
     gpus_per_client: float = 0.0,
 ) -> SweepTable:

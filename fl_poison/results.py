@@ -19,6 +19,8 @@ from pathlib import Path
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "kappa", "roc_auc", "loss")
 ATTACK_SUMMARY_METRICS = ("asr", "mta", "ts_ata", "max_ata")
+# mkstemp creates files readable by their owner only; results are meant to be shared
+RESULT_FILE_MODE = 0o644
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -26,6 +28,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, RESULT_FILE_MODE)
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
         os.replace(temporary, path)

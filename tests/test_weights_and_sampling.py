@@ -288,3 +288,9 @@ def test_result_folder_clients_and_config(tmp_path):
     assert rows[0]["norm_before"] == "" and rows[0]["x"] == "1"
     folder.write_config({"seed": 1}, {"versions": {"torch": "x"}})
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"settings": {"seed": 1}, "versions": {"torch": "x"}}
+
+
+def test_result_files_are_readable_by_everyone(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, {"accuracy": 0.9})
+    assert path.stat().st_mode & 0o777 == 0o644
