@@ -6,6 +6,7 @@ validates the settings, then calls ``flwr run <app> --stream`` against the local
 (started on first use, in simulation mode) with ``num-supernodes`` set from ``num-clients``,
 follows the log, asks the SuperLink whether the run completed (``flwr run --stream`` exits 0
 even when it failed), and prints the result folder. ``fl-poison settings`` lists every setting.
+``fl-poison deploy certs|keys|connection|trial`` helps run across machines (:mod:`fl_poison.deploy.commands`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fl_poison.config import SETTINGS, ConfigError, ExperimentConfig, parse_config
+from fl_poison.deploy.commands import add_deploy_parser, deploy_command
 from fl_poison.provenance import default_run_name
 
 RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
     settings = commands.add_parser("settings", help="list every setting with its default")
     settings.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    add_deploy_parser(commands)
     return parser
 
 
@@ -236,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "settings":
         print_settings(arguments.markdown)
         return 0
+    if arguments.command == "deploy":
+        return deploy_command(arguments)
     if arguments.command == "sweep":
         return sweep_command(arguments.file, arguments.out, arguments.jobs)
     try:

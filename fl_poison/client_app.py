@@ -1,26 +1,27 @@
 """The Flower ClientApp: one app for benign and malicious clients, in simulation and deployment.
 
-``query``: tells the server this node's partition id (Flower node ids are random per run) and
+``query``: checks the node config against the run config and tells the server this node's
+partition id (Flower node ids are random per run), whether it trains on its own data folder and
 whether it sees a GPU. ``train``: loads the global weights, asks :mod:`clients.registry` for
-this client's behaviour in this round (benign, or an attack from the threat model), runs it, and
-replies with the float weights and the metrics ``train_loss``, ``num-examples``,
-``partition_id``, ``malicious``, ``attacked`` and ``attack_target`` (every client sends the same
-keys, which Flower requires; the last three are ground truth for forensics only).
+this client's behaviour in this round (benign, or an attack from the threat model or the node's
+own config, see :mod:`fl_poison.node`), runs it on its partition or its own data, and replies
+with the float weights and the metrics ``train_loss``, ``num-examples``, ``partition_id``,
+``malicious``, ``attacked`` and ``attack_target`` (every client sends the same keys, which
+Flower requires; the last three are ground truth for forensics only).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.base import TrainingJob
 from clients.registry import behaviour_for
-from fl_poison.config import ConfigError, parse_config
-from fl_poison.data import DataSpec, client_data, dataset_info
+from fl_poison.data import DatasetInfo, DataSpec, LabeledTensors, client_data, dataset_info, node_data
 from fl_poison.models import build_model, resolve_model_name
-from fl_poison.node import NodeIdentity
+from fl_poison.node import NodeIdentity, config_for_node
 from fl_poison.reply_checks import REPLY_METRIC_KEYS
 from fl_poison.training import LocalTraining, resolve_device
 from fl_poison.weights import load_array_record, to_array_record
@@ -35,12 +36,14 @@ def client_seed(seed: int, server_round: int, partition_id: int) -> int:
 
 @app.query()
 def describe(msg: Message, context: Context) -> Message:
-    """Reply with this node's partition id, number of partitions and GPU visibility."""
+    """Check the node config; reply with the partition id, number of partitions, own data and GPU visibility."""
     identity = NodeIdentity.from_node_config(context.node_config)
+    identity.check_against(config_for_node(context.run_config, context.node_config))
     metrics = MetricRecord(
         {
             "partition-id": identity.partition_id,
             "num-partitions": identity.num_partitions,
+            "own-data": int(identity.has_own_data),
             "cuda-available": int(torch.cuda.is_available()),
         }
     )
@@ -50,23 +53,19 @@ def describe(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Run this client's behaviour for the round and reply with its weights and metrics."""
-    config = parse_config(context.run_config)
+    config = config_for_node(context.run_config, context.node_config)
     identity = NodeIdentity.from_node_config(context.node_config)
-    if identity.num_partitions != config.num_clients:
-        raise ConfigError(
-            f"num-clients: bad value {config.num_clients}; allowed: the federation's number of "
-            f"partitions ({identity.num_partitions})"
-        )
+    identity.check_against(config)
+    server_config = msg.content["config"]
     spec = DataSpec.from_config(config)
-    info = dataset_info(spec)
+    info = dataset_info_from_server(server_config) or dataset_info(spec)
     model = build_model(resolve_model_name(config.model, config.dataset), info.input_shape, info.num_classes)
     load_array_record(model, msg.content["arrays"])
-    server_config = msg.content["config"]
     server_round = int(server_config["server-round"])
     training = LocalTraining.from_config(config, proximal_mu=float(server_config.get("proximal-mu", 0.0)))
     job = TrainingJob(
         model=model,
-        data=client_data(spec, identity.partition_id),
+        data=training_data(identity, spec, info),
         training=training,
         device=resolve_device(config.device),
         seed=client_seed(config.seed, server_round, identity.partition_id),
@@ -86,3 +85,21 @@ def train(msg: Message, context: Context) -> Message:
     metrics = MetricRecord(dict(zip(REPLY_METRIC_KEYS, values, strict=True)))
     arrays: ArrayRecord = to_array_record(update.model)
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+def dataset_info_from_server(server_config: ConfigRecord) -> DatasetInfo | None:
+    """The run's classes and input shape as the ServerApp sends them (None when it does not).
+
+    A node with its own data folder need not be able to read the run's dataset.
+    """
+    if "num-classes" not in server_config or "input-shape" not in server_config:
+        return None
+    channels, height, width = (int(size) for size in str(server_config["input-shape"]).split(","))
+    return DatasetInfo(num_classes=int(server_config["num-classes"]), input_shape=(channels, height, width))
+
+
+def training_data(identity: NodeIdentity, spec: DataSpec, info: DatasetInfo) -> LabeledTensors:
+    """The node's own data folder, or its partition of the run's dataset."""
+    if identity.has_own_data:
+        return node_data(identity.data_path, spec.image_column, spec.label_column, info)
+    return client_data(spec, identity.partition_id)

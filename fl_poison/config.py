@@ -333,6 +333,14 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
+# The settings of what an attacker does (not who attacks, nor anything the server decides): the
+# operator of a compromised SuperNode may set these in its node config to override the run's.
+NODE_ATTACK_KEYS: tuple[str, ...] = (
+    "attack", "update-attack", "attack-start-round", "attack-every", "source-class", "target-class",
+    "poison-rate", "blend-alpha", "trigger-image", "trigger-size", "trigger-value", "trigger-position",
+    "scale-factor", "norm-bound", "ada-knowledge", "ada-start", "ada-patience",
+)
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fl_poison.config import ConfigError, ExperimentConfig
-from fl_poison.data_sources import SourceSplits, load_source
+from fl_poison.data_sources import SourceSplits, class_values, load_node_folder, load_source
 from fl_poison.partitioning import build_partitioner, partition_rows
 
 
@@ -130,6 +130,41 @@ def client_data(spec: DataSpec, partition_id: int) -> LabeledTensors:
     source = source_of(spec)
     rows = all_partition_indices(spec)[partition_id]
     return to_tensors(source.train.select(rows), source.image_column, source.label_column, source.pixel_max)
+
+
+def node_data(data_path: str, image_column: str, label_column: str, info: DatasetInfo) -> LabeledTensors:
+    """The tensors of a SuperNode's own data folder (``data-path`` in its node config).
+
+    Classes named by integers (``imagefolder`` sub-folders ``0`` .. ``9``) keep their numbers;
+    the images must have the run's input shape and the labels be classes of the run.
+
+    Parameters
+    ----------
+    data_path : str
+        The folder (see :func:`fl_poison.data_sources.load_node_folder`).
+    image_column, label_column : str
+        Columns to read (``image-column``, ``label-column``).
+    info : DatasetInfo
+        Number of classes and input shape of the run's dataset.
+    """
+    datasets.disable_progress_bars()
+    source = load_node_folder(data_path, image_column, label_column)
+    data = to_tensors(source.train, source.image_column, source.label_column, source.pixel_max)
+    values = class_values(source.train, source.label_column)
+    labels = torch.from_numpy(values)[data.y] if values is not None else data.y
+    if len(data) == 0:
+        raise ConfigError(f"data-path: {data_path!r} holds no images; allowed: a folder with training images")
+    shape = tuple(int(size) for size in data.x.shape[1:])
+    if shape != info.input_shape:
+        raise ConfigError(
+            f"data-path: images of {data_path!r} are shaped {shape}; allowed: images shaped like the run's "
+            f"dataset {info.input_shape} (channels, height, width)"
+        )
+    if int(labels.min()) < 0 or int(labels.max()) >= info.num_classes:
+        raise ConfigError(
+            f"data-path: labels of {data_path!r} reach {int(labels.max())}; allowed: classes 0 .. {info.num_classes - 1}"
+        )
+    return LabeledTensors(x=data.x, y=labels)
 
 
 @lru_cache(maxsize=4)

@@ -91,6 +91,57 @@ def load_source(dataset: str, image_column: str, label_column: str, test_fractio
     )
 
 
+def load_node_folder(path: str, image_column: str, label_column: str) -> SourceSplits:
+    """A SuperNode's own data folder, read with the loaders of local datasets; nothing is held out.
+
+    The node trains on all of the folder's ``train`` split (its ``test`` split, if any, is
+    ignored; ``test`` of the result is an empty selection). Images are scaled by 255.
+
+    Parameters
+    ----------
+    path : str
+        The folder (``data-path`` of the node config).
+    image_column, label_column : str
+        As for :func:`load_source`.
+    """
+    if not os.path.isdir(path):
+        raise ConfigError(f"data-path: folder {path!r} does not exist; allowed: a dataset folder on this node")
+    splits = _load_dataset_dict(path)
+    if "train" not in splits:
+        raise ConfigError(
+            f"data-path: {path!r} has no 'train' split (it has {', '.join(splits)}); allowed: a dataset with a train split"
+        )
+    train = splits["train"]
+    if label_column not in train.column_names:
+        raise ConfigError(
+            f"label-column: bad value {label_column!r} for data-path {path!r}; allowed: one of {', '.join(train.column_names)}"
+        )
+    return SourceSplits(
+        train=train,
+        test=train.select([]),
+        image_column=resolve_image_column(train, image_column, path),
+        label_column=label_column,
+        num_classes=count_classes(train, label_column),
+        pixel_max=255.0,
+    )
+
+
+def class_values(split: datasets.Dataset, label_column: str) -> np.ndarray | None:
+    """The class each label index stands for, when the classes are named by integers.
+
+    An ``imagefolder`` tree names its classes after its sub-folders and numbers them in sorted
+    order, so a node holding only folders ``3`` and ``7`` gets labels 0 and 1. When every class
+    name is an integer, this returns those integers (here ``[3, 7]``) to map labels back;
+    otherwise None.
+    """
+    feature = split.features.get(label_column)
+    if not isinstance(feature, datasets.ClassLabel) or not feature.names:
+        return None
+    if not all(name.strip().isdigit() for name in feature.names):
+        return None
+    return np.array([int(name) for name in feature.names], dtype=np.int64)
+
+
 def digits_source(test_fraction: float) -> SourceSplits:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes, values 0-16)."""
     from sklearn.datasets import load_digits

@@ -1,7 +1,19 @@
-"""Who a node is: its partition id and the number of partitions, from Flower's node config.
+"""What a SuperNode says about itself in its node config: who it is, its data, and any attack of its own.
 
 The simulation engine sets ``partition-id`` and ``num-partitions`` for every virtual SuperNode;
-on real machines the operator passes them with ``--node-config``.
+on real machines the operator passes the node config with ``--node-config``:
+
+- ``partition-id=3 num-partitions=10``: train on partition 3 of the run's dataset, which this
+  machine can read (digits, a hub dataset in its cache, or the same local folder);
+- ``partition-id=3 data-path="/data/site3"``: train on this machine's own folder, read with the
+  loaders of local datasets (see :func:`fl_poison.data.node_data`); ``partition-id`` is then
+  only the client's id in the results (it must still be unique, in ``0 .. num-clients-1``);
+- ``malicious=true``: this node attacks, whatever the run config says; any setting of
+  :data:`fl_poison.config.NODE_ATTACK_KEYS` (``attack="badnets"``, ``poison-rate=0.8``, ...)
+  overrides the run's for this node. The server learns of it only from the replies, for
+  forensics.
+
+Any other key is refused, so that a typo does not silently leave a node benign.
 """
 
 from __future__ import annotations
@@ -9,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fl_poison.config import ConfigError
+from fl_poison.config import NODE_ATTACK_KEYS, ConfigError, ExperimentConfig, boolean, parse_config
+
+IDENTITY_KEYS = ("partition-id", "num-partitions", "data-path", "malicious")
+NODE_CONFIG_HELP = (
+    '--node-config "partition-id=<id> num-partitions=<n>" or "partition-id=<id> data-path=\'/folder\'", '
+    "optionally malicious=true and attack settings"
+)
 
 
 @dataclass(frozen=True)
@@ -19,31 +37,97 @@ class NodeIdentity:
     Attributes
     ----------
     partition_id : int
-        Which partition of the dataset this node trains on.
+        Which partition of the dataset this node trains on; for a node with its own data, its
+        client id in the results.
     num_partitions : int
-        How many partitions the dataset is divided into.
+        How many partitions the dataset is divided into; 0 for a node with its own data that
+        does not say.
+    data_path : str
+        The node's own data folder; empty when it trains on a partition of the run's dataset.
     """
 
     partition_id: int
     num_partitions: int
+    data_path: str = ""
+
+    @property
+    def has_own_data(self) -> bool:
+        """Whether the node trains on its own folder rather than on a partition."""
+        return bool(self.data_path)
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> "NodeIdentity":
-        """Read ``partition-id`` and ``num-partitions``; fail with a one-line error if absent or bad."""
+        """Read the node config; fail with a one-line error for a missing, bad or unknown key."""
+        check_node_keys(node_config)
+        data_path = str(node_config.get("data-path", "")).strip()
+        required = ("partition-id",) if data_path else ("partition-id", "num-partitions")
+        missing = [key for key in required if key not in node_config]
+        if missing:
+            raise ConfigError(f"node config: missing {missing[0]}; allowed: {NODE_CONFIG_HELP}")
         try:
             partition_id = int(node_config["partition-id"])  # type: ignore[arg-type]
-            num_partitions = int(node_config["num-partitions"])  # type: ignore[arg-type]
-        except KeyError as missing:
-            raise ConfigError(
-                f"node config: missing {missing.args[0]}; allowed: --node-config "
-                '"partition-id=<id> num-partitions=<n>"'
-            ) from None
+            num_partitions = int(node_config.get("num-partitions", 0))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise ConfigError(
                 f"node config: bad partition-id/num-partitions {dict(node_config)!r}; allowed: integers"
             ) from None
-        if not 0 <= partition_id < num_partitions:
+        if partition_id < 0 or (num_partitions and partition_id >= num_partitions):
+            allowed = f"0 .. {num_partitions - 1}" if num_partitions else "an integer >= 0"
+            raise ConfigError(f"partition-id: bad value {partition_id}; allowed: {allowed}")
+        if not data_path and num_partitions < 1:
+            raise ConfigError(f"num-partitions: bad value {num_partitions}; allowed: an integer >= 1")
+        return cls(partition_id, num_partitions, data_path)
+
+    def check_against(self, config: ExperimentConfig) -> None:
+        """Fail with a one-line error when this node does not fit a run of ``config``."""
+        if not self.has_own_data and self.num_partitions != config.num_clients:
             raise ConfigError(
-                f"partition-id: bad value {partition_id}; allowed: 0 .. {num_partitions - 1}"
+                f"num-clients: bad value {config.num_clients}; allowed: the federation's number of "
+                f"partitions ({self.num_partitions})"
             )
-        return cls(partition_id, num_partitions)
+        if self.partition_id >= config.num_clients:
+            raise ConfigError(
+                f"partition-id: bad value {self.partition_id}; allowed: 0 .. num-clients - 1 ({config.num_clients - 1})"
+            )
+
+
+def check_node_keys(node_config: Mapping[str, object]) -> None:
+    """Refuse keys that are neither identity keys nor attack settings."""
+    unknown = sorted(set(node_config) - set(IDENTITY_KEYS) - set(NODE_ATTACK_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"node config: unknown key {unknown[0]}; allowed: {', '.join(IDENTITY_KEYS + NODE_ATTACK_KEYS)}"
+        )
+    if "malicious" in node_config:
+        boolean("malicious", node_config["malicious"])
+
+
+def node_attack_settings(node_config: Mapping[str, object]) -> dict[str, object]:
+    """The attack settings the node config overrides."""
+    return {key: value for key, value in node_config.items() if key in NODE_ATTACK_KEYS}
+
+
+def config_for_node(run_config: Mapping[str, object], node_config: Mapping[str, object]) -> ExperimentConfig:
+    """The run's config with this node's attack settings in place of the run's.
+
+    Parameters
+    ----------
+    run_config : Mapping[str, object]
+        The run config (``context.run_config``).
+    node_config : Mapping[str, object]
+        The node config (``context.node_config``).
+
+    Raises
+    ------
+    ConfigError
+        For a bad run config, or a bad attack setting of the node (its message then starts
+        with ``node config``).
+    """
+    config = parse_config(run_config)
+    overrides = node_attack_settings(node_config)
+    if not overrides:
+        return config
+    try:
+        return parse_config({**run_config, **overrides})
+    except ConfigError as error:
+        raise ConfigError(f"node config {error}") from None

@@ -3,7 +3,8 @@
 Flow of one run:
 
 1. parse and validate the run config (a bad setting fails the run with one line);
-2. wait until ``num-clients`` nodes are connected and ask each for its partition id;
+2. wait until ``num-clients`` nodes are connected and ask each for its partition id (on real
+   SuperNodes this also checks every node config, before any training);
 3. build the global model (seeded) and the strategy named by ``strategy``;
 4. run ``num-rounds`` rounds; after round 0 and every round, evaluate the global model on the
    held-out test set and rewrite ``rounds.csv`` / ``clients.csv``;
@@ -50,7 +51,7 @@ def main(grid: Grid, context: Context) -> None:
     test_set = test_data(spec)
     attack_evaluator = AttackEvaluator(config, test_set, info.num_classes)
 
-    node_of_partition, cuda_partitions = discover_partitions(grid, config)
+    node_of_partition, cuda_partitions, own_data_partitions = discover_partitions(grid, config)
     sampler = PartitionSampler(node_of_partition, config.sampled_per_round, config.seed)
     round_log = RoundLog(sampler.partition_of_node)
     strategy = build_strategy(config, sampler, round_log)
@@ -67,6 +68,7 @@ def main(grid: Grid, context: Context) -> None:
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "server_device": str(device),
             "clients_seeing_cuda": len(cuda_partitions),
+            "own_data_partitions": own_data_partitions,
             "versions": environment_versions(),
         },
     )
@@ -112,7 +114,9 @@ def main(grid: Grid, context: Context) -> None:
         initial_arrays=to_array_record(model),
         num_rounds=config.num_rounds,
         timeout=config.round_timeout,
-        train_config=ConfigRecord(),
+        train_config=ConfigRecord(
+            {"num-classes": info.num_classes, "input-shape": ",".join(str(size) for size in info.input_shape)}
+        ),
         evaluate_fn=evaluate,
     )
     # ``model`` holds the global weights of the last evaluation, i.e. the final global model
@@ -136,10 +140,11 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int, int], list[int]]:
+def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int, int], list[int], list[int]]:
     """Wait for ``num-clients`` nodes and ask each who it is.
 
-    Returns the node id of every partition id, and the partition ids whose ClientApp sees a GPU.
+    Returns the node id of every partition id, the partition ids whose ClientApp sees a GPU, and
+    those of nodes training on their own data folder (``data-path``).
     """
     deadline = time.monotonic() + config.node_wait_timeout
     while len(node_ids := list(grid.get_node_ids())) < config.num_clients:
@@ -157,12 +162,14 @@ def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int,
     replies = list(grid.send_and_receive(messages, timeout=config.node_wait_timeout))
     node_of_partition: dict[int, int] = {}
     cuda_partitions: list[int] = []
+    own_data_partitions: list[int] = []
     for reply in replies:
         if reply.has_error():
             raise RuntimeError(f"node {reply.metadata.src_node_id} failed to describe itself: {reply.error.reason}")
         metrics = reply.content["metrics"]
         partition_id, num_partitions = int(metrics["partition-id"]), int(metrics["num-partitions"])
-        if num_partitions != config.num_clients:
+        own_data = bool(int(metrics.get("own-data", 0)))
+        if not own_data and num_partitions != config.num_clients:
             raise ConfigError(
                 f"num-clients: bad value {config.num_clients}; allowed: the federation's number of "
                 f"partitions ({num_partitions})"
@@ -170,10 +177,12 @@ def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int,
         if partition_id in node_of_partition:
             raise RuntimeError(f"two nodes claim partition-id {partition_id}")
         node_of_partition[partition_id] = reply.metadata.src_node_id
+        if own_data:
+            own_data_partitions.append(partition_id)
         if int(metrics["cuda-available"]):
             cuda_partitions.append(partition_id)
     if len(node_of_partition) != config.num_clients:
         raise RuntimeError(
             f"only {len(node_of_partition)} of {config.num_clients} nodes answered within {config.node_wait_timeout:g}s"
         )
-    return node_of_partition, sorted(cuda_partitions)
+    return node_of_partition, sorted(cuda_partitions), sorted(own_data_partitions)
