@@ -18,21 +18,53 @@ from fl_poison.round_log import ClientRoundRecord  # noqa: E402
 ATTACK_CURVES = ("asr", "ts_ata", "max_ata")
 
 
-def save_figure(figure: Figure, path: Path) -> None:
-    """Write ``figure`` as a PNG atomically (temporary file + rename) and close it."""
+def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write ``figure`` atomically (temporary file + rename) in every format, close it, return the files.
+
+    Parameters
+    ----------
+    figure : Figure
+        The figure to write.
+    path : Path
+        Target file; each format replaces its suffix (``plots/a.png`` gives ``plots/a.png`` and
+        ``plots/a.pdf`` for ``("png", "pdf")``).
+    formats : Sequence[str]
+        Matplotlib output formats (file suffixes without the dot).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    temporary.replace(path)
+    written = []
+    try:
+        for extension in formats:
+            target = path.with_suffix(f".{extension}")
+            temporary = path.with_name(f".{path.stem}.tmp.{extension}")
+            figure.savefig(temporary, dpi=120, format=extension)
+            temporary.replace(target)
+            written.append(target)
+    finally:
+        plt.close(figure)
+    return written
 
 
 def _values(rows: Sequence[Mapping[str, object]], column: str) -> list[float]:
     return [float(row[column]) if row.get(column) not in (None, "") else math.nan for row in rows]
 
 
-def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, title: str) -> None:
-    """Test accuracy (and the attack metrics the run has) and test loss of the global model per round."""
+def plot_training_curves(
+    rows: Sequence[Mapping[str, object]], path: Path, title: str, formats: Sequence[str] = ("png",)
+) -> list[Path]:
+    """Test accuracy (and the attack metrics the run has) and test loss of the global model per round.
+
+    Parameters
+    ----------
+    rows : Sequence[Mapping[str, object]]
+        The rows of ``rounds.csv`` (``round``, ``accuracy``, ``loss`` and any of :data:`ATTACK_CURVES`).
+    path : Path
+        Target file (see :func:`save_figure`).
+    title : str
+        Figure title (wrapped).
+    formats : Sequence[str]
+        Output formats (see :func:`save_figure`); returns the files written.
+    """
     rounds = [int(row["round"]) for row in rows]
     figure, (rate_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     rate_axis.plot(rounds, _values(rows, "accuracy"), marker="o", markersize=3, label="accuracy")
@@ -47,7 +79,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, title
         axis.grid(alpha=0.3)
     figure.suptitle(textwrap.fill(title, 110), fontsize=9)
     figure.tight_layout()
-    save_figure(figure, path)
+    return save_figure(figure, path, formats)
 
 
 def plot_update_norms(records: Sequence[ClientRoundRecord], path: Path, title: str) -> None:

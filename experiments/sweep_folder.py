@@ -1,0 +1,324 @@
+"""Reading a sweep folder written by ``fl-poison sweep``: its definition, its table, its cells.
+
+A sweep folder ``DIR`` holds ``sweep.json`` (``{"base": {setting: value}, "grids": {name:
+{setting: list or value}}}``: in a grid a list is an axis, a single value a setting fixed for that
+grid only), ``sweep.csv`` (one row per cell: ``cell_id``, ``grid`` with the names of the grids the
+cell belongs to joined by ``;``, a column per setting any grid sets, ``status``, the final metrics,
+``folder``, ``error``) and one result folder per cell. This module turns them into typed objects
+for the plots and the report; it never writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.sweep import RESULT_COLUMNS, SWEEP_DEFINITION, SWEEP_TABLE
+from fl_poison.cli import parse_value
+from fl_poison.config import SETTINGS_BY_KEY
+from fl_poison.results import read_csv
+
+ALLOWED_FOLDER = "a folder written by fl-poison sweep"
+GRID_SEPARATOR = ";"
+
+
+class SweepFolderError(ValueError):
+    """A folder that is not a readable sweep folder; the message is one line.
+
+    Parameters
+    ----------
+    folder : Path
+        The folder given on the command line.
+    reason : str
+        What is wrong with it.
+    """
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        super().__init__(f"{folder}: {reason}; allowed: {ALLOWED_FOLDER}")
+
+
+@dataclass(frozen=True)
+class SweepDefinition:
+    """The contents of ``sweep.json``.
+
+    Attributes
+    ----------
+    base : dict[str, object]
+        Settings shared by every cell.
+    grids : dict[str, dict[str, object]]
+        Each grid's table: a list value is an axis, a single value an override for that grid.
+    """
+
+    base: dict[str, object]
+    grids: dict[str, dict[str, object]]
+
+    def axes(self, grid: str) -> dict[str, list[object]]:
+        """The settings ``grid`` varies, with their values in file order."""
+        return {key: list(value) for key, value in self.grids.get(grid, {}).items() if isinstance(value, list)}
+
+    def overrides(self, grid: str) -> dict[str, object]:
+        """The settings ``grid`` fixes for its own cells only."""
+        return {key: value for key, value in self.grids.get(grid, {}).items() if not isinstance(value, list)}
+
+    def listed_values(self, key: str) -> list[object]:
+        """Every value the definition gives ``key`` (base, axes, overrides), first appearance first."""
+        values: list[object] = []
+        candidates = [self.base.get(key)] if key in self.base else []
+        for table in self.grids.values():
+            if key in table:
+                candidates.extend(table[key] if isinstance(table[key], list) else [table[key]])
+        for value in candidates:
+            if value not in values:
+                values.append(value)
+        return values
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """One row of ``sweep.csv``, typed.
+
+    Attributes
+    ----------
+    cell_id : str
+        The cell's id (its folder name).
+    grids : tuple[str, ...]
+        The grids the cell belongs to.
+    values : dict[str, object]
+        The cell's value of every setting column of the table (numbers as numbers).
+    status : str
+        ``ok`` or ``failed``.
+    metrics : dict[str, float]
+        Every result column; NaN where the run has no such metric.
+    folder : Path
+        The cell's result folder (``DIR/<cell_id>`` when the recorded one no longer exists).
+    error : str
+        Why the cell failed (empty when ok).
+    """
+
+    cell_id: str
+    grids: tuple[str, ...]
+    values: dict[str, object]
+    status: str
+    metrics: dict[str, float]
+    folder: Path
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the cell's run finished."""
+        return self.status == "ok"
+
+    def metric(self, name: str) -> float:
+        """The final value of metric ``name``; NaN when absent."""
+        return self.metrics.get(name, math.nan)
+
+
+@dataclass(frozen=True)
+class SweepFolder:
+    """A sweep folder, read.
+
+    Attributes
+    ----------
+    path : Path
+        The folder (absolute).
+    definition : SweepDefinition
+        Its ``sweep.json``.
+    cells : list[CellRow]
+        The rows of its ``sweep.csv``, in table order.
+    setting_columns : list[str]
+        The setting columns of ``sweep.csv``, in table order.
+    """
+
+    path: Path
+    definition: SweepDefinition
+    cells: list[CellRow]
+    setting_columns: list[str]
+
+    def cells_of(self, grid: str) -> list[CellRow]:
+        """The cells that belong to ``grid``, in table order."""
+        return [cell for cell in self.cells if grid in cell.grids]
+
+    def grid_settings(self, cell: CellRow) -> list[str]:
+        """The settings the cell's grids set (axes and overrides): what tells the cell apart."""
+        keys = [key for grid in cell.grids for key in self.definition.grids.get(grid, {})]
+        return list(dict.fromkeys(keys))
+
+    def cell_settings(self, cell: CellRow) -> dict[str, object]:
+        """The cell's resolved settings: its ``config.json`` when readable, else base + overrides + table values."""
+        try:
+            stored = json.loads((cell.folder / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            stored = {}
+        if isinstance(stored, dict) and isinstance(stored.get("settings"), dict):
+            return dict(stored["settings"])
+        settings = dict(self.definition.base)
+        for grid in cell.grids:
+            settings.update(self.definition.overrides(grid))
+        settings.update(cell.values)
+        return settings
+
+
+def read_definition(path: Path) -> SweepDefinition:
+    """Read ``sweep.json`` in the form ``{"base": {...}, "grids": {name: {setting: list or value}}}``.
+
+    Parameters
+    ----------
+    path : Path
+        The ``sweep.json`` file.
+
+    Raises
+    ------
+    SweepFolderError
+        When the file is missing, not JSON, or not of exactly that form.
+    """
+    folder = path.parent
+    try:
+        document = json.loads(path.read_text())
+    except OSError:
+        raise SweepFolderError(folder, f"no readable {SWEEP_DEFINITION}") from None
+    except json.JSONDecodeError as error:
+        raise SweepFolderError(folder, f"{SWEEP_DEFINITION} is not JSON ({error})") from None
+    if not isinstance(document, dict) or set(document) != {"base", "grids"}:
+        keys = sorted(document) if isinstance(document, dict) else type(document).__name__
+        raise SweepFolderError(folder, f"{SWEEP_DEFINITION} has {keys}, not the keys ['base', 'grids']")
+    base, grids = document["base"], document["grids"]
+    if not isinstance(base, dict) or not isinstance(grids, dict) or not grids:
+        raise SweepFolderError(folder, f"{SWEEP_DEFINITION}: base must be an object and grids a non-empty object")
+    for name, table in grids.items():
+        if not isinstance(table, dict):
+            raise SweepFolderError(folder, f"{SWEEP_DEFINITION}: grid {name!r} is not an object of settings")
+    return SweepDefinition(base=dict(base), grids={name: dict(table) for name, table in grids.items()})
+
+
+def csv_text(value: object) -> str:
+    """How ``sweep.csv`` writes ``value`` (floats by ``repr``, everything else by ``str``)."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def typed_value(key: str, text: str, definition: SweepDefinition) -> object:
+    """The value of setting ``key`` whose ``sweep.csv`` text is ``text``.
+
+    A value the definition lists is returned as listed; other text is read as a TOML literal.
+
+    Parameters
+    ----------
+    key : str
+        The setting.
+    text : str
+        Its text in the table (not empty).
+    definition : SweepDefinition
+        The sweep definition.
+    """
+    for value in definition.listed_values(key):
+        if csv_text(value) == text:
+            return value
+    if text in ("True", "False"):
+        return text == "True"
+    return parse_value(text)
+
+
+def default_value(key: str, grids: Iterable[str], definition: SweepDefinition) -> object:
+    """The value a cell of ``grids`` has for ``key`` when the table leaves it empty."""
+    for grid in grids:
+        overrides = definition.overrides(grid)
+        if key in overrides:
+            return overrides[key]
+    if key in definition.base:
+        return definition.base[key]
+    return SETTINGS_BY_KEY[key].default
+
+
+def metric_value(text: str | None) -> float:
+    """A result cell of ``sweep.csv`` as a float; NaN when empty or not a number."""
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def cell_row(row: Mapping[str, str], folder: Path, setting_columns: Sequence[str], definition: SweepDefinition) -> CellRow:
+    """Type one ``sweep.csv`` row.
+
+    Parameters
+    ----------
+    row : Mapping[str, str]
+        The row as read.
+    folder : Path
+        The sweep folder.
+    setting_columns : Sequence[str]
+        The table's setting columns.
+    definition : SweepDefinition
+        The sweep definition.
+    """
+    cell_id = row.get("cell_id") or ""
+    grids = tuple(name.strip() for name in (row.get("grid") or "").split(GRID_SEPARATOR) if name.strip())
+    values = {
+        key: typed_value(key, row[key], definition) if row.get(key) not in (None, "") else default_value(key, grids, definition)
+        for key in setting_columns
+    }
+    recorded = Path(row.get("folder") or folder / cell_id)
+    return CellRow(
+        cell_id=cell_id,
+        grids=grids,
+        values=values,
+        status=row.get("status") or "",
+        metrics={name: metric_value(row.get(name)) for name in RESULT_COLUMNS},
+        folder=recorded if recorded.is_dir() else folder / cell_id,
+        error=row.get("error") or "",
+    )
+
+
+def read_sweep_folder(folder: Path) -> SweepFolder:
+    """Read ``folder``'s ``sweep.json`` and ``sweep.csv``.
+
+    Parameters
+    ----------
+    folder : Path
+        A folder written by ``fl-poison sweep``.
+
+    Raises
+    ------
+    SweepFolderError
+        When the folder, its table or its definition is missing or malformed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SweepFolderError(folder, "no such folder")
+    table = folder / SWEEP_TABLE
+    if not table.is_file():
+        raise SweepFolderError(folder, f"no {SWEEP_TABLE}")
+    definition = read_definition(folder / SWEEP_DEFINITION)
+    try:
+        rows = read_csv(table)
+        with open(table, newline="") as stream:
+            header = next(csv.reader(stream), [])
+    except (OSError, csv.Error, UnicodeDecodeError) as error:
+        raise SweepFolderError(folder, f"cannot read {SWEEP_TABLE} ({error})") from None
+    if not {"cell_id", "status"} <= set(header):
+        raise SweepFolderError(folder, f"{SWEEP_TABLE} has no cell_id and status columns")
+    setting_columns = [column for column in header if column in SETTINGS_BY_KEY]
+    absolute = folder.resolve()
+    cells = [cell_row(row, absolute, setting_columns, definition) for row in rows]
+    return SweepFolder(path=absolute, definition=definition, cells=cells, setting_columns=setting_columns)
+
+
+def read_cell_table(cell: CellRow, name: str) -> list[dict[str, str]]:
+    """The rows of the cell's ``name`` (``rounds.csv``, ``clients.csv``); empty when missing or unreadable."""
+    try:
+        return read_csv(cell.folder / name)
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def varying_settings(cells: Sequence[CellRow], columns: Sequence[str]) -> list[str]:
+    """The settings among ``columns`` that take more than one value across ``cells``, in column order."""
+    return [key for key in columns if len({csv_text(cell.values.get(key)) for cell in cells}) > 1]
+
+
+def describe(values: Mapping[str, object], keys: Sequence[str]) -> str:
+    """``key=value, ...`` for ``keys`` (the cell's identity within its grid)."""
+    return ", ".join(f"{key}={values.get(key)}" for key in keys)

@@ -1,0 +1,483 @@
+"""Figures of a sweep folder (``fl-poison plot DIR``), written as PNG and PDF into ``DIR/plots/``.
+
+For every grid of the sweep:
+
+* ``malicious_<grid>[_<k>]``: final accuracy (and ASR, when the cells have it) against the
+  number of malicious clients, one line per strategy; each other setting the grid varies (attack,
+  partitioning, ...) gets its own panel, at most :data:`PANELS_PER_FIGURE` panels a figure, and
+  seeds are averaged (bars: min to max). Drawn only when the grid varies ``num-malicious``.
+* ``curves_<grid>``: accuracy (and ASR) per round of every finished cell of the grid, overlaid.
+* ``heatmap_<grid>``: final accuracy and ASR per strategy × attack, averaged over the grid's other
+  settings (the title names them); only for grids that vary both. When no grid does,
+  ``heatmap_all_cells`` does the same over every finished cell of the sweep, provided it holds at
+  least two strategies and two attacks.
+
+For every finished cell, ``cells/<cell_id>`` (accuracy, attack metrics and loss per round) and,
+when its ``clients.csv`` records a clipping bound, ``norms/<cell_id>`` (update norms before and
+after clipping per round: median and maximum over benign clients and over attackers).
+
+For every distinct data split among the cells, ``labels/<dataset>_<partitioning>_...``: the
+label distribution per client drawn by flwr-datasets' ``plot_label_distributions`` with the
+partitioner the cells used. A dataset that cannot be loaded here skips its figure with a warning.
+
+Failed cells and cells with missing files are left out of every figure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from experiments.sweep_aggregates import (  # noqa: E402
+    ATTACK_SETTING,
+    MALICIOUS_SETTING,
+    REPLICATE_SETTINGS,
+    STRATEGY_SETTING,
+    Heatmap,
+    has_clipping_bound,
+    has_metric,
+    heatmap,
+    malicious_curves,
+    norm_summary,
+    ordered,
+)
+from experiments.sweep_folder import (  # noqa: E402
+    CellRow,
+    SweepFolder,
+    describe,
+    read_cell_table,
+    read_sweep_folder,
+    varying_settings,
+)
+from fl_poison.config import SETTINGS_BY_KEY, ConfigError, parse_config  # noqa: E402
+from fl_poison.data import DataSpec  # noqa: E402
+from fl_poison.plots import plot_training_curves, save_figure  # noqa: E402
+
+PLOTS_FOLDER = "plots"
+FORMATS = ("png", "pdf")
+PANELS_PER_FIGURE = 4
+RATE_METRICS = ("accuracy", "asr")
+Warn = Callable[[str], None]
+
+
+def warn_on_stderr(message: str) -> None:
+    """Print ``message`` as one ``fl-poison: warning:`` line on stderr."""
+    print(f"fl-poison: warning: {message}", file=sys.stderr)
+
+
+@dataclass
+class SweepFigures:
+    """What :func:`plot_sweep` drew, for the report.
+
+    Attributes
+    ----------
+    folder : Path
+        The sweep folder.
+    by_grid : dict[str, list[Path]]
+        PNG files of each grid's figures.
+    sweep_wide : list[Path]
+        PNG files of figures over the whole sweep (``heatmap_all_cells``).
+    labels : list[Path]
+        PNG files of the label distributions.
+    by_cell : dict[str, list[Path]]
+        PNG files of each finished cell's figures.
+    files : list[Path]
+        Every file written (PNG and PDF).
+    """
+
+    folder: Path
+    by_grid: dict[str, list[Path]] = field(default_factory=dict)
+    sweep_wide: list[Path] = field(default_factory=list)
+    labels: list[Path] = field(default_factory=list)
+    by_cell: dict[str, list[Path]] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def add(self, written: Sequence[Path], section: list[Path]) -> None:
+        """Record the files of one figure; its PNG goes into ``section``."""
+        self.files.extend(written)
+        section.extend(path for path in written if path.suffix == ".png")
+
+
+def slug(text: str) -> str:
+    """``text`` reduced to a file-name part (letters, digits, ``-``)."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-") or "x"
+
+
+def round_values(rows: Sequence[dict[str, str]], column: str) -> list[float]:
+    """A ``rounds.csv`` column as floats (NaN where empty)."""
+    values = []
+    for row in rows:
+        try:
+            values.append(float(row[column]) if row.get(column) not in (None, "") else math.nan)
+        except ValueError:
+            values.append(math.nan)
+    return values
+
+
+def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], grid: str, out: Path) -> list[Path]:
+    """Final accuracy and ASR against ``num-malicious``, a line per strategy, a panel per other setting.
+
+    Parameters
+    ----------
+    cells : Sequence[CellRow]
+        The grid's cells.
+    varying : Sequence[str]
+        The settings the grid's cells vary (``num-malicious`` among them).
+    grid : str
+        The grid's name (titles and file names).
+    out : Path
+        The plots folder.
+    """
+    panel_keys = [key for key in varying if key not in (MALICIOUS_SETTING, STRATEGY_SETTING, *REPLICATE_SETTINGS)]
+    averaged = [key for key in varying if key in REPLICATE_SETTINGS]
+    metrics = [metric for metric in RATE_METRICS if has_metric(cells, metric)]
+    curves = {metric: malicious_curves(cells, metric, panel_keys) for metric in metrics}
+    panels = list(curves["accuracy"]) if "accuracy" in curves else []
+    written: list[Path] = []
+    chunks = [panels[start : start + PANELS_PER_FIGURE] for start in range(0, len(panels), PANELS_PER_FIGURE)]
+    for number, chunk in enumerate(chunks, start=1):
+        figure, axes = plt.subplots(
+            len(metrics), len(chunk), figsize=(4.2 * len(chunk) + 1, 3.4 * len(metrics)), squeeze=False
+        )
+        for row, metric in enumerate(metrics):
+            for column, panel in enumerate(chunk):
+                axis = axes[row][column]
+                for strategy, points in curves[metric].get(panel, {}).items():
+                    xs = [point.num_malicious for point in points]
+                    means = [point.mean for point in points]
+                    errors = [[point.mean - point.low for point in points], [point.high - point.mean for point in points]]
+                    axis.errorbar(xs, means, yerr=errors if averaged else None, marker="o", capsize=3, label=str(strategy))
+                axis.set(xlabel="malicious clients", ylabel=f"final {metric}", ylim=(-0.02, 1.02))
+                axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+                axis.set_title(textwrap.fill(describe(dict(zip(panel_keys, panel)), panel_keys), 45), fontsize=9)
+                axis.grid(alpha=0.3)
+                if axis.has_data():
+                    axis.legend(fontsize=7, title=STRATEGY_SETTING, title_fontsize=7)
+        title = f"grid {grid}: final {' and '.join(metrics)} vs malicious clients, one line per strategy"
+        if averaged:
+            title += f"; mean over {', '.join(averaged)} (bars: min to max)"
+        if len(chunks) > 1:
+            title += f" (part {number} of {len(chunks)})"
+        figure.suptitle(textwrap.fill(title, 100), fontsize=10)
+        figure.tight_layout()
+        name = f"malicious_{slug(grid)}" + (f"_{number}" if len(chunks) > 1 else "")
+        written.extend(save_figure(figure, out / f"{name}.png", FORMATS))
+    return written
+
+
+def plot_round_overlay(cells: Sequence[CellRow], varying: Sequence[str], grid: str, out: Path) -> list[Path]:
+    """Accuracy (and ASR) per round of every finished cell of a grid in one figure.
+
+    Parameters
+    ----------
+    cells : Sequence[CellRow]
+        The grid's cells (failed ones and ones without ``rounds.csv`` are left out).
+    varying : Sequence[str]
+        The settings the grid varies (legend labels).
+    grid : str
+        The grid's name.
+    out : Path
+        The plots folder.
+    """
+    tables = {cell.cell_id: read_cell_table(cell, "rounds.csv") for cell in cells if cell.ok}
+    drawn = [cell for cell in cells if cell.ok and tables[cell.cell_id]]
+    if not drawn:
+        return []
+    metrics = [metric for metric in RATE_METRICS if any(metric in tables[cell.cell_id][0] for cell in drawn)]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) + 2.5, 4.2), squeeze=False)
+    colours = plt.get_cmap("tab20" if len(drawn) > 10 else "tab10")
+    for axis, metric in zip(axes[0], metrics):
+        for index, cell in enumerate(drawn):
+            rows = tables[cell.cell_id]
+            if metric in rows[0]:
+                rounds = [int(row["round"]) for row in rows]
+                label = describe(cell.values, varying) or cell.cell_id
+                axis.plot(rounds, round_values(rows, metric), color=colours(index % colours.N), linewidth=1.2, label=label)
+        axis.set(xlabel="round", ylabel=metric, ylim=(-0.02, 1.02), title=f"{metric} per round")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    width = figure.get_figwidth()
+    figure.legend(handles, labels, fontsize=6, loc="center right")
+    figure.suptitle(textwrap.fill(f"grid {grid}: every finished cell", 100), fontsize=10)
+    figure.tight_layout(rect=(0.0, 0.0, 1.0 - 2.4 / width, 1.0))
+    return save_figure(figure, out / f"curves_{slug(grid)}.png", FORMATS)
+
+
+def draw_heatmap(axis: plt.Axes, table: Heatmap, metric: str) -> None:
+    """Draw ``table`` on ``axis`` with each value written in its square ("–" where there is none).
+
+    Parameters
+    ----------
+    axis : plt.Axes
+        Where to draw.
+    table : Heatmap
+        The means (see :func:`experiments.sweep_aggregates.heatmap`).
+    metric : str
+        The metric's name (colour map and title).
+    """
+    colour_map = "viridis" if metric == "accuracy" else "Reds"
+    image = axis.imshow(np.ma.masked_invalid(table.values), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto")
+    axis.set_xticks(range(len(table.column_labels)), [str(label) for label in table.column_labels], rotation=30, ha="right", fontsize=8)
+    axis.set_yticks(range(len(table.row_labels)), [str(label) for label in table.row_labels], fontsize=8)
+    axis.set(xlabel=ATTACK_SETTING, ylabel=STRATEGY_SETTING, title=f"final {metric}")
+    for (row, column), value in np.ndenumerate(table.values):
+        text = "–" if math.isnan(value) else f"{value:.2f}"
+        dark = not math.isnan(value) and (value < 0.5 if metric == "accuracy" else value > 0.5)
+        axis.text(column, row, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    axis.figure.colorbar(image, ax=axis, fraction=0.046)
+
+
+def plot_heatmaps(cells: Sequence[CellRow], averaged: Sequence[str], scope: str, name: str, out: Path) -> list[Path]:
+    """Strategy × attack heatmaps of final accuracy and ASR (when the cells have it).
+
+    Parameters
+    ----------
+    cells : Sequence[CellRow]
+        The cells to average over (finished ones only enter the means).
+    averaged : Sequence[str]
+        The settings the means run over (named in the title).
+    scope : str
+        What the cells are (``grid NAME`` or ``all finished cells``), for the title.
+    name : str
+        File name without suffix.
+    out : Path
+        The plots folder.
+    """
+    metrics = [metric for metric in RATE_METRICS if has_metric(cells, metric)]
+    if not metrics:
+        return []
+    tables = {metric: heatmap(cells, metric) for metric in metrics}
+    shape = tables[metrics[0]].values.shape
+    figure, axes = plt.subplots(1, len(metrics), figsize=(1.1 * shape[1] * len(metrics) + 4 * len(metrics), 0.5 * shape[0] + 3), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        draw_heatmap(axis, tables[metric], metric)
+    over = f"mean over {', '.join(averaged)}" if averaged else "one cell each"
+    figure.suptitle(textwrap.fill(f"{scope}: strategy × attack, {over}", 100), fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, out / f"{name}.png", FORMATS)
+
+
+def plot_cell_norms(cell: CellRow, client_rows: Sequence[dict[str, str]], title: str, path: Path) -> list[Path]:
+    """Update norms before and after clipping per round: benign (blue) vs malicious (red), and the bound.
+
+    Parameters
+    ----------
+    cell : CellRow
+        The cell (its id goes into the title).
+    client_rows : Sequence[dict[str, str]]
+        Its ``clients.csv`` rows.
+    title : str
+        What the cell is within its grid.
+    path : Path
+        Target file (``.png``; a ``.pdf`` goes next to it).
+    """
+    summary = norm_summary(client_rows)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    styles = {"median": "-", "max": ":"}
+    colours = {"benign": "tab:blue", "malicious": "tab:red"}
+    for axis, stage in zip(axes, ("before", "after")):
+        for (group, curve_stage, statistic), values in summary.curves.items():
+            if curve_stage == stage and any(math.isfinite(value) for value in values):
+                axis.plot(summary.rounds, values, styles[statistic], color=colours[group], marker="o", markersize=3, label=f"{group} {statistic}")
+        axis.plot(summary.rounds, summary.bound, "--", color="black", linewidth=1, label="bound")
+        axis.set(xlabel="round", ylabel="update L2 norm", title=f"{stage} clipping")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    positive = [value for values in summary.curves.values() for value in values if math.isfinite(value) and value > 0]
+    if positive and max(positive) > 20 * min(positive):
+        axes[0].set_yscale("log")  # a scaled attacker would otherwise flatten the honest curves
+    figure.suptitle(textwrap.fill(f"cell {cell.cell_id}: update norms per round; {title}", 110), fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path, FORMATS)
+
+
+def data_spec_of(settings: dict[str, object]) -> DataSpec:
+    """The data split a cell used, with the settings its partitioning ignores set to their defaults.
+
+    Parameters
+    ----------
+    settings : dict[str, object]
+        The cell's resolved settings (kebab-case keys).
+
+    Raises
+    ------
+    ConfigError
+        When the settings are not valid for this version of fl_poison.
+    """
+    spec = DataSpec.from_config(parse_config(settings))
+    if spec.partitioning != "dirichlet":
+        spec = replace(
+            spec,
+            dirichlet_alpha=SETTINGS_BY_KEY["dirichlet-alpha"].default,
+            min_partition_size=SETTINGS_BY_KEY["min-partition-size"].default,
+        )
+    if spec.partitioning != "pathological":
+        spec = replace(spec, classes_per_client=SETTINGS_BY_KEY["classes-per-client"].default)
+    if spec.partitioning != "random-subsets":
+        spec = replace(spec, samples_per_client=SETTINGS_BY_KEY["samples-per-client"].default)
+    return spec
+
+
+def label_figure_name(spec: DataSpec) -> str:
+    """File name (without suffix) of the label-distribution figure of ``spec``."""
+    dataset = Path(spec.dataset).name if Path(spec.dataset).is_absolute() else spec.dataset
+    parts = [slug(dataset), spec.partitioning, f"{spec.num_partitions}clients"]
+    if spec.partitioning == "dirichlet":
+        parts.append("alpha" + slug(f"{spec.dirichlet_alpha:g}".replace(".", "p")))
+    if spec.partitioning == "pathological":
+        parts.append(f"{spec.classes_per_client}classes")
+    if spec.partitioning == "random-subsets":
+        parts.append(f"{spec.samples_per_client}samples")
+    parts.append(f"seed{spec.seed}")
+    return "_".join(parts)
+
+
+def plot_label_distribution(spec: DataSpec, path: Path) -> list[Path]:
+    """Label counts per client of the split ``spec`` describes, drawn by flwr-datasets.
+
+    The partitioner is the one the clients read their partitions from (:func:`fl_poison.data.partitioner_of`).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The data split.
+    path : Path
+        Target file (``.png``; a ``.pdf`` goes next to it).
+    """
+    import datasets
+    from flwr_datasets.visualization import plot_label_distributions
+
+    from fl_poison.data import partitioner_of, source_of
+    from fl_poison.partitioning import assign_training_split
+
+    source = source_of(spec)
+    partitioner = partitioner_of(spec)
+    assign_training_split(partitioner, source.train, spec.seed)
+    named = isinstance(source.train.features[source.label_column], datasets.ClassLabel)
+    details = {
+        "dirichlet": f", alpha {spec.dirichlet_alpha:g}",
+        "pathological": f", {spec.classes_per_client} classes each",
+        "random-subsets": f", {spec.samples_per_client} samples each",
+    }
+    title = f"{spec.dataset}: {spec.partitioning}{details.get(spec.partitioning, '')}, {spec.num_partitions} clients, seed {spec.seed}"
+    width = max(7.0, 0.35 * spec.num_partitions + 4)
+    figure, _, _ = plot_label_distributions(
+        partitioner,
+        label_name=source.label_column,
+        legend=True,
+        verbose_labels=named,
+        title=textwrap.fill(title, 80),
+        figsize=(width, 4.2),
+        legend_kwargs={"loc": "center right", "bbox_to_anchor": (1.0, 0.5), "fontsize": 7},
+    )
+    figure.tight_layout(rect=(0.0, 0.0, 1.0 - 1.3 / width, 1.0))
+    return save_figure(figure, path, FORMATS)
+
+
+def plot_label_distributions_of(sweep: SweepFolder, out: Path, figures: SweepFigures, warn: Warn) -> None:
+    """One label-distribution figure per distinct data split among the sweep's cells.
+
+    Parameters
+    ----------
+    sweep : SweepFolder
+        The sweep.
+    out : Path
+        The plots folder.
+    figures : SweepFigures
+        Receives the files.
+    warn : Warn
+        Receives one line per figure that cannot be drawn.
+    """
+    specs: list[DataSpec] = []
+    for cell in sweep.cells:
+        try:
+            spec = data_spec_of(sweep.cell_settings(cell))
+        except ConfigError as error:
+            warn(f"cell {cell.cell_id}: no label distribution ({error})")
+            continue
+        if spec not in specs:
+            specs.append(spec)
+    for spec in specs:
+        try:
+            written = plot_label_distribution(spec, out / "labels" / f"{label_figure_name(spec)}.png")
+        except Exception as error:  # noqa: BLE001 - any loading failure (offline hub, bad folder) only skips this figure
+            plt.close("all")
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            warn(f"label distribution of {spec.dataset} ({spec.partitioning}) skipped: {first_line}")
+            continue
+        figures.add(written, figures.labels)
+
+
+def plot_sweep(folder: Path, warn: Warn = warn_on_stderr) -> SweepFigures:
+    """Draw every figure of the sweep in ``folder`` into ``folder/plots`` (PNG and PDF).
+
+    Parameters
+    ----------
+    folder : Path
+        A folder written by ``fl-poison sweep``.
+    warn : Warn
+        Receives one line per figure that had to be skipped.
+
+    Raises
+    ------
+    experiments.sweep_folder.SweepFolderError
+        When ``folder`` is not a readable sweep folder.
+    """
+    return draw_sweep(read_sweep_folder(folder), warn)
+
+
+def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
+    """Draw every figure of ``sweep`` into its ``plots`` folder (see the module docstring).
+
+    Parameters
+    ----------
+    sweep : SweepFolder
+        The sweep, read.
+    warn : Warn
+        Receives one line per figure that had to be skipped.
+    """
+    out = sweep.path / PLOTS_FOLDER
+    figures = SweepFigures(folder=sweep.path)
+    varying_by_grid = {grid: varying_settings(sweep.cells_of(grid), sweep.setting_columns) for grid in sweep.definition.grids}
+    heatmap_drawn = False
+    for grid, varying in varying_by_grid.items():
+        cells = sweep.cells_of(grid)
+        section = figures.by_grid.setdefault(grid, [])
+        if MALICIOUS_SETTING in varying:
+            figures.add(plot_malicious_figures(cells, varying, grid, out), section)
+        if STRATEGY_SETTING in varying and ATTACK_SETTING in varying:
+            averaged = [key for key in varying if key not in (STRATEGY_SETTING, ATTACK_SETTING)]
+            figures.add(plot_heatmaps(cells, averaged, f"grid {grid}", f"heatmap_{slug(grid)}", out), section)
+            heatmap_drawn = True
+        figures.add(plot_round_overlay(cells, varying, grid, out), section)
+    finished = [cell for cell in sweep.cells if cell.ok]
+    strategies = ordered([cell.values.get(STRATEGY_SETTING) for cell in finished])
+    attacks = ordered([cell.values.get(ATTACK_SETTING) for cell in finished])
+    if not heatmap_drawn and len(strategies) >= 2 and len(attacks) >= 2:
+        averaged = [key for key in varying_settings(finished, sweep.setting_columns) if key not in (STRATEGY_SETTING, ATTACK_SETTING)]
+        figures.add(plot_heatmaps(finished, averaged, "all finished cells", "heatmap_all_cells", out), figures.sweep_wide)
+    for cell in finished:
+        title = f"grid {', '.join(cell.grids)}: {describe(sweep.cell_settings(cell), sweep.grid_settings(cell))}"
+        section = figures.by_cell.setdefault(cell.cell_id, [])
+        rounds = read_cell_table(cell, "rounds.csv")
+        if rounds:
+            figures.add(plot_training_curves(rounds, out / "cells" / f"{cell.cell_id}.png", f"cell {cell.cell_id}, {title}", FORMATS), section)
+        clients = read_cell_table(cell, "clients.csv")
+        if has_clipping_bound(clients):
+            figures.add(plot_cell_norms(cell, clients, title, out / "norms" / f"{cell.cell_id}.png"), section)
+    plot_label_distributions_of(sweep, out, figures, warn)
+    return figures

@@ -1,0 +1,216 @@
+"""``fl-poison plot DIR``: the sweep folder reader, the plotted numbers, the files, bad input.
+
+The sweep folder is hand-made (see :mod:`tests.sweep_folder_helpers`), so the values each figure
+shows are checked against means worked out by hand; no Flower run is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.sweep_aggregates import heatmap, malicious_curves, norm_summary
+from experiments.sweep_folder import (
+    SweepFolderError,
+    read_definition,
+    read_sweep_folder,
+)
+from experiments.sweep_plots import (
+    SweepFigures,
+    data_spec_of,
+    label_figure_name,
+    plot_label_distribution,
+    plot_label_distributions_of,
+    plot_sweep,
+)
+from fl_poison.cli import main
+from fl_poison.results import write_csv
+from tests.sweep_folder_helpers import (
+    BASE,
+    CLIP_CELL,
+    FAILED,
+    FAILED_ERROR,
+    build_sweep_folder,
+    clip_clients,
+    final_asr,
+    main_cell_id,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PDF_MAGIC = b"%PDF"
+LABEL_FIGURE = "digits_dirichlet_8clients_alpha0p5_seed42"
+
+
+@pytest.fixture(scope="module")
+def plotted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """The hand-made sweep folder after ``fl-poison plot``: the folder, the exit code, stdout."""
+    folder = build_sweep_folder(tmp_path_factory.mktemp("plot"))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["plot", str(folder)])
+    return folder, code, stdout.getvalue()
+
+
+@pytest.fixture
+def sweep(tmp_path: Path):
+    """The hand-made sweep folder, read (nothing drawn)."""
+    return read_sweep_folder(build_sweep_folder(tmp_path))
+
+
+def assert_png_and_pdf(png: Path) -> None:
+    """``png`` and its PDF twin exist and start with their formats' magic bytes."""
+    assert png.read_bytes()[:8] == PNG_MAGIC, png
+    assert png.with_suffix(".pdf").read_bytes()[:4] == PDF_MAGIC, png.with_suffix(".pdf")
+
+
+def test_the_reader_types_the_table_and_knows_the_grids(sweep):
+    assert list(sweep.definition.grids) == ["main", "clip"]
+    assert sweep.definition.axes("clip") == {"num-malicious": [1]}
+    assert sweep.definition.overrides("clip") == {"strategy": "norm-clip", "attack": "badnets"}
+    assert sweep.setting_columns == ["strategy", "attack", "num-malicious"]
+    assert len(sweep.cells_of("main")) == 12 and [cell.cell_id for cell in sweep.cells_of("clip")] == [CLIP_CELL]
+    failed = [cell for cell in sweep.cells if not cell.ok]
+    assert [cell.cell_id for cell in failed] == [main_cell_id(*FAILED)]
+    assert failed[0].error == FAILED_ERROR and math.isnan(failed[0].metric("accuracy"))
+    first = sweep.cells[0]
+    assert first.values == {"strategy": "fedavg", "attack": "label-flip", "num-malicious": 0}
+    assert first.metric("accuracy") == pytest.approx(0.9) and math.isnan(first.metric("detection_precision"))
+
+
+def test_sweep_json_must_have_the_base_and_grids_form(tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"base": {}, "grid": {"strategy": ["fedavg"]}}))
+    with pytest.raises(SweepFolderError, match=r"not the keys \['base', 'grids'\]; allowed: a folder written by fl-poison sweep"):
+        read_definition(path)
+    path.write_text(json.dumps({"base": {}, "grids": {"g": ["fedavg"]}}))
+    with pytest.raises(SweepFolderError, match="grid 'g' is not an object"):
+        read_definition(path)
+    path.write_text(json.dumps({"base": {"seed": 1}, "grids": {"g": {"seed": [1, 2]}}}))
+    assert read_definition(path).axes("g") == {"seed": [1, 2]}
+
+
+def test_accuracy_vs_malicious_points_are_per_strategy_per_attack_without_the_failed_cell(sweep):
+    curves = malicious_curves(sweep.cells_of("main"), "accuracy", ["attack"])
+    assert list(curves) == [("label-flip",), ("badnets",)]
+    fedavg = curves[("label-flip",)]["fedavg"]
+    assert [(p.num_malicious, p.count) for p in fedavg] == [(0, 1), (1, 1), (2, 1)]
+    assert [p.mean for p in fedavg] == pytest.approx([0.9, 0.8, 0.7])
+    krum_badnets = curves[("badnets",)]["krum"]
+    assert [p.num_malicious for p in krum_badnets] == [0, 1]  # m = 2 failed
+    assert [p.mean for p in krum_badnets] == pytest.approx([0.87, 0.77])
+    asr = malicious_curves(sweep.cells_of("main"), "asr", ["attack"])
+    assert [p.mean for p in asr[("badnets",)]["fedavg"]] == pytest.approx([0.2, 0.4, 0.6])
+
+
+def test_accuracy_vs_malicious_averages_the_axes_that_get_no_panel(sweep):
+    curves = malicious_curves(sweep.cells_of("main"), "accuracy", [])
+    krum = {p.num_malicious: p for p in curves[()]["krum"]}
+    assert krum[1].mean == pytest.approx((0.82 + 0.77) / 2) and krum[1].count == 2
+    assert krum[2].mean == pytest.approx(0.72) and krum[2].count == 1  # badnets at m = 2 failed
+    assert (krum[1].low, krum[1].high) == pytest.approx((0.77, 0.82))
+
+
+def test_heatmap_means_over_num_malicious_leave_out_the_failed_cell(sweep):
+    accuracy = heatmap(sweep.cells_of("main"), "accuracy")
+    assert accuracy.row_labels == ["fedavg", "krum"] and accuracy.column_labels == ["label-flip", "badnets"]
+    assert accuracy.values == pytest.approx(np.array([[0.8, 0.75], [0.82, 0.82]]))
+    assert accuracy.counts.tolist() == [[3, 3], [3, 2]]
+    asr = heatmap(sweep.cells_of("main"), "asr")
+    expected = (final_asr("krum", "badnets", 0) + final_asr("krum", "badnets", 1)) / 2
+    assert asr.values[1, 1] == pytest.approx(expected) == pytest.approx(0.25)
+
+
+def test_norm_summary_splits_benign_and_malicious_and_skips_failed_replies():
+    summary = norm_summary([{key: str(value) for key, value in row.items()} for row in clip_clients()])
+    assert summary.rounds == [1, 2, 3]
+    assert summary.bound == [2.0, 2.0, 2.0]
+    assert summary.curves[("benign", "before", "median")] == [2.0, 2.0, 2.0]
+    assert summary.curves[("benign", "before", "max")] == [3.0, 3.0, 3.0]  # the failed reply's 100 is left out
+    assert summary.curves[("benign", "after", "max")] == [2.0, 2.0, 2.0]
+    assert summary.curves[("malicious", "before", "median")] == [10.0, 10.0, 10.0]
+    assert summary.curves[("malicious", "after", "max")] == [2.0, 2.0, 2.0]
+
+
+def test_plot_writes_png_and_pdf_for_every_figure(plotted):
+    folder, code, stdout = plotted
+    plots = folder / "plots"
+    assert code == 0
+    assert stdout.strip() == f"{len(list(plots.rglob('*.png'))) * 2} files (PNG and PDF) in {plots}"
+    for name in ("malicious_main", "heatmap_main", "curves_main", "curves_clip", f"labels/{LABEL_FIGURE}", f"norms/{CLIP_CELL}"):
+        assert_png_and_pdf(plots / f"{name}.png")
+    ok_cells = [main_cell_id(s, a, m) for s in ("fedavg", "krum") for a in ("label-flip", "badnets") for m in (0, 1, 2)]
+    ok_cells.remove(main_cell_id(*FAILED))
+    for cell_id in [*ok_cells, CLIP_CELL]:
+        assert_png_and_pdf(plots / "cells" / f"{cell_id}.png")
+    assert not (plots / "cells" / f"{main_cell_id(*FAILED)}.png").exists()
+    assert [path.stem for path in (plots / "norms").glob("*.png")] == [CLIP_CELL]  # only the cell with a bound
+    assert not (plots / "malicious_clip.png").exists()  # num-malicious is constant in grid clip
+    assert not (plots / "heatmap_all_cells.png").exists()  # grid main varies strategy and attack
+
+
+def test_without_a_grid_varying_both_the_heatmap_covers_all_finished_cells(tmp_path, monkeypatch):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    grids = {"strategies": {"strategy": ["fedavg", "krum", "median"]}, "attacks": {"attack": ["label-flip", "badnets"]}}
+    (folder / "sweep.json").write_text(json.dumps({"base": BASE, "grids": grids}))
+    rows = [
+        {"cell_id": "a", "grid": "strategies;attacks", "strategy": "fedavg", "attack": "label-flip", "status": "ok", "accuracy": 0.9},
+        {"cell_id": "b", "grid": "strategies", "strategy": "krum", "attack": "label-flip", "status": "ok", "accuracy": 0.8},
+        {"cell_id": "c", "grid": "attacks", "strategy": "fedavg", "attack": "badnets", "status": "ok", "accuracy": 0.7},
+        {"cell_id": "d", "grid": "strategies", "strategy": "median", "attack": "label-flip", "status": "failed", "error": "x"},
+    ]
+    write_csv(folder / "sweep.csv", rows, ["cell_id", "grid", "strategy", "attack", "status", "accuracy", "asr", "folder", "error"])
+    monkeypatch.setattr("experiments.sweep_plots.plot_label_distributions_of", lambda *args: None)
+    figures = plot_sweep(folder)
+    assert figures.sweep_wide == [folder / "plots" / "heatmap_all_cells.png"]
+    assert_png_and_pdf(folder / "plots" / "heatmap_all_cells.png")
+    assert not list((folder / "plots").glob("heatmap_strategies*"))
+    table = heatmap(read_sweep_folder(folder).cells, "accuracy")
+    assert table.values[0] == pytest.approx(np.array([0.9, 0.7])) and table.values[1, 0] == pytest.approx(0.8)
+    assert table.row_labels == ["fedavg", "krum"] and math.isnan(table.values[1, 1])  # median failed
+
+
+@pytest.mark.parametrize("make", ["missing", "no-table"])
+def test_a_folder_that_is_not_a_sweep_is_one_line_and_exit_2(tmp_path, capsys, make):
+    folder = tmp_path / "not-a-sweep"
+    if make == "no-table":
+        folder.mkdir()
+    assert main(["plot", str(folder)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"fl-poison: error: {folder}: ")
+    assert lines[0].endswith("; allowed: a folder written by fl-poison sweep")
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"partitioning": "pathological", "classes-per-client": 3}, "digits_pathological_4clients_3classes_seed42"),
+        ({"partitioning": "random-subsets", "samples-per-client": 50}, "digits_random-subsets_4clients_50samples_seed42"),
+    ],
+)
+def test_label_distribution_of_digits_is_drawn_with_the_cells_partitioner(tmp_path, settings, name):
+    spec = data_spec_of({**BASE, "num-clients": 4, "dirichlet-alpha": 0.1, **settings})
+    assert spec.dirichlet_alpha == 0.5  # ignored outside dirichlet partitioning, so not part of the split's identity
+    assert label_figure_name(spec) == name
+    written = plot_label_distribution(spec, tmp_path / "labels.png")
+    assert written == [tmp_path / "labels.png", tmp_path / "labels.pdf"]
+    assert_png_and_pdf(tmp_path / "labels.png")
+
+
+def test_a_dataset_that_cannot_be_loaded_skips_its_figure_with_one_warning(tmp_path, monkeypatch, sweep):
+    def offline(spec):
+        raise ConnectionError("hub unreachable\nsecond line")
+
+    monkeypatch.setattr("fl_poison.data.source_of", offline)
+    warnings: list[str] = []
+    figures = SweepFigures(folder=sweep.path)
+    plot_label_distributions_of(sweep, tmp_path / "plots", figures, warnings.append)
+    assert figures.labels == [] and figures.files == []
+    assert warnings == ["label distribution of digits (dirichlet) skipped: hub unreachable"]
