@@ -7,6 +7,8 @@ validates the settings, then calls ``flwr run <app> --stream`` against the local
 follows the log, asks the SuperLink whether the run completed (``flwr run --stream`` exits 0
 even when it failed), and prints the result folder. ``fl-poison settings`` lists every setting.
 ``fl-poison deploy certs|keys|connection|trial`` helps run across machines (:mod:`fl_poison.deploy.commands`).
+``fl-poison plot DIR`` draws a sweep folder's figures into ``DIR/plots`` (:mod:`experiments.sweep_plots`)
+and ``fl-poison report DIR`` redraws them and writes ``DIR/report.md`` (:mod:`experiments.sweep_report`).
 """
 
 from __future__ import annotations
@@ -214,6 +216,24 @@ def sweep_command(file: Path, out: Path, jobs: int) -> int:
     return 1 if failed else 0
 
 
+def sweep_folder_command(command: str, folder: Path) -> int:
+    """``fl-poison plot`` / ``fl-poison report``: figures (and the report) of a sweep folder."""
+    from experiments.sweep_folder import SweepFolderError
+    from experiments.sweep_plots import plot_sweep
+    from experiments.sweep_report import write_report
+
+    try:
+        if command == "report":
+            print(write_report(folder))
+            return 0
+        figures = plot_sweep(folder)
+    except SweepFolderError as error:
+        print(f"fl-poison: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(figures.files)} files (PNG and PDF) in {figures.folder / 'plots'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fl-poison``."""
     parser = argparse.ArgumentParser(prog="fl-poison", description="Federated-learning poisoning lab on Flower.")
@@ -227,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("file", type=Path, help="sweep file with [base] and [grid] tables")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder (sweep.csv and one folder per cell)")
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
+    plot = commands.add_parser("plot", help="draw a sweep folder's figures into DIR/plots (PNG and PDF)")
+    plot.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
+    report = commands.add_parser("report", help="redraw a sweep folder's figures and write DIR/report.md")
+    report.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
     settings = commands.add_parser("settings", help="list every setting with its default")
     settings.add_argument("--markdown", action="store_true", help="print a Markdown table")
     add_deploy_parser(commands)
@@ -241,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if arguments.command == "deploy":
         return deploy_command(arguments)
+    if arguments.command in ("plot", "report"):
+        return sweep_folder_command(arguments.command, arguments.folder)
     if arguments.command == "sweep":
         return sweep_command(arguments.file, arguments.out, arguments.jobs)
     try:

@@ -15,6 +15,7 @@ from functools import lru_cache
 import datasets
 import numpy as np
 import torch
+from flwr_datasets.partitioner import Partitioner
 
 from fl_poison.config import ConfigError, ExperimentConfig
 from fl_poison.data_sources import SourceSplits, class_values, load_node_folder, load_source
@@ -97,15 +98,22 @@ def source_of(spec: DataSpec) -> SourceSplits:
     return _source(spec.dataset, spec.image_column, spec.label_column, spec.test_fraction)
 
 
-@lru_cache(maxsize=8)
-def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
-    """Row indices of the training split for every partition id (memoised per process)."""
+def partitioner_of(spec: DataSpec) -> Partitioner:
+    """The partitioner that divides ``spec``'s training split, checked against the dataset; no data assigned yet.
+
+    :func:`all_partition_indices` reads its partitions; ``fl-poison plot`` draws their label
+    distributions after :func:`fl_poison.partitioning.assign_training_split`.
+    """
     source = source_of(spec)
     if spec.partitioning == "pathological" and spec.classes_per_client > source.num_classes:
         raise ConfigError.bad_value(
             "classes-per-client", spec.classes_per_client, f"an integer between 1 and {source.num_classes}"
         )
-    partitioner = build_partitioner(
+    if spec.partitioning == "random-subsets" and spec.samples_per_client > len(source.train):
+        raise ConfigError.bad_value(
+            "samples-per-client", spec.samples_per_client, f"an integer between 1 and {len(source.train)} (the training rows)"
+        )
+    return build_partitioner(
         spec.partitioning,
         spec.num_partitions,
         source.label_column,
@@ -115,11 +123,12 @@ def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
         spec.classes_per_client,
         spec.samples_per_client,
     )
-    if spec.partitioning == "random-subsets" and spec.samples_per_client > len(source.train):
-        raise ConfigError.bad_value(
-            "samples-per-client", spec.samples_per_client, f"an integer between 1 and {len(source.train)} (the training rows)"
-        )
-    return tuple(tuple(rows) for rows in partition_rows(partitioner, source.train, spec.seed))
+
+
+@lru_cache(maxsize=8)
+def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
+    """Row indices of the training split for every partition id (memoised per process)."""
+    return tuple(tuple(rows) for rows in partition_rows(partitioner_of(spec), source_of(spec).train, spec.seed))
 
 
 @lru_cache(maxsize=64)
