@@ -112,6 +112,9 @@ def load_node_folder(path: str, image_column: str, label_column: str) -> SourceS
             f"data-path: {path!r} has no 'train' split (it has {', '.join(splits)}); allowed: a dataset with a train split"
         )
     train = splits["train"]
+    if label_column not in train.column_names and label_column == "label" and os.path.isdir(os.path.join(path, "train")):
+        # imagefolder drops the labels of a tree with a single class folder (a node holding one class)
+        train = datasets.load_dataset("imagefolder", data_dir=path, split="train", drop_labels=False)
     if label_column not in train.column_names:
         raise ConfigError(
             f"label-column: bad value {label_column!r} for data-path {path!r}; allowed: one of {', '.join(train.column_names)}"
