@@ -198,13 +198,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def sweep_command(file: Path, out: Path, jobs: int) -> int:
+def sweep_command(file: Path, out: Path, jobs: int, assignments: Sequence[str], gpus_per_client: float) -> int:
     """``fl-poison sweep``: run the sweep; Ctrl-C or SIGTERM stops it with every finished cell kept."""
     from experiments.sweep import SWEEP_TABLE, run_sweep
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        table = run_sweep(file, out, jobs)
+        overrides = parse_assignments(assignments)
+        table = run_sweep(file, out, jobs, overrides=overrides, gpus_per_client=gpus_per_client)
     except ConfigError as error:
         print(f"fl-poison: error: {error}", file=sys.stderr)
         return 2
@@ -247,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("file", type=Path, help="sweep file with [base] and [grid] tables")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder (sweep.csv and one folder per cell)")
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
+    sweep.add_argument(
+        "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+        help="replace a setting of the sweep file in every cell, e.g. --set dataset=cifar10 (repeatable)",
+    )
+    sweep.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0: CPU)")
     plot = commands.add_parser("plot", help="draw a sweep folder's figures into DIR/plots (PNG and PDF)")
     plot.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
     report = commands.add_parser("report", help="redraw a sweep folder's figures and write DIR/report.md")
@@ -268,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command in ("plot", "report"):
         return sweep_folder_command(arguments.command, arguments.folder)
     if arguments.command == "sweep":
-        return sweep_command(arguments.file, arguments.out, arguments.jobs)
+        return sweep_command(arguments.file, arguments.out, arguments.jobs, arguments.assignments, arguments.gpus_per_client)
     try:
         if arguments.cpus_per_client <= 0:
             raise ConfigError.bad_value("--cpus-per-client", arguments.cpus_per_client, "a number > 0")
