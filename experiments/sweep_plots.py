@@ -165,6 +165,8 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
                 axis.grid(alpha=0.3)
                 if axis.has_data():
                     axis.legend(fontsize=7, title=STRATEGY_SETTING, title_fontsize=7)
+                else:
+                    axis.text(0.5, 0.5, f"no {metric} in these cells", ha="center", va="center", transform=axis.transAxes, color="gray")
         title = f"grid {grid}: final {' and '.join(metrics)} vs malicious clients, one line per strategy"
         if averaged:
             title += f"; mean over {', '.join(averaged)} (bars: min to max)"
