@@ -25,6 +25,7 @@ from statistics import mean
 from fl_poison.results import atomic_write_bytes, read_csv, write_csv
 
 LAST_ROUNDS = 5
+MARGIN = 0.01
 
 # seed 000, CIFAR-10: (strategy, partitioning, attackers) -> final accuracy
 SEED000_ACCURACY = {
@@ -87,9 +88,16 @@ def markdown(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def verdict(holds: bool) -> str:
-    """``agrees`` / ``differs``."""
+def verdict(holds: bool, *values: float) -> str:
+    """``agrees`` / ``differs``, or ``not measured`` when a value it rests on is missing."""
+    if any(math.isnan(value) for value in values):
+        return "**not measured**"
     return "**agrees**" if holds else "**differs**"
+
+
+def exceeds(larger: float, smaller: float) -> bool:
+    """``larger`` is above ``smaller`` by more than :data:`MARGIN` (a smaller gap is no difference)."""
+    return larger - smaller > MARGIN
 
 
 def seed000(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
@@ -111,19 +119,25 @@ def seed000(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
     findings = [
         f"Label flipping hurts more with more attackers (FedAvg drop IID 1 → 2 attackers: {fmt(drop('fedavg', 'iid', 1))} → "
         f"{fmt(drop('fedavg', 'iid', 2))}; non-IID {fmt(drop('fedavg', 'dirichlet', 1))} → {fmt(drop('fedavg', 'dirichlet', 2))}): "
-        + verdict(drop("fedavg", "iid", 2) > drop("fedavg", "iid", 1) and drop("fedavg", "dirichlet", 2) > drop("fedavg", "dirichlet", 1)),
+        + verdict(
+            exceeds(drop("fedavg", "iid", 2), drop("fedavg", "iid", 1)) and exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "dirichlet", 1)),
+            drop("fedavg", "iid", 2), drop("fedavg", "iid", 1), drop("fedavg", "dirichlet", 2), drop("fedavg", "dirichlet", 1),
+        ),
         f"Non-IID is more vulnerable with 2 attackers (FedAvg drop non-IID {fmt(drop('fedavg', 'dirichlet', 2))} vs IID "
-        f"{fmt(drop('fedavg', 'iid', 2))}; seed: 0.316 vs 0.186): " + verdict(drop("fedavg", "dirichlet", 2) > drop("fedavg", "iid", 2)),
+        f"{fmt(drop('fedavg', 'iid', 2))}; seed: 0.316 vs 0.186): " + verdict(exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "iid", 2)), drop("fedavg", "dirichlet", 2), drop("fedavg", "iid", 2)),
         f"FedProx resists better on non-IID with 2 attackers (FedProx {fmt(acc.get(('fedprox', 'dirichlet', 2), math.nan))} vs FedAvg "
         f"{fmt(acc.get(('fedavg', 'dirichlet', 2), math.nan))}; seed: 0.562 vs 0.424): "
-        + verdict(acc.get(("fedprox", "dirichlet", 2), math.nan) > acc.get(("fedavg", "dirichlet", 2), math.nan)),
+        + verdict(
+            exceeds(acc.get(("fedprox", "dirichlet", 2), math.nan), acc.get(("fedavg", "dirichlet", 2), math.nan)),
+            acc.get(("fedprox", "dirichlet", 2), math.nan), acc.get(("fedavg", "dirichlet", 2), math.nan),
+        ),
     ]
     for partitioning, seed_helps in (("dirichlet", True), ("iid", False)):
         gains = [acc.get(("loss-filter", partitioning, n), math.nan) - acc.get(("fedavg", partitioning, n), math.nan) for n in (1, 2)]
-        helps = all(gain > 0.005 for gain in gains)
+        helps = all(gain > MARGIN for gain in gains)
         findings.append(
             f"The loss filter {'helps' if seed_helps else 'does not help'} on {partitioning} (gain over FedAvg with 1 / 2 attackers: "
-            f"{fmt(gains[0])} / {fmt(gains[1])}): " + verdict(helps == seed_helps)
+            f"{fmt(gains[0])} / {fmt(gains[1])}): " + verdict(helps == seed_helps, *gains)
         )
     return table, findings
 
@@ -150,15 +164,15 @@ def seed001(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
     scaled, clipped = pick("scaling-vs-clipping", strategy="fedavg"), pick("scaling-vs-clipping", strategy="norm-clip")
     findings = [
         f"More blend attackers, higher ASR (mean of the last {LAST_ROUNDS} rounds, 1 / 2 / 3 of 6: "
-        f"{' / '.join(fmt(v) for v in ratio)}): " + verdict(ratio[0] < ratio[1] < ratio[2]),
+        f"{' / '.join(fmt(v) for v in ratio)}): " + verdict(exceeds(ratio[1], ratio[0]) and exceeds(ratio[2], ratio[1]), *ratio),
         f"Krum stops the 1-attacker blend backdoor that FedAvg lets in (ASR FedAvg {fmt(fedavg['asr_last5'])}, Krum "
         f"{fmt(krum['asr_last5'])}; seed: over 0.9 vs near 0) with the same accuracy ({fmt(fedavg['accuracy_last5'])} vs "
-        f"{fmt(krum['accuracy_last5'])}): " + verdict(krum["asr_last5"] < 0.1 and krum["asr_last5"] < fedavg["asr_last5"]),
+        f"{fmt(krum['accuracy_last5'])}): " + verdict(krum["asr_last5"] < 0.1 and exceeds(fedavg["asr_last5"], krum["asr_last5"]), krum["asr_last5"], fedavg["asr_last5"]),
         f"DBA with 3 of 6 is more successful than blend with 3 of 6 (ASR {fmt(dba['asr_last5'])} vs {fmt(blend3['asr_last5'])}; "
-        f"seed: DBA 0.996): " + verdict(dba["asr_last5"] > blend3["asr_last5"]),
+        f"seed: DBA 0.996): " + verdict(exceeds(dba["asr_last5"], blend3["asr_last5"]), dba["asr_last5"], blend3["asr_last5"]),
         f"Clipping to the median norm does not stop model replacement (ASR scaled {fmt(scaled['asr_last5'])}, clipped "
         f"{fmt(clipped['asr_last5'])}; accuracy {fmt(scaled['accuracy_last5'])} vs {fmt(clipped['accuracy_last5'])}; seed: ASR "
-        "dropped but stayed high, accuracy stayed low): " + verdict(clipped["asr_last5"] > 0.5),
+        "dropped but stayed high, accuracy stayed low): " + verdict(clipped["asr_last5"] > 0.5, clipped["asr_last5"]),
     ]
     return table, findings
 
@@ -200,16 +214,16 @@ def seed004(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
         lf = by.get(("label-flip", fraction), {}).get("ata", math.nan)
         findings.append(
             f"ε = {fraction}: ADA-full ATA ≥ LF ATA ({fmt(ada)} vs {fmt(lf)}; paper MNIST {SEED004_MNIST['ada-full'][fraction][0]} vs "
-            f"{SEED004_MNIST['label-flip'][fraction][0]}): " + verdict(ada >= lf)
+            f"{SEED004_MNIST['label-flip'][fraction][0]}): " + verdict(ada >= lf, ada, lf)
         )
     lf_series = [by.get(("label-flip", f), {}).get("ata", math.nan) for f in (0.01, 0.05, 0.1)]
     findings.append(
         f"ATA grows with the attacker fraction (LF {' / '.join(fmt(v) for v in lf_series)}): "
-        + verdict(lf_series[0] <= lf_series[1] <= lf_series[2])
+        + verdict(lf_series[0] <= lf_series[1] <= lf_series[2] and exceeds(lf_series[2], lf_series[0]), *lf_series)
     )
     mtas = [r["mta"] for r in table]
     findings.append(f"MTA barely moves (range {fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990): "
-                    + verdict(bool(mtas) and max(mtas) - min(mtas) < 0.05))
+                    + verdict(max(mtas, default=math.nan) - min(mtas, default=math.nan) < 0.05, *(mtas or [math.nan])))
     return table, findings
 
 

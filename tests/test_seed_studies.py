@@ -127,3 +127,14 @@ def test_a_folder_without_sweep_csv_is_one_line_exit_2(tmp_path, capsys):
     assert main(["seed000", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("seed_studies: error:") and "\n" not in error
+
+
+def test_findings_without_their_cells_are_not_measured_and_small_gaps_are_no_difference(tmp_path):
+    accuracy = {("fedavg", "iid", 0): 0.97, ("fedavg", "iid", 1): 0.965, ("fedavg", "iid", 2): 0.962,
+                ("fedavg", "dirichlet", 0): 0.96, ("fedavg", "dirichlet", 1): 0.90, ("fedavg", "dirichlet", 2): 0.70}
+    cells = [{"values": {"strategy": s, "partitioning": p, "num-malicious": n}, "rounds": final_only(a)} for (s, p, n), a in accuracy.items()]
+    make_sweep(tmp_path, cells)
+    findings = [line for line in write_comparison("seed000", tmp_path, tmp_path).read_text().splitlines() if line.startswith("- ")]
+    # IID drops 0.005 -> 0.008 differ by less than a point: no growth
+    assert findings[0].endswith("**differs**")
+    assert findings[2].endswith("**not measured**") and findings[3].endswith("**not measured**")
