@@ -107,7 +107,8 @@ def seed000(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
     for key, row in sorted(ours.items()):
         table.append({
             "strategy": key[0], "partitioning": key[1], "attackers": key[2],
-            "accuracy": number(row["accuracy"]), "macro_f1": number(row["macro_f1"]),
+            "accuracy": number(row["accuracy"]), "accuracy_last5": last_rounds_mean(row, "accuracy"),
+            "macro_f1": number(row["macro_f1"]),
             "detection_recall": number(row.get("detection_recall")),
             "seed000_cifar10_accuracy": SEED000_ACCURACY.get(key, math.nan),
         })
