@@ -15,19 +15,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import free_port
 from e2e_helpers import read_rows
-from PIL import Image
 
 from fl_poison.cli import app_directory
-from fl_poison.config import parse_config
-from fl_poison.data import DataSpec, client_data
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.local_trial import TrialPlan, flower_environment, start_trial, supernode_command
 from fl_poison.deploy.node_keys import write_node_key_pair
 from fl_poison.deploy.processes import ManagedProcess, start_process, stop_processes
+from fl_poison.deploy.sample_data import write_digits_folder
 
 pytestmark = pytest.mark.e2e
 
@@ -36,21 +33,6 @@ MALICIOUS_NODE = 3
 OWN_DATA_NODE = 4
 RUN_SECONDS = 480
 REFUSAL_SECONDS = 90
-
-
-def write_digit_folder(folder: Path, num_partitions: int, partition_id: int) -> int:
-    """An ``imagefolder`` tree ``train/<class>/<i>.png`` of 8-bit 8x8 digits; returns the image count.
-
-    The images are those of one partition of the digits training split, so a node reading the
-    folder sees data like the others'.
-    """
-    data = client_data(DataSpec.from_config(parse_config({"num-clients": num_partitions})), partition_id)
-    pixels = np.round(data.x.numpy()[:, 0] * 255).astype(np.uint8)
-    for index, (image, label) in enumerate(zip(pixels, data.y.tolist(), strict=True)):
-        target = folder / "train" / str(label)
-        target.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, mode="L").save(target / f"{index}.png")
-    return len(data)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +49,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Trial
         }
     )
     own_data = root / "site4"
-    write_digit_folder(own_data, NUM_NODES, OWN_DATA_NODE)
+    write_digits_folder(own_data, OWN_DATA_NODE, NUM_NODES)
     first_node_port = free_port()
     plan = TrialPlan(
         folder=root / "trial",

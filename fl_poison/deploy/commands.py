@@ -1,8 +1,8 @@
 """``fl-poison deploy ...``: the command-line side of :mod:`fl_poison.deploy`.
 
 ``certs`` writes a CA and TLS certificates, ``keys`` node authentication key pairs,
-``connection`` a ``flwr`` connection, and ``trial`` starts a SuperLink and N SuperNodes on this
-machine until Ctrl-C.
+``connection`` a ``flwr`` connection, ``digits-folder`` a node data folder to try ``data-path``
+with, and ``trial`` starts a SuperLink and N SuperNodes on this machine until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.local_trial import TrialPlan, start_trial
 from fl_poison.deploy.node_keys import write_node_keys
 from fl_poison.deploy.processes import ManagedProcess, stop_processes
+from fl_poison.deploy.sample_data import write_digits_folder
 
 
 def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
@@ -46,6 +47,11 @@ def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
     security.add_argument("--insecure", action="store_true", help="no TLS (a closed lab only)")
     connection.add_argument("--default", action="store_true", help="also make it the default connection")
 
+    digits = actions.add_parser("digits-folder", help="write one partition of digits as an image folder (a node's own data)")
+    digits.add_argument("--out", type=Path, required=True, help="the new folder (train/<class>/<i>.png)")
+    digits.add_argument("--partition-id", type=int, required=True, help="which partition")
+    digits.add_argument("--num-partitions", type=int, required=True, help="into how many partitions digits is divided")
+
     trial = actions.add_parser("trial", help="start a SuperLink and N SuperNodes on this machine until Ctrl-C")
     trial.add_argument("--nodes", type=int, required=True, help="number of SuperNodes (node i gets partition-id=i)")
     trial.add_argument("--folder", type=Path, default=Path("trial"), help="certificates, keys and logs (default ./trial)")
@@ -70,6 +76,11 @@ def deploy_command(arguments: argparse.Namespace) -> int:
             for public_key in write_node_keys(arguments.out, arguments.nodes):
                 print(public_key.with_suffix(".key"))
                 print(public_key)
+        elif arguments.deploy_command == "digits-folder":
+            if not 0 <= arguments.partition_id < arguments.num_partitions:
+                raise ValueError("--partition-id: bad value; allowed: 0 .. --num-partitions - 1")
+            count = write_digits_folder(arguments.out, arguments.partition_id, arguments.num_partitions)
+            print(f"{count} images in {arguments.out.resolve() / 'train'}")
         elif arguments.deploy_command == "connection":
             root = None if arguments.insecure else arguments.root_certificates
             print(write_connection(arguments.name, arguments.address, root, arguments.default))
@@ -108,8 +119,13 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def trial_command(plan: TrialPlan) -> int:
-    """Start the trial, print its processes and the ``flwr run`` line, and stop everything on Ctrl-C."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    """Start the trial, print its processes and the ``flwr run`` line, and stop everything on Ctrl-C.
+
+    SIGINT, SIGTERM and SIGHUP all stop the trial (SIGINT explicitly: a shell that starts the
+    command in the background makes it ignore SIGINT).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     processes: list[ManagedProcess] = []
     try:
         processes = start_trial(plan)
@@ -120,6 +136,7 @@ def trial_command(plan: TrialPlan) -> int:
             f"In another terminal, from the repository:\n"
             f"  flwr run . {plan.connection} --stream --run-config \"num-clients={plan.num_nodes} "
             f"output-dir='{Path.cwd() / 'results'}'\"\n"
+            f"Results are written there by the ServerApp; `flwr list {plan.connection}` shows the run's status.\n"
             "Ctrl-C here stops every process.",
             flush=True,
         )
@@ -134,4 +151,6 @@ def trial_command(plan: TrialPlan) -> int:
         print("stopping ...", file=sys.stderr, flush=True)
         return 130
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         stop_processes(processes)
