@@ -159,3 +159,25 @@ def test_stop_processes_reaches_children_in_their_own_session(tmp_path: Path) ->
     for pid, _ in children:
         result = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, check=False)
         assert result.stdout.strip()[:1] in ("", "Z"), result.stdout  # gone, or a zombie not yet reaped
+
+
+def test_trial_options_become_a_plan(tmp_path: Path) -> None:
+    from fl_poison.cli import build_parser
+    from fl_poison.deploy.commands import trial_plan
+
+    arguments = build_parser().parse_args(
+        ["deploy", "trial", "--nodes", "5", "--folder", str(tmp_path), "--malicious", "3", "--malicious-config",
+         "attack='badnets'", "--data-path", f"4={tmp_path / 'site4'}", "--port", "8123"]
+    )
+    plan = trial_plan(arguments)
+    assert (plan.num_nodes, plan.malicious, plan.superlink_port, plan.secure) == (5, (3,), 8123, True)
+    assert plan.node_config(4) == f"partition-id=4 data-path='{tmp_path / 'site4'}'"
+    assert plan.node_config(3) == "partition-id=3 num-partitions=5 malicious=true attack='badnets'"
+
+
+def test_digits_folder_is_a_node_data_folder(tmp_path: Path, private_hf_cache: None) -> None:
+    assert main(["deploy", "digits-folder", "--out", str(tmp_path / "site"), "--partition-id", "1", "--num-partitions", "3"]) == 0
+    data = node_data(str(tmp_path / "site"), "auto", "label", DatasetInfo(10, (1, 8, 8)))
+    assert len(data) == len(list((tmp_path / "site" / "train").rglob("*.png")))
+    assert sorted(set(data.y.tolist())) == list(range(10))
+    assert main(["deploy", "digits-folder", "--out", str(tmp_path / "site"), "--partition-id", "1", "--num-partitions", "3"]) == 1
