@@ -135,10 +135,10 @@ def seed000(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
     ]
     for partitioning, seed_helps in (("dirichlet", True), ("iid", False)):
         gains = [acc.get(("loss-filter", partitioning, n), math.nan) - acc.get(("fedavg", partitioning, n), math.nan) for n in (1, 2)]
-        helps = all(gain > MARGIN for gain in gains)
+        holds = all(gain > MARGIN for gain in gains) if seed_helps else all(gain <= MARGIN for gain in gains)
         findings.append(
             f"The loss filter {'helps' if seed_helps else 'does not help'} on {partitioning} (gain over FedAvg with 1 / 2 attackers: "
-            f"{fmt(gains[0])} / {fmt(gains[1])}): " + verdict(helps == seed_helps, *gains)
+            f"{fmt(gains[0])} / {fmt(gains[1])}): " + verdict(holds, *gains)
         )
     return table, findings
 
