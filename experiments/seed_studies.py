@@ -1,7 +1,7 @@
 """The seed studies on digits next to what the seed documents found: ``comparison.md`` / ``.csv``.
 
-``python -m experiments.seed_studies STUDY SWEEP_DIR`` reads a folder written by
-``fl-poison sweep experiments/sweeps/STUDY.toml`` and writes ``comparison.csv`` (our numbers
+``python -m experiments.seed_studies STUDY SWEEP_DIR [SWEEP_DIR ...]`` reads the folder(s) written by
+``fl-poison sweep experiments/sweeps/STUDY*.toml`` and writes ``comparison.csv`` (our numbers
 beside the document's) and ``comparison.md`` (the table and each finding of the document, checked
 against our numbers) into the folder. The documents' numbers are transcribed below:
 
@@ -50,9 +50,14 @@ def number(value: object) -> float:
     return float(value) if value not in (None, "") else math.nan
 
 
-def cell_rows(sweep_dir: Path) -> list[dict[str, str]]:
-    """The ``ok`` rows of ``sweep.csv``."""
-    return [row for row in read_csv(sweep_dir / "sweep.csv") if row["status"] == "ok"]
+def cell_rows(sweep_dirs: Sequence[Path]) -> list[dict[str, str]]:
+    """The ``ok`` rows of the folders' ``sweep.csv`` files, each cell once (a study may span folders)."""
+    rows: dict[str, dict[str, str]] = {}
+    for sweep_dir in sweep_dirs:
+        for row in read_csv(Path(sweep_dir) / "sweep.csv"):
+            if row["status"] == "ok":
+                rows.setdefault(row.get("cell_id") or row["folder"], row)
+    return list(rows.values())
 
 
 def round_rows(row: dict[str, str]) -> list[dict[str, str]]:
@@ -100,9 +105,9 @@ def exceeds(larger: float, smaller: float) -> bool:
     return larger - smaller > MARGIN
 
 
-def seed000(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
+def seed000(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
     """Accuracy per (strategy, partitioning, attackers) next to seed 000's CIFAR-10 numbers, and its findings."""
-    ours = {(r["strategy"], r["partitioning"], int(r["num-malicious"])): r for r in cell_rows(sweep_dir)}
+    ours = {(r["strategy"], r["partitioning"], int(r["num-malicious"])): r for r in rows}
     table = []
     for key, row in sorted(ours.items()):
         table.append({
@@ -143,10 +148,10 @@ def seed000(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
     return table, findings
 
 
-def seed001(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
+def seed001(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
     """Final and last-rounds ASR / accuracy per cell of seed 001's grids, and its findings."""
     table = []
-    for row in cell_rows(sweep_dir):
+    for row in rows:
         table.append({
             "grid": row["grid"], "attack": row["attack"], "attackers": int(row["num-malicious"]),
             "strategy": row["strategy"], "update_attack": row.get("update-attack", ""),
@@ -187,10 +192,21 @@ def method_of(row: dict[str, str]) -> str:
     return "clean"
 
 
-def seed004(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
-    """Max-over-rounds ATA and MTA per method and attacker fraction next to Tables I–II (MNIST)."""
-    rows = cell_rows(sweep_dir)
+def attack_targets(row: dict[str, str]) -> list[int]:
+    """The target classes the cell's attackers used (``attack_target`` of attacked clients; ADA chooses its own)."""
+    clients = read_csv(Path(row["folder"]) / "clients.csv")
+    return sorted({int(entry["attack_target"]) for entry in clients if entry.get("attacked") == "1" and int(entry["attack_target"]) >= 0})
+
+
+def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
+    """Max-over-rounds ATA and MTA per method and attacker fraction next to Tables I–II (MNIST).
+
+    LF and TS are averaged over the target classes the folders hold; the findings also name
+    the targets ADA chose and the ATA of LF / TS to each target.
+    """
     grouped: dict[tuple[str, float], list[tuple[float, float, str]]] = {}
+    per_target: dict[tuple[str, float], dict[int, float]] = {}
+    chosen: dict[str, set[int]] = {}
     for row in rows:
         method = "label-flip" if method_of(row) == "none" else method_of(row)
         if method == "clean":
@@ -200,6 +216,10 @@ def seed004(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
         ata = max_from(row, "ts_ata", start)
         mta = max_from(row, "mta", 1)
         grouped.setdefault((method, fraction), []).append((ata, mta, row.get("target-class", "")))
+        if method.startswith("ada"):
+            chosen.setdefault(method, set()).update(attack_targets(row))
+        else:
+            per_target.setdefault((method, fraction), {})[int(row["target-class"])] = ata
     table = []
     for (method, fraction), values in sorted(grouped.items(), key=lambda item: (item[0][1], item[0][0])):
         paper = SEED004_MNIST.get(method, {}).get(fraction, (math.nan, math.nan))
@@ -217,6 +237,12 @@ def seed004(sweep_dir: Path) -> tuple[list[dict[str, object]], list[str]]:
             f"ε = {fraction}: ADA-full ATA ≥ LF ATA ({fmt(ada)} vs {fmt(lf)}; paper MNIST {SEED004_MNIST['ada-full'][fraction][0]} vs "
             f"{SEED004_MNIST['label-flip'][fraction][0]}): " + verdict(ada >= lf, ada, lf)
         )
+    for method, targets in sorted(chosen.items()):
+        findings.append(f"{method} chose target class(es) {', '.join(map(str, sorted(targets))) or 'none (never attacked)'}")
+    for (method, fraction), atas in sorted(per_target.items(), key=lambda item: (item[0][1], item[0][0])):
+        best = max(atas, key=lambda target: atas[target])
+        listing = ", ".join(f"{target}: {fmt(value)}" for target, value in sorted(atas.items()))
+        findings.append(f"{method} at ε = {fraction}, ATA per target ({listing}); best target {best}")
     lf_series = [by.get(("label-flip", f), {}).get("ata", math.nan) for f in (0.01, 0.05, 0.1)]
     findings.append(
         f"ATA grows with the attacker fraction (LF {' / '.join(fmt(v) for v in lf_series)}): "
@@ -234,38 +260,41 @@ def read_start_round(row: dict[str, str]) -> int:
     return int(settings.get("attack-start-round", 1))
 
 
-STUDIES: dict[str, tuple[str, Callable[[Path], tuple[list[dict[str, object]], list[str]]]]] = {
+STUDIES: dict[str, tuple[str, Callable[[list[dict[str, str]]], tuple[list[dict[str, object]], list[str]]]]] = {
     "seed000": ("Seed 000 on digits: label flipping, FedAvg vs FedProx, loss filtering", seed000),
     "seed001": ("Seed 001 on digits: blend and DBA backdoors, Krum, scaling and clipping", seed001),
     "seed004": ("Seed 004 on digits: ADA vs label flipping and train-and-scale (Tables I–II)", seed004),
 }
 
 
-def write_comparison(study: str, sweep_dir: Path, out: Path) -> Path:
-    """Write ``comparison.csv`` and ``comparison.md`` of ``study`` from ``sweep_dir`` into ``out``."""
+def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -> Path:
+    """Write ``comparison.csv`` and ``comparison.md`` of ``study`` from the sweep folder(s) into ``out``."""
     title, compare = STUDIES[study]
-    table, findings = compare(sweep_dir)
+    folders = [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else [Path(folder) for folder in sweep_dirs]
+    table, findings = compare(cell_rows(folders))
     if not table:
-        raise ValueError(f"{sweep_dir}: no finished cells in sweep.csv")
+        raise ValueError(f"{', '.join(map(str, folders))}: no finished cells in sweep.csv")
     columns = list(table[0])
     write_csv(out / "comparison.csv", table, columns)
-    text = [f"# {title}", "", markdown(table, columns), "", "## The document's findings, checked on digits", ""]
+    sources = ", ".join(f"`{folder}`" for folder in folders)
+    text = [f"# {title}", "", f"From {sources}.", "", markdown(table, columns), "", "## The document's findings, checked on digits", ""]
     text += [f"- {finding}" for finding in findings]
     atomic_write_bytes(out / "comparison.md", ("\n".join(text) + "\n").encode())
     return out / "comparison.md"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.seed_studies STUDY SWEEP_DIR [--out DIR]``."""
+    """``python -m experiments.seed_studies STUDY SWEEP_DIR [SWEEP_DIR ...] [--out DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", choices=sorted(STUDIES))
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="folder for comparison.md/.csv (default: the sweep folder)")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR", help="sweep folder(s) of the study")
+    parser.add_argument("--out", type=Path, default=None, help="folder for comparison.md/.csv (default: the first sweep folder)")
     arguments = parser.parse_args(argv)
-    if not (arguments.sweep_dir / "sweep.csv").is_file():
-        print(f"seed_studies: error: {arguments.sweep_dir}: no sweep.csv; allowed: a folder written by fl-poison sweep", file=sys.stderr)
-        return 2
-    print(write_comparison(arguments.study, arguments.sweep_dir, arguments.out or arguments.sweep_dir))
+    for folder in arguments.sweep_dirs:
+        if not (folder / "sweep.csv").is_file():
+            print(f"seed_studies: error: {folder}: no sweep.csv; allowed: a folder written by fl-poison sweep", file=sys.stderr)
+            return 2
+    print(write_comparison(arguments.study, arguments.sweep_dirs, arguments.out or arguments.sweep_dirs[0]))
     return 0
 
 

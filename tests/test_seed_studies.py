@@ -9,26 +9,28 @@ import pytest
 
 from experiments.seed_studies import SEED000_ACCURACY, last_rounds_mean, main, max_from, write_comparison
 from fl_poison.results import read_csv, write_csv
+from fl_poison.round_log import CLIENT_COLUMNS
 
 SETTING_COLUMNS = ["strategy", "partitioning", "num-malicious", "attack", "update-attack", "ada-knowledge", "target-class", "clients-per-round"]
 
 
-def make_sweep(root: Path, cells: list[dict[str, object]]) -> Path:
-    """A sweep folder: one ok cell per entry, each with its rounds and a config.json."""
+def make_sweep(root: Path, cells: list[dict[str, object]], prefix: str = "cell") -> Path:
+    """A sweep folder: one ok cell per entry, each with its rounds, clients and a config.json."""
     rows = []
     for index, cell in enumerate(cells):
-        folder = root / f"cell{index}"
+        folder = root / f"{prefix}{index}"
         folder.mkdir(parents=True)
         settings = {"attack-start-round": cell.get("start", 1)}
         (folder / "config.json").write_text(json.dumps({"settings": settings}))
         rounds = cell["rounds"]
         columns = ["round", *sorted({key for entry in rounds for key in entry if key != "round"})]
         write_csv(folder / "rounds.csv", [{"round": 0, "accuracy": 0.1}, *rounds], columns)
+        write_csv(folder / "clients.csv", cell.get("clients", []), CLIENT_COLUMNS)
         final = rounds[-1]
-        rows.append({**cell["values"], "grid": cell.get("grid", "grid"), "status": "ok", "folder": str(folder),
+        rows.append({**cell["values"], "cell_id": f"{prefix}{index}", "grid": cell.get("grid", "grid"), "status": "ok", "folder": str(folder),
                      "accuracy": final.get("accuracy", ""), "asr": final.get("asr", ""), "macro_f1": 0.5})
     rows.append({"status": "failed", "folder": str(root / "missing"), "grid": "grid"})
-    write_csv(root / "sweep.csv", rows, ["grid", *SETTING_COLUMNS, "status", "accuracy", "asr", "macro_f1", "folder"])
+    write_csv(root / "sweep.csv", rows, ["cell_id", "grid", *SETTING_COLUMNS, "status", "accuracy", "asr", "macro_f1", "folder"])
     return root
 
 
@@ -97,22 +99,28 @@ def test_seed001_findings_use_the_last_rounds(tmp_path):
 
 
 def test_seed004_takes_the_maximum_after_the_attack_starts_and_averages_targets(tmp_path):
-    def cell(attack, update, knowledge, n, target, ata_values, mta_values):
+    def cell(attack, update, knowledge, n, target, ata_values, mta_values, chosen=()):
         rounds = [{"round": r + 1, "ts_ata": a, "mta": m} for r, (a, m) in enumerate(zip(ata_values, mta_values))]
         values = {"attack": attack, "update-attack": update, "ada-knowledge": knowledge, "num-malicious": n, "target-class": target}
-        return {"values": values, "rounds": rounds, "start": 3}
+        clients = [{"round": 3, "partition_id": 7, "malicious": 1, "attacked": 1, "attack_target": c} for c in chosen]
+        clients.append({"round": 2, "partition_id": 1, "malicious": 0, "attacked": 0, "attack_target": -1})
+        return {"values": values, "rounds": rounds, "start": 3, "clients": clients}
 
     cells = [
         # the 0.99 in round 1 comes before the attack starts (round 3) and must not count
         cell("label-flip", "none", "full", 1, 1, [0.99, 0.0, 0.1, 0.2], [0.9, 0.95, 0.9, 0.9]),
         cell("label-flip", "none", "full", 1, 5, [0.0, 0.0, 0.4, 0.0], [0.9, 0.9, 0.97, 0.9]),
         cell("label-flip", "train-and-scale", "full", 1, 1, [0.0, 0.0, 0.05, 0.0], [0.9] * 4),
-        cell("ada", "auto", "full", 1, 0, ["", "", 0.5, 0.6], [0.9] * 4),
-        cell("ada", "auto", "partial", 1, 0, ["", "", 0.7, 0.1], [0.9] * 4),
+        cell("ada", "auto", "full", 1, 0, ["", "", 0.5, 0.6], [0.9] * 4, chosen=(3,)),
+        cell("ada", "auto", "partial", 1, 0, ["", "", 0.7, 0.1], [0.9] * 4, chosen=(8, 1)),
         cell("none", "auto", "full", 0, 0, [""] * 4, [0.9] * 4),
     ]
-    make_sweep(tmp_path, cells)
-    write_comparison("seed004", tmp_path, tmp_path)
+    # the study spans two folders (as seed004 and seed004-more-targets do)
+    make_sweep(tmp_path / "a", [cells[0], *cells[2:]])
+    make_sweep(tmp_path / "b", [cells[1]], prefix="other")
+    text = write_comparison("seed004", [tmp_path / "a", tmp_path / "b"], tmp_path).read_text()
+    assert "ada-full chose target class(es) 3" in text and "ada-partial chose target class(es) 1, 8" in text
+    assert "label-flip at ε = 0.01, ATA per target (1: 0.200, 5: 0.400); best target 5" in text
     table = {(r["method"], r["fraction"]): r for r in read_csv(tmp_path / "comparison.csv")}
     lf = table[("label-flip", "0.01")]
     assert float(lf["ata"]) == pytest.approx((0.2 + 0.4) / 2) and lf["cells"] == "2"
