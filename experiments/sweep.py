@@ -224,10 +224,14 @@ class SweepTable:
         The sweep folder.
     setting_columns : list[str]
         The settings the grids set (the table's leading columns after ``cell_id`` and ``grid``).
+    order : list[str]
+        Cell ids in grid order: rows are written in this order whatever order cells finish in
+        (``--jobs``), rows of other ids after them.
     """
 
-    def __init__(self, out: Path, setting_columns: list[str]) -> None:
+    def __init__(self, out: Path, setting_columns: list[str], order: list[str] | None = None) -> None:
         self.path = out / SWEEP_TABLE
+        self.rank = {cell_id: position for position, cell_id in enumerate(order or [])}
         self.columns = ["cell_id", "grid", *setting_columns, "status", *RESULT_COLUMNS, "folder", "error"]
         self.rows: dict[str, dict[str, object]] = {}
         if self.path.is_file():
@@ -243,7 +247,8 @@ class SweepTable:
         """Store a cell's row and rewrite the file."""
         with self._lock:
             self.rows[str(row["cell_id"])] = row
-            write_csv(self.path, list(self.rows.values()), self.columns)
+            ordered = sorted(self.rows.values(), key=lambda entry: self.rank.get(str(entry["cell_id"]), len(self.rank)))
+            write_csv(self.path, ordered, self.columns)
 
 
 def _duration(seconds: float) -> str:
@@ -344,7 +349,7 @@ def run_sweep(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     check_folder(out, base, grids)
-    table = SweepTable(out, varying_settings(grids))
+    table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
     pending = [cell for cell in cells if not table.finished(cell)]
     workers = min(jobs, os.cpu_count() or 1)
     progress(f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "

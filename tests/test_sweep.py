@@ -238,3 +238,24 @@ def test_the_sweep_command_reports_a_bad_set_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.startswith("fl-poison: error: num-rounds: not a KEY=VALUE setting") and "\n" not in error
     assert not (tmp_path / "out").exists()
+
+
+def test_rows_are_written_in_grid_order_whatever_order_cells_finish_in(tmp_path):
+    import threading
+
+    release = threading.Event()
+
+    class FirstCellLast(FakeRunner):
+        def __call__(self, settings, cpus, gpus, verbose):
+            if settings["strategy"] == "fedavg" and settings["num-malicious"] == 0:
+                release.wait(timeout=10)
+            elif len(self.calls) >= 2:
+                release.set()
+            return super().__call__(settings, cpus, gpus, verbose)
+
+    runner = FirstCellLast()
+    table = run_sweep(write_sweep(tmp_path), tmp_path / "out", jobs=2, runner=runner, progress=lambda line: None)
+    rows = read_csv(table.path)
+    assert [(row["strategy"], row["num-malicious"]) for row in rows] == [
+        ("fedavg", "0"), ("fedavg", "1"), ("fedavg", "2"), ("krum", "0"), ("krum", "1"), ("krum", "2"),
+    ]
