@@ -58,7 +58,7 @@ def test_proximal_term_value_and_gradient_match_hand_computation():
         float(np.sum((p.detach().numpy().astype(np.float64) - a.numpy().astype(np.float64)) ** 2))
         for p, a in zip(model.parameters(), anchor)
     )
-    assert float(term) == pytest.approx(expected, rel=1e-5)
+    assert float(term.detach()) == pytest.approx(expected, rel=1e-5)
     for parameter, reference in zip(model.parameters(), anchor):
         assert parameter.grad is not None
         assert torch.allclose(parameter.grad, mu * (parameter.detach() - reference), atol=1e-6)
