@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import mean
 
+from experiments.cells import markdown_table
 from fl_poison.results import atomic_write_bytes, read_csv, write_csv
 
 LAST_ROUNDS = 5
@@ -82,15 +83,6 @@ def max_from(row: dict[str, str], column: str, first_round: int) -> float:
 def fmt(value: float) -> str:
     """Three decimals, or a dash for a missing value."""
     return "–" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
-def markdown(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
-    """A Markdown table of ``rows``; floats with three decimals."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [fmt(row[c]) if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def verdict(holds: bool, *values: float) -> str:
@@ -277,7 +269,7 @@ def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -
     columns = list(table[0])
     write_csv(out / "comparison.csv", table, columns)
     sources = ", ".join(f"`{folder}`" for folder in folders)
-    text = [f"# {title}", "", f"From {sources}.", "", markdown(table, columns), "", "## The document's findings, checked on digits", ""]
+    text = [f"# {title}", "", f"From {sources}.", "", markdown_table(table, columns), "", "## The document's findings, checked on digits", ""]
     text += [f"- {finding}" for finding in findings]
     atomic_write_bytes(out / "comparison.md", ("\n".join(text) + "\n").encode())
     return out / "comparison.md"
