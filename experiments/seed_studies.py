@@ -52,11 +52,17 @@ def number(value: object) -> float:
 
 
 def cell_rows(sweep_dirs: Sequence[Path]) -> list[dict[str, str]]:
-    """The ``ok`` rows of the folders' ``sweep.csv`` files, each cell once (a study may span folders)."""
+    """The ``ok`` rows of the folders' ``sweep.csv`` files, each cell once (a study may span folders).
+
+    A row's ``folder`` is where the cell is now: the recorded path, or the cell's folder inside
+    its sweep folder when the sweep was moved (e.g. into ``experiments/results``).
+    """
     rows: dict[str, dict[str, str]] = {}
     for sweep_dir in sweep_dirs:
         for row in read_csv(Path(sweep_dir) / "sweep.csv"):
             if row["status"] == "ok":
+                recorded = Path(row["folder"])
+                row["folder"] = str(recorded if recorded.is_dir() else Path(sweep_dir) / recorded.name)
                 rows.setdefault(row.get("cell_id") or row["folder"], row)
     return list(rows.values())
 

@@ -146,3 +146,11 @@ def test_findings_without_their_cells_are_not_measured_and_small_gaps_are_no_dif
     # IID drops 0.005 -> 0.008 differ by less than a point: no growth
     assert findings[0].endswith("**differs**")
     assert findings[2].endswith("**not measured**") and findings[3].endswith("**not measured**")
+
+
+def test_a_moved_sweep_folder_is_read_from_where_it_is_now(tmp_path):
+    make_sweep(tmp_path / "old", [{"values": {"strategy": "fedavg", "partitioning": "iid", "num-malicious": 0},
+                                   "rounds": final_only(0.97)}])
+    (tmp_path / "old").rename(tmp_path / "new")
+    write_comparison("seed000", tmp_path / "new", tmp_path)
+    assert float(read_csv(tmp_path / "comparison.csv")[0]["accuracy_last5"]) == pytest.approx(0.97)
