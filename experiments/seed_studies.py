@@ -235,6 +235,15 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
             f"ε = {fraction}: ADA-full ATA ≥ LF ATA ({fmt(ada)} vs {fmt(lf)}; paper MNIST {SEED004_MNIST['ada-full'][fraction][0]} vs "
             f"{SEED004_MNIST['label-flip'][fraction][0]}): " + verdict(ada >= lf, ada, lf)
         )
+    for fraction in (0.01, 0.05, 0.1):
+        ts = by.get(("train-and-scale", fraction), {}).get("ata", math.nan)
+        for method in ("ada-full", "ada-partial"):
+            ada = by.get((method, fraction), {}).get("ata", math.nan)
+            findings.append(
+                f"ε = {fraction}: {method} ATA ≥ TS ATA, the same scaled update to an average target ({fmt(ada)} vs {fmt(ts)}; "
+                f"paper MNIST {SEED004_MNIST[method][fraction][0]} vs {SEED004_MNIST['train-and-scale'][fraction][0]}): "
+                + verdict(ada >= ts, ada, ts)
+            )
     for method, targets in sorted(chosen.items()):
         findings.append(f"{method} chose target class(es) {', '.join(map(str, sorted(targets))) or 'none (never attacked)'}")
     for (method, fraction), atas in sorted(per_target.items(), key=lambda item: (item[0][1], item[0][0])):
