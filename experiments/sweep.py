@@ -131,8 +131,14 @@ def _axes(grid: Mapping[str, object]) -> dict[str, list[object]]:
     return {key: value if isinstance(value, list) else [value] for key, value in grid.items()}
 
 
-def expand_grid(base: Mapping[str, object], grid: Mapping[str, object], name: str = SINGLE_GRID) -> list[SweepCell]:
-    """Every cell of one grid, validated, in grid order; cells with identical settings appear once."""
+def expand_grid(
+    base: Mapping[str, object], grid: Mapping[str, object], name: str = SINGLE_GRID, columns: list[str] | None = None
+) -> list[SweepCell]:
+    """Every cell of one grid, validated, in grid order; cells with identical settings appear once.
+
+    Each cell's ``values`` hold its resolved value of every setting in ``columns`` (default:
+    the grid's own settings).
+    """
     axes = _axes(grid)
     cells: list[SweepCell] = []
     seen: set[str] = set()
@@ -143,7 +149,7 @@ def expand_grid(base: Mapping[str, object], grid: Mapping[str, object], name: st
         if cell_id not in seen:
             seen.add(cell_id)
             resolved = config.to_dict()
-            cells.append(SweepCell(cell_id, {key: resolved[key] for key in axes}, settings, (name,)))
+            cells.append(SweepCell(cell_id, {key: resolved[key] for key in columns or axes}, settings, (name,)))
     return cells
 
 
@@ -163,12 +169,9 @@ def expand_sweep(base: Mapping[str, object], grids: Grids) -> list[SweepCell]:
     keys = varying_settings(grids)
     merged: dict[str, SweepCell] = {}
     for name, grid in grids.items():
-        for cell in expand_grid(base, grid, name):
-            resolved = parse_config(cell.settings).to_dict()
-            values = {key: resolved[key] for key in keys}
+        for cell in expand_grid(base, grid, name, keys):
             known = merged.get(cell.cell_id)
-            names = (*known.grids, name) if known else (name,)
-            merged[cell.cell_id] = SweepCell(cell.cell_id, values, known.settings if known else cell.settings, names)
+            merged[cell.cell_id] = SweepCell(cell.cell_id, known.values, known.settings, (*known.grids, name)) if known else cell
     return list(merged.values())
 
 
