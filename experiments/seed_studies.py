@@ -72,16 +72,16 @@ def round_rows(row: dict[str, str]) -> list[dict[str, str]]:
     return [entry for entry in read_csv(Path(row["folder"]) / "rounds.csv") if int(entry["round"]) > 0]
 
 
-def last_rounds_mean(row: dict[str, str], column: str, rounds: int = LAST_ROUNDS) -> float:
+def last_rounds_mean(history: list[dict[str, str]], column: str, rounds: int = LAST_ROUNDS) -> float:
     """Mean of ``column`` over the last ``rounds`` rounds (a backdoor's ASR swings from round to round)."""
-    values = [number(entry.get(column)) for entry in round_rows(row)[-rounds:]]
+    values = [number(entry.get(column)) for entry in history[-rounds:]]
     values = [value for value in values if not math.isnan(value)]
     return mean(values) if values else math.nan
 
 
-def max_from(row: dict[str, str], column: str, first_round: int) -> float:
+def max_from(history: list[dict[str, str]], column: str, first_round: int) -> float:
     """Maximum of ``column`` over the rounds from ``first_round`` on (NaN rounds skipped)."""
-    values = [number(entry.get(column)) for entry in round_rows(row) if int(entry["round"]) >= first_round]
+    values = [number(entry.get(column)) for entry in history if int(entry["round"]) >= first_round]
     values = [value for value in values if not math.isnan(value)]
     return max(values) if values else math.nan
 
@@ -110,7 +110,7 @@ def seed000(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
     for key, row in sorted(ours.items()):
         table.append({
             "strategy": key[0], "partitioning": key[1], "attackers": key[2],
-            "accuracy": number(row["accuracy"]), "accuracy_last5": last_rounds_mean(row, "accuracy"),
+            "accuracy": number(row["accuracy"]), "accuracy_last5": last_rounds_mean(round_rows(row), "accuracy"),
             "macro_f1": number(row["macro_f1"]),
             "detection_recall": number(row.get("detection_recall")),
             "seed000_cifar10_accuracy": SEED000_ACCURACY.get(key, math.nan),
@@ -150,12 +150,13 @@ def seed001(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
     """Final and last-rounds ASR / accuracy per cell of seed 001's grids, and its findings."""
     table = []
     for row in rows:
+        history = round_rows(row)
         table.append({
             "grid": row["grid"], "attack": row["attack"], "attackers": int(row["num-malicious"]),
             "strategy": row["strategy"], "update_attack": row.get("update-attack", ""),
             "clients_per_round": row.get("clients-per-round", ""),
             "asr": number(row["asr"]), "accuracy": number(row["accuracy"]),
-            "asr_last5": last_rounds_mean(row, "asr"), "accuracy_last5": last_rounds_mean(row, "accuracy"),
+            "asr_last5": last_rounds_mean(history, "asr"), "accuracy_last5": last_rounds_mean(history, "accuracy"),
         })
 
     def pick(grid: str, **match: object) -> dict[str, object]:
@@ -211,8 +212,9 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
             continue
         fraction = int(row["num-malicious"]) / 100
         start = int(read_start_round(row))
-        ata = max_from(row, "ts_ata", start)
-        mta = max_from(row, "mta", 1)
+        history = round_rows(row)
+        ata = max_from(history, "ts_ata", start)
+        mta = max_from(history, "mta", 1)
         grouped.setdefault((method, fraction), []).append((ata, mta, row.get("target-class", "")))
         if method.startswith("ada"):
             chosen.setdefault(method, set()).update(attack_targets(row))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.seed_studies import SEED000_ACCURACY, last_rounds_mean, main, max_from, write_comparison
+from experiments.seed_studies import SEED000_ACCURACY, last_rounds_mean, main, max_from, round_rows, write_comparison
 from fl_poison.results import read_csv, write_csv
 from fl_poison.round_log import CLIENT_COLUMNS
 
@@ -41,11 +41,11 @@ def final_only(accuracy: float) -> list[dict[str, object]]:
 def test_max_from_and_last_rounds_mean_by_hand(tmp_path):
     rounds = [{"round": r, "asr": value} for r, value in zip(range(1, 8), [0.9, 0.1, 0.2, "", 0.4, 0.5, 0.3])]
     make_sweep(tmp_path, [{"values": {}, "rounds": rounds}])
-    row = read_csv(tmp_path / "sweep.csv")[0]
-    assert max_from(row, "asr", 2) == pytest.approx(0.5)
-    assert max_from(row, "asr", 1) == pytest.approx(0.9)
+    history = round_rows(read_csv(tmp_path / "sweep.csv")[0])
+    assert max_from(history, "asr", 2) == pytest.approx(0.5)
+    assert max_from(history, "asr", 1) == pytest.approx(0.9)
     # last 5 rounds: 0.2, (blank), 0.4, 0.5, 0.3 -> mean of the four numbers
-    assert last_rounds_mean(row, "asr") == pytest.approx((0.2 + 0.4 + 0.5 + 0.3) / 4)
+    assert last_rounds_mean(history, "asr") == pytest.approx((0.2 + 0.4 + 0.5 + 0.3) / 4)
 
 
 def test_seed000_table_and_findings(tmp_path):
