@@ -11,9 +11,12 @@ a clipping bound. The final metrics follow formulas simple enough to average by 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
+from fl_poison.cli import main
 from fl_poison.results import write_csv
 from fl_poison.round_log import CLIENT_COLUMNS
 
@@ -105,3 +108,12 @@ def build_sweep_folder(root: Path) -> Path:
     columns = ["cell_id", "grid", "strategy", "attack", "num-malicious", "status", *RESULT_COLUMNS, "folder", "error"]
     write_csv(folder / "sweep.csv", rows, columns)
     return folder
+
+
+def run_on_sweep_folder(command: str, root: Path) -> tuple[Path, int, str]:
+    """Build the hand-made sweep under ``root`` and run ``fl-poison COMMAND`` on it: the folder, the exit code, stdout."""
+    folder = build_sweep_folder(root)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main([command, str(folder)])
+    return folder, code, stdout.getvalue()

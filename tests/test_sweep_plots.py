@@ -6,8 +6,6 @@ shows are checked against means worked out by hand; no Flower run is needed.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 from pathlib import Path
@@ -40,6 +38,7 @@ from tests.sweep_folder_helpers import (
     clip_clients,
     final_asr,
     main_cell_id,
+    run_on_sweep_folder,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -50,11 +49,7 @@ LABEL_FIGURE = "digits_dirichlet_8clients_alpha0p5_seed42"
 @pytest.fixture(scope="module")
 def plotted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
     """The hand-made sweep folder after ``fl-poison plot``: the folder, the exit code, stdout."""
-    folder = build_sweep_folder(tmp_path_factory.mktemp("plot"))
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = main(["plot", str(folder)])
-    return folder, code, stdout.getvalue()
+    return run_on_sweep_folder("plot", tmp_path_factory.mktemp("plot"))
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ links to figures that exist; a folder that is not a sweep is one line and exit 2
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
@@ -17,10 +15,10 @@ from fl_poison.cli import CommandError, main
 from tests.sweep_folder_helpers import (
     CLIP_CELL,
     FAILED,
-    build_sweep_folder,
     final_accuracy,
     final_asr,
     main_cell_id,
+    run_on_sweep_folder,
 )
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
@@ -30,11 +28,7 @@ LINK = re.compile(r"\]\(([^)]+)\)")
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
     """The hand-made sweep folder after ``fl-poison report``: the folder, the exit code, stdout."""
-    folder = build_sweep_folder(tmp_path_factory.mktemp("report"))
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = main(["report", str(folder)])
-    return folder, code, stdout.getvalue()
+    return run_on_sweep_folder("report", tmp_path_factory.mktemp("report"))
 
 
 def section(text: str, heading: str) -> str:
