@@ -25,8 +25,8 @@ import torch
 from flwr.app import MetricRecord, RecordDict
 from torch import nn
 
-from fl_poison.data import LabeledTensors
-from fl_poison.models import SplitClassifier
+from fl_poison.core.data import LabeledTensors
+from fl_poison.core.models import SplitClassifier
 
 CONVERGENCE_RECORD = "ada-convergence"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from clients.triggers import Trigger
-from fl_poison.data import LabeledTensors
+from fl_poison.core.data import LabeledTensors
 
 
 def poison_with_trigger(data: LabeledTensors, trigger: Trigger, rate: float, target: int, seed: int) -> LabeledTensors:

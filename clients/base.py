@@ -7,9 +7,9 @@ from typing import Protocol
 
 import torch
 
-from fl_poison.data import LabeledTensors
-from fl_poison.models import SplitClassifier
-from fl_poison.training import LocalTraining
+from fl_poison.core.data import LabeledTensors
+from fl_poison.core.models import SplitClassifier
+from fl_poison.core.training import LocalTraining
 
 NO_TARGET = -1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.base import ClientUpdate, TrainingJob
-from fl_poison.training import train_locally
+from fl_poison.core.training import train_locally
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from fl_poison.data import LabeledTensors
+from fl_poison.core.data import LabeledTensors
 
 ALL_CLASSES = -1
 

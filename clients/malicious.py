@@ -27,9 +27,9 @@ from clients.base import NO_TARGET, ClientUpdate, TrainingJob
 from clients.label_flipping import flip_source_to_target, random_labels
 from clients.triggers import Trigger
 from clients.update_transforms import scale_to_norm, scale_update, update_norm_of
-from fl_poison.data import LabeledTensors
-from fl_poison.training import train_locally
-from fl_poison.weights import float_state
+from fl_poison.core.data import LabeledTensors
+from fl_poison.core.training import train_locally
+from fl_poison.core.weights import float_state
 
 
 @dataclass(frozen=True)

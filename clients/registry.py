@@ -24,8 +24,8 @@ from clients.malicious import (
 )
 from clients.threat_model import ThreatModel
 from clients.triggers import attack_trigger, dba_triggers
-from fl_poison.config import ExperimentConfig
-from fl_poison.data import DatasetInfo
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.data import DatasetInfo
 
 
 def behaviour_for(

@@ -4,7 +4,7 @@ Malicious partitions come from ``malicious-ids`` or, when only ``num-malicious``
 draw seeded by ``seed`` (the same in every process). On a real SuperNode the operator can also
 declare the node malicious with ``--node-config "... malicious=true"``. A malicious client
 attacks from ``attack-start-round`` on, every ``attack-every``-th time it is sampled; the rounds
-it is sampled in follow from :func:`fl_poison.schedule.sampled_partitions`, so no state is needed.
+it is sampled in follow from :func:`fl_poison.core.schedule.sampled_partitions`, so no state is needed.
 The server learns the ground truth only from the clients' replies, for forensics; no defense
 reads it.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fl_poison.config import ExperimentConfig
-from fl_poison.schedule import sampled_partitions
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.schedule import sampled_partitions
 
 THREAT_MODEL_SEED_SALT = 7919
 
@@ -49,7 +49,7 @@ class ThreatModel:
     malicious_ids : tuple[int, ...]
         Partition ids made malicious by the run config.
     num_clients, per_round, seed : int
-        The sampling plan (see :func:`fl_poison.schedule.sampled_partitions`).
+        The sampling plan (see :func:`fl_poison.core.schedule.sampled_partitions`).
     attack_start_round : int
         First round in which attackers attack.
     attack_every : int

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from clients.threat_model import ThreatModel
-from fl_poison.config import ExperimentConfig
+from fl_poison.core.config import ExperimentConfig
 
 REFERENCE_TRIGGER_SIZE = 6  # seed 001: a 6x6 square on 32x32 CIFAR-10 images
 REFERENCE_IMAGE_SIZE = 32

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 
 import torch
 
-from fl_poison.weights import update_norm
+from fl_poison.core.weights import update_norm
 
 
 def update_norm_of(local: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> float:
     """L2 norm of ``local - reference`` over all shared float tensors, in float64.
 
-    The server's :func:`fl_poison.weights.update_norm` on CPU tensors, so an attacker measures its
+    The server's :func:`fl_poison.core.weights.update_norm` on CPU tensors, so an attacker measures its
     update exactly as the server's forensics will.
     """
     return update_norm(

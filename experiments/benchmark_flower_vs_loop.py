@@ -45,14 +45,14 @@ from pathlib import Path
 import torch
 
 from fl_poison.cli import CommandError, parse_assignments, run_experiment
-from fl_poison.client_app import client_seed
-from fl_poison.config import ConfigError, ExperimentConfig, parse_config
-from fl_poison.data import DataSpec, client_data, dataset_info, test_data
-from fl_poison.evaluation import evaluate_model
-from fl_poison.models import build_model, resolve_model_name
-from fl_poison.results import read_csv, write_json
-from fl_poison.training import LocalTraining, resolve_device, train_locally
-from fl_poison.weights import float_state
+from fl_poison.apps.client_app import client_seed
+from fl_poison.core.config import ConfigError, ExperimentConfig, parse_config
+from fl_poison.core.data import DataSpec, client_data, dataset_info, test_data
+from fl_poison.core.evaluation import evaluate_model
+from fl_poison.core.models import build_model, resolve_model_name
+from fl_poison.core.results import read_csv, write_json
+from fl_poison.core.training import LocalTraining, resolve_device, train_locally
+from fl_poison.core.weights import float_state
 from strategies.sampling import PartitionSampler
 
 DEFAULT_OUT = Path("experiments/results/benchmark_flower_vs_loop.json")
@@ -86,7 +86,7 @@ def plain_loop(
     Parameters
     ----------
     config : ExperimentConfig
-        The experiment (as parsed by :func:`fl_poison.config.parse_config`).
+        The experiment (as parsed by :func:`fl_poison.core.config.parse_config`).
     threads : int
         Torch threads for the whole loop (the count a Flower client actor gets).
     train_device : torch.device, optional

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments.cells import acceptance_main, grouped_report
-from fl_poison.config import STRATEGIES
+from fl_poison.core.config import STRATEGIES
 
 DEFAULT_OUT = Path("experiments/results/defenses")
 SCENARIOS = {

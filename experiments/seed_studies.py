@@ -23,7 +23,7 @@ from pathlib import Path
 from statistics import mean
 
 from experiments.cells import markdown_table
-from fl_poison.results import atomic_write_bytes, read_csv, write_csv
+from fl_poison.core.results import atomic_write_bytes, read_csv, write_csv
 
 LAST_ROUNDS = 5
 MARGIN = 0.01

@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fl_poison.cli import run_experiment
-from fl_poison.config import SETTINGS_BY_KEY, ConfigError, parse_config
-from fl_poison.results import SUMMARY_METRICS, atomic_write_bytes, read_csv, write_csv, write_json
+from fl_poison.core.config import SETTINGS_BY_KEY, ConfigError, parse_config
+from fl_poison.core.results import SUMMARY_METRICS, atomic_write_bytes, read_csv, write_csv, write_json
 
 SWEEP_DEFINITION = "sweep.json"
 SWEEP_TABLE = "sweep.csv"
@@ -56,7 +56,7 @@ class SweepCell:
     Attributes
     ----------
     cell_id : str
-        Hash of the resolved settings (see :meth:`fl_poison.config.ExperimentConfig.fingerprint`).
+        Hash of the resolved settings (see :meth:`fl_poison.core.config.ExperimentConfig.fingerprint`).
     values : dict[str, object]
         The settings the cell's grids set (axes and per-grid values), as the run config writes them.
     settings : dict[str, object]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from experiments.sweep import RESULT_COLUMNS, SWEEP_DEFINITION, SWEEP_TABLE
 from fl_poison.cli import parse_value
-from fl_poison.config import SETTINGS_BY_KEY
-from fl_poison.results import read_csv
+from fl_poison.core.config import SETTINGS_BY_KEY
+from fl_poison.core.results import read_csv
 
 ALLOWED_FOLDER = "a folder written by fl-poison sweep"
 GRID_SEPARATOR = ";"

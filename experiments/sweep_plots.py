@@ -61,9 +61,9 @@ from experiments.sweep_folder import (  # noqa: E402
     read_sweep_folder,
     varying_settings,
 )
-from fl_poison.config import SETTINGS_BY_KEY, ConfigError, parse_config  # noqa: E402
-from fl_poison.data import DataSpec  # noqa: E402
-from fl_poison.plots import plot_training_curves, save_figure  # noqa: E402
+from fl_poison.core.config import SETTINGS_BY_KEY, ConfigError, parse_config  # noqa: E402
+from fl_poison.core.data import DataSpec  # noqa: E402
+from fl_poison.core.plots import plot_training_curves, save_figure  # noqa: E402
 
 PLOTS_FOLDER = "plots"
 FORMATS = ("png", "pdf")
@@ -351,7 +351,7 @@ def label_figure_name(spec: DataSpec) -> str:
 def plot_label_distribution(spec: DataSpec, path: Path) -> list[Path]:
     """Label counts per client of the split ``spec`` describes, drawn by flwr-datasets.
 
-    The partitioner is the one the clients read their partitions from (:func:`fl_poison.data.partitioner_of`).
+    The partitioner is the one the clients read their partitions from (:func:`fl_poison.core.data.partitioner_of`).
 
     Parameters
     ----------
@@ -363,8 +363,8 @@ def plot_label_distribution(spec: DataSpec, path: Path) -> list[Path]:
     import datasets
     from flwr_datasets.visualization import plot_label_distributions
 
-    from fl_poison.data import partitioner_of, source_of
-    from fl_poison.partitioning import assign_training_split
+    from fl_poison.core.data import partitioner_of, source_of
+    from fl_poison.core.partitioning import assign_training_split
 
     source = source_of(spec)
     partitioner = partitioner_of(spec)

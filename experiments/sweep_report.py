@@ -19,7 +19,7 @@ from pathlib import Path
 from experiments.sweep_aggregates import has_metric
 from experiments.sweep_folder import CellRow, SweepFolder, describe, read_sweep_folder
 from experiments.sweep_plots import SweepFigures, Warn, draw_sweep, warn_on_stderr
-from fl_poison.results import atomic_write_bytes
+from fl_poison.core.results import atomic_write_bytes
 
 REPORT_FILE = "report.md"
 OPTIONAL_METRICS = (

@@ -24,9 +24,9 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from fl_poison.config import SETTINGS, ConfigError, ExperimentConfig, parse_config
+from fl_poison.core.config import SETTINGS, ConfigError, ExperimentConfig, parse_config
 from fl_poison.deploy.commands import add_deploy_parser, deploy_command
-from fl_poison.provenance import default_run_name
+from fl_poison.core.provenance import default_run_name
 
 RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
 FLOWER_ENVIRONMENT = {
@@ -156,8 +156,8 @@ def check_against_data(config: ExperimentConfig) -> None:
     """
     if config.dataset != "digits" and not os.path.isdir(config.dataset):
         return
-    from fl_poison.attack_metrics import check_classes
-    from fl_poison.data import DataSpec, dataset_info
+    from fl_poison.apps.attack_metrics import check_classes
+    from fl_poison.core.data import DataSpec, dataset_info
 
     check_classes(config, dataset_info(DataSpec.from_config(config)).num_classes)
 

@@ -8,8 +8,8 @@
    construction (and additions such as FedProx's ``proximal-mu``) is kept.
 2. ``aggregate_train`` orders the replies by partition id (so that floating-point sums, and
    hence results, do not depend on arrival order), records each client in the
-   :class:`~fl_poison.round_log.RoundLog`, drops replies that are malformed or non-finite
-   (:func:`fl_poison.reply_checks.reply_problem`), hands the rest to :meth:`LabStrategy.defend`
+   :class:`~fl_poison.core.round_log.RoundLog`, drops replies that are malformed or non-finite
+   (:func:`fl_poison.core.reply_checks.reply_problem`), hands the rest to :meth:`LabStrategy.defend`
    and records what the defense decided for each client. With nothing acceptable the global
    model stays as it was.
 
@@ -27,8 +27,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from fl_poison.round_log import RoundLog
-from fl_poison.weights import record_to_numpy
+from fl_poison.core.round_log import RoundLog
+from fl_poison.core.weights import record_to_numpy
 from strategies.sampling import PartitionSampler, SubsetGrid
 from strategies.updates import reply_metric
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fl_poison.config import ConfigError, ExperimentConfig
-from fl_poison.round_log import RoundLog
+from fl_poison.core.config import ConfigError, ExperimentConfig
+from fl_poison.core.round_log import RoundLog
 from strategies.fedavg import LabFedAvg, LabFedProx
 from strategies.krum import LabMultiKrum
 from strategies.lab import LabStrategy

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from fl_poison.schedule import sampled_partitions
+from fl_poison.core.schedule import sampled_partitions
 
 
 class PartitionSampler:
@@ -39,7 +39,7 @@ class PartitionSampler:
         self.seed = seed
 
     def partitions_for_round(self, server_round: int) -> list[int]:
-        """The sorted partition ids drawn for ``server_round`` (see :func:`fl_poison.schedule.sampled_partitions`)."""
+        """The sorted partition ids drawn for ``server_round`` (see :func:`fl_poison.core.schedule.sampled_partitions`)."""
         partition_ids = sorted(self.node_of_partition)
         drawn = sampled_partitions(len(partition_ids), self.per_round, self.seed, server_round)
         return [partition_ids[i] for i in drawn]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 
-from fl_poison.weights import flat_update, record_to_numpy
+from fl_poison.core.weights import flat_update, record_to_numpy
 
 
 def reply_metric(message: Message, key: str, default: float = float("nan")) -> float:

@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from fl_poison.cli import main
-from fl_poison.results import write_csv
-from fl_poison.round_log import CLIENT_COLUMNS
+from fl_poison.core.results import write_csv
+from fl_poison.core.round_log import CLIENT_COLUMNS
 
 BASE = {"num-clients": 8, "num-rounds": 3, "dataset": "digits", "partitioning": "dirichlet", "dirichlet-alpha": 0.5, "seed": 42}
 GRIDS = {

@@ -21,9 +21,9 @@ from clients.base import TrainingJob
 from clients.benign import BenignClient
 from clients.label_flipping import flip_source_to_target
 from clients.malicious import AdaPoison, MaliciousClient, NoTransform
-from fl_poison.data import LabeledTensors
-from fl_poison.models import SplitClassifier
-from fl_poison.training import LocalTraining
+from fl_poison.core.data import LabeledTensors
+from fl_poison.core.models import SplitClassifier
+from fl_poison.core.training import LocalTraining
 
 CPU = torch.device("cpu")
 

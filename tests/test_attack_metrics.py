@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from fl_poison.attack_metrics import (
+from fl_poison.apps.attack_metrics import (
     AttackEvaluator,
     attack_success_rate,
     check_classes,
@@ -17,8 +17,8 @@ from fl_poison.attack_metrics import (
     max_ata,
     targeted_ata,
 )
-from fl_poison.config import ConfigError, parse_config
-from fl_poison.data import LabeledTensors
+from fl_poison.core.config import ConfigError, parse_config
+from fl_poison.core.data import LabeledTensors
 
 CPU = torch.device("cpu")
 

@@ -7,7 +7,7 @@ import math
 import torch
 
 from experiments.benchmark_flower_vs_loop import fedavg, plain_loop
-from fl_poison.config import parse_config
+from fl_poison.core.config import parse_config
 
 TINY = {"num-clients": 3, "num-rounds": 2, "local-epochs": 1, "device": "cpu"}
 

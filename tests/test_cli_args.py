@@ -8,7 +8,7 @@ import pytest
 
 from fl_poison import cli
 from fl_poison.cli import main, parse_assignments, parse_value, toml_literal
-from fl_poison.config import SETTINGS, ConfigError
+from fl_poison.core.config import SETTINGS, ConfigError
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from fl_poison.config import ConfigError, parse_config
-from fl_poison.data import DataSpec, all_partition_indices, client_data, dataset_info, source_of
-from fl_poison.data import test_data as held_out_data  # not named test_*: pytest would collect it
+from fl_poison.core.config import ConfigError, parse_config
+from fl_poison.core.data import DataSpec, all_partition_indices, client_data, dataset_info, source_of
+from fl_poison.core.data import test_data as held_out_data  # not named test_*: pytest would collect it
 
 NUM_DIGITS = len(load_digits().target)  # 1797
 TEST_FRACTION = 0.2

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from fl_poison.config import CLIP_WRAPPABLE, STRATEGIES, ConfigError, parse_config
-from fl_poison.round_log import RoundLog
+from fl_poison.core.config import CLIP_WRAPPABLE, STRATEGIES, ConfigError, parse_config
+from fl_poison.core.round_log import RoundLog
 from strategies.fedavg import LabFedAvg, LabFedProx
 from strategies.krum import LabMultiKrum
 from strategies.lab import LabStrategy
@@ -199,7 +199,7 @@ def test_build_strategy_rejects_an_unknown_name():
 
 
 def test_a_dba_trigger_narrower_than_the_attackers_is_refused():
-    from fl_poison.config import ConfigError, parse_config
+    from fl_poison.core.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as caught:
         parse_config({"attack": "dba", "num-malicious": 3, "trigger-size": 2})

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from fl_poison.detection import DETECTION_COLUMNS, detection_scores
-from fl_poison.round_log import ClientRoundRecord
+from fl_poison.core.detection import DETECTION_COLUMNS, detection_scores
+from fl_poison.core.round_log import ClientRoundRecord
 
 
 def row(pid: int, attacked: int, decision: str, status: str = "ok") -> ClientRoundRecord:

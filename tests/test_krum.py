@@ -21,8 +21,8 @@ from strategy_helpers import (
     weighted_mean,
 )
 
-from fl_poison.round_log import RoundLog
-from fl_poison.weights import record_to_numpy
+from fl_poison.core.round_log import RoundLog
+from fl_poison.core.weights import record_to_numpy
 from strategies.krum import LabMultiKrum, krum_scores, select_multikrum
 from strategies.sampling import PartitionSampler
 from strategies.updates import pairwise_squared_distances

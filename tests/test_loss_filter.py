@@ -17,8 +17,8 @@ from strategy_helpers import (
     weighted_mean,
 )
 
-from fl_poison.round_log import RoundLog
-from fl_poison.weights import record_to_numpy
+from fl_poison.core.round_log import RoundLog
+from fl_poison.core.weights import record_to_numpy
 from strategies.loss_filter import LabLossFilter, keep_below_percentile
 from strategies.sampling import PartitionSampler
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fl_poison.metrics import classification_metrics
+from fl_poison.core.metrics import classification_metrics
 
 # Seven samples, three classes. Predicted class = argmax of the row.
 #   sample  label  probabilities        prediction

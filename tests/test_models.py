@@ -8,9 +8,9 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from fl_poison.config import ConfigError
-from fl_poison.models import MODEL_BUILDERS, build_model
-from fl_poison.weights import float_state, load_array_record, to_array_record
+from fl_poison.core.config import ConfigError
+from fl_poison.core.models import MODEL_BUILDERS, build_model
+from fl_poison.core.weights import float_state, load_array_record, to_array_record
 
 INPUT_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 

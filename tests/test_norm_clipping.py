@@ -23,9 +23,9 @@ from strategy_helpers import (
     weighted_mean,
 )
 
-from fl_poison.config import parse_config
-from fl_poison.round_log import RoundLog
-from fl_poison.weights import record_to_numpy
+from fl_poison.core.config import parse_config
+from fl_poison.core.round_log import RoundLog
+from fl_poison.core.weights import record_to_numpy
 from strategies.fedavg import LabFedAvg
 from strategies.krum import LabMultiKrum
 from strategies.norm_clipping import LabNormClip, clip_rows, clipping_bound

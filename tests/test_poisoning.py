@@ -17,7 +17,7 @@ from clients.triggers import (
     patch_trigger,
     split_vertically,
 )
-from fl_poison.data import LabeledTensors
+from fl_poison.core.data import LabeledTensors
 
 
 def numbered_data(labels: list[int], channels: int = 1, side: int = 2) -> LabeledTensors:

@@ -6,10 +6,10 @@ import datasets
 import numpy as np
 import pytest
 
-from fl_poison.config import ConfigError, parse_config
-from fl_poison.data import DataSpec, all_partition_indices, client_data
-from fl_poison.partitioning import build_partitioner
-from fl_poison.random_subsets import RandomSubsetPartitioner
+from fl_poison.core.config import ConfigError, parse_config
+from fl_poison.core.data import DataSpec, all_partition_indices, client_data
+from fl_poison.core.partitioning import build_partitioner
+from fl_poison.core.random_subsets import RandomSubsetPartitioner
 
 
 def numbered(rows: int) -> datasets.Dataset:

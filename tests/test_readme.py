@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fl_poison.cli import toml_literal
-from fl_poison.config import SETTINGS
+from fl_poison.core.config import SETTINGS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
-from fl_poison.reply_checks import reply_problem
-from fl_poison.round_log import RoundLog
-from fl_poison.weights import record_to_numpy
+from fl_poison.core.reply_checks import reply_problem
+from fl_poison.core.round_log import RoundLog
+from fl_poison.core.weights import record_to_numpy
 from strategies.fedavg import LabFedAvg
 from strategies.sampling import PartitionSampler
 from strategy_helpers import FakeGrid

@@ -18,8 +18,8 @@ from strategy_helpers import (
     true_update,
 )
 
-from fl_poison.round_log import RoundLog
-from fl_poison.weights import record_to_numpy
+from fl_poison.core.round_log import RoundLog
+from fl_poison.core.weights import record_to_numpy
 from strategies.robust_mean import LabBulyan, LabMedian, LabTrimmedMean
 from strategies.sampling import PartitionSampler
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from experiments.seed_studies import SEED000_ACCURACY, last_rounds_mean, main, max_from, round_rows, write_comparison
-from fl_poison.results import read_csv, write_csv
-from fl_poison.round_log import CLIENT_COLUMNS
+from fl_poison.core.results import read_csv, write_csv
+from fl_poison.core.round_log import CLIENT_COLUMNS
 
 SETTING_COLUMNS = ["strategy", "partitioning", "num-malicious", "attack", "update-attack", "ada-knowledge", "target-class", "clients-per-round"]
 

@@ -28,7 +28,7 @@ from experiments.sweep_plots import (
     plot_sweep,
 )
 from fl_poison.cli import main
-from fl_poison.results import write_csv
+from fl_poison.core.results import write_csv
 from tests.sweep_folder_helpers import (
     BASE,
     CLIP_CELL,
@@ -203,7 +203,7 @@ def test_a_dataset_that_cannot_be_loaded_skips_its_figure_with_one_warning(tmp_p
     def offline(spec):
         raise ConnectionError("hub unreachable\nsecond line")
 
-    monkeypatch.setattr("fl_poison.data.source_of", offline)
+    monkeypatch.setattr("fl_poison.core.data.source_of", offline)
     warnings: list[str] = []
     figures = SweepFigures(folder=sweep.path)
     plot_label_distributions_of(sweep, tmp_path / "plots", figures, warnings.append)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from clients.threat_model import ThreatModel, declared_malicious, malicious_partitions
-from fl_poison.config import parse_config
-from fl_poison.schedule import sampled_partitions
+from fl_poison.core.config import parse_config
+from fl_poison.core.schedule import sampled_partitions
 
 # ---------------------------------------------------------------- malicious partitions
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from fl_poison.data import LabeledTensors
-from fl_poison.models import SplitClassifier
-from fl_poison.training import LocalTraining, make_optimizer, proximal_term, train_locally
+from fl_poison.core.data import LabeledTensors
+from fl_poison.core.models import SplitClassifier
+from fl_poison.core.training import LocalTraining, make_optimizer, proximal_term, train_locally
 
 CPU = torch.device("cpu")
 

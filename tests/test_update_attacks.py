@@ -26,12 +26,12 @@ from clients.malicious import (
 )
 from clients.registry import behaviour_for
 from clients.update_transforms import scale_to_norm, scale_update, update_norm_of
-from fl_poison.config import parse_config
-from fl_poison.data import DatasetInfo, LabeledTensors
-from fl_poison.models import small_cnn
-from fl_poison.schedule import sampled_partitions
-from fl_poison.training import LocalTraining, train_locally
-from fl_poison.weights import float_state
+from fl_poison.core.config import parse_config
+from fl_poison.core.data import DatasetInfo, LabeledTensors
+from fl_poison.core.models import small_cnn
+from fl_poison.core.schedule import sampled_partitions
+from fl_poison.core.training import LocalTraining, train_locally
+from fl_poison.core.weights import float_state
 
 CPU = torch.device("cpu")
 

@@ -12,10 +12,10 @@ import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from fl_poison import results
-from fl_poison.results import ResultFolder, read_csv, write_csv, write_json
-from fl_poison.round_log import CLIENT_COLUMNS, RoundLog
-from fl_poison.weights import flat_update, update_norm
+from fl_poison.core import results
+from fl_poison.core.results import ResultFolder, read_csv, write_csv, write_json
+from fl_poison.core.round_log import CLIENT_COLUMNS, RoundLog
+from fl_poison.core.weights import flat_update, update_norm
 from strategies.sampling import PartitionSampler, SubsetGrid
 
 # ---------------------------------------------------------------- update norms

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fl_poison.config import parse_config
-from fl_poison.data import DataSpec, client_data
+from fl_poison.core.config import parse_config
+from fl_poison.core.data import DataSpec, client_data
 
 
 def write_digits_folder(out: Path, partition_id: int, num_partitions: int) -> int:

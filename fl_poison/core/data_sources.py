@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from fl_poison.config import DATASET_ALIASES, ConfigError
+from fl_poison.core.config import DATASET_ALIASES, ConfigError
 
 IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values")
 HELD_OUT_SEED = 0
@@ -227,7 +227,7 @@ def _federated_dataset_splits(name: str) -> datasets.DatasetDict:
     """Let flwr-datasets' FederatedDataset download (or read) the data and return every split.
 
     FederatedDataset shuffles each split with a fixed seed before partitioning, as it does in
-    every Flower example; partitioners are then applied by :mod:`fl_poison.partitioning`.
+    every Flower example; partitioners are then applied by :mod:`fl_poison.core.partitioning`.
     """
     from flwr_datasets import FederatedDataset
 

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from fl_poison.round_log import ClientRoundRecord  # noqa: E402
+from fl_poison.core.round_log import ClientRoundRecord  # noqa: E402
 
 ATTACK_CURVES = ("asr", "ts_ata", "max_ata")
 

@@ -6,7 +6,7 @@ of Non-Identical Data Distribution for Federated Visual Classification"), and ``
 :class:`~flwr_datasets.partitioner.PathologicalPartitioner` (McMahan et al., 2017: each client
 holds only ``classes-per-client`` labels; the first class of partition k is k mod C, so every
 class is used when there are at least as many clients as classes), and ``random-subsets``
-:class:`~fl_poison.random_subsets.RandomSubsetPartitioner` (each client draws
+:class:`~fl_poison.core.random_subsets.RandomSubsetPartitioner` (each client draws
 ``samples-per-client`` rows of its own, possibly shared with others: seed 004's set-up). All are
 seeded, so the same seed gives the same partitions in every process.
 """
@@ -21,8 +21,8 @@ from flwr_datasets.partitioner import (
     PathologicalPartitioner,
 )
 
-from fl_poison.config import ConfigError
-from fl_poison.random_subsets import RandomSubsetPartitioner
+from fl_poison.core.config import ConfigError
+from fl_poison.core.random_subsets import RandomSubsetPartitioner
 
 
 def build_partitioner(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Message
 
-from fl_poison.weights import record_to_numpy
+from fl_poison.core.weights import record_to_numpy
 
 
 REPLY_METRIC_KEYS = ("train_loss", "num-examples", "partition_id", "malicious", "attacked", "attack_target")

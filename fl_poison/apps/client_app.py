@@ -4,7 +4,7 @@
 partition id (Flower node ids are random per run), whether it trains on its own data folder and
 whether it sees a GPU. ``train``: loads the global weights, asks :mod:`clients.registry` for
 this client's behaviour in this round (benign, or an attack from the threat model or the node's
-own config, see :mod:`fl_poison.node`), runs it on its partition or its own data, and replies
+own config, see :mod:`fl_poison.apps.node`), runs it on its partition or its own data, and replies
 with the float weights and the metrics ``train_loss``, ``num-examples``, ``partition_id``,
 ``malicious``, ``attacked`` and ``attack_target`` (every client sends the same keys, which
 Flower requires; the last three are ground truth for forensics only).
@@ -19,12 +19,12 @@ from flwr.clientapp import ClientApp
 
 from clients.base import TrainingJob
 from clients.registry import behaviour_for
-from fl_poison.data import DatasetInfo, DataSpec, LabeledTensors, client_data, dataset_info, node_data
-from fl_poison.models import build_model, resolve_model_name
-from fl_poison.node import NodeIdentity, config_for_node
-from fl_poison.reply_checks import REPLY_METRIC_KEYS
-from fl_poison.training import LocalTraining, resolve_device
-from fl_poison.weights import load_array_record, to_array_record
+from fl_poison.core.data import DatasetInfo, DataSpec, LabeledTensors, client_data, dataset_info, node_data
+from fl_poison.core.models import build_model, resolve_model_name
+from fl_poison.apps.node import NodeIdentity, config_for_node
+from fl_poison.core.reply_checks import REPLY_METRIC_KEYS
+from fl_poison.core.training import LocalTraining, resolve_device
+from fl_poison.core.weights import load_array_record, to_array_record
 
 app = ClientApp()
 

@@ -7,7 +7,7 @@ import platform
 import time
 from pathlib import Path
 
-from fl_poison.config import ExperimentConfig
+from fl_poison.core.config import ExperimentConfig
 
 TRACKED_PACKAGES = ("fl-poison", "flwr", "flwr-datasets", "torch", "torchvision", "numpy", "scikit-learn", "ray")
 

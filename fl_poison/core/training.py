@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fl_poison.config import ConfigError, ExperimentConfig
-from fl_poison.data import LabeledTensors
+from fl_poison.core.config import ConfigError, ExperimentConfig
+from fl_poison.core.data import LabeledTensors
 
 
 @dataclass(frozen=True)

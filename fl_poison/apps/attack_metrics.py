@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from clients.triggers import Trigger, attack_trigger, dba_triggers
-from fl_poison.config import BACKDOOR_ATTACKS, SOURCE_TARGETED_ATTACKS, ConfigError, ExperimentConfig
-from fl_poison.data import LabeledTensors
-from fl_poison.evaluation import predict_probabilities
+from fl_poison.core.config import BACKDOOR_ATTACKS, SOURCE_TARGETED_ATTACKS, ConfigError, ExperimentConfig
+from fl_poison.core.data import LabeledTensors
+from fl_poison.core.evaluation import predict_probabilities
 
 
 def attack_success_rate(predictions: np.ndarray, labels: np.ndarray, target: int) -> float:

@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 from flwr.app import Message
 
-from fl_poison.reply_checks import reply_problem
-from fl_poison.weights import record_to_numpy, update_norm
+from fl_poison.core.reply_checks import reply_problem
+from fl_poison.core.weights import record_to_numpy, update_norm
 
 CLIENT_COLUMNS = (
     "round", "partition_id", "malicious", "attacked", "attack_target", "status", "reason",

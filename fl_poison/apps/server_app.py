@@ -19,19 +19,19 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fl_poison.config import ConfigError, ExperimentConfig, parse_config
-from fl_poison.data import DataSpec, dataset_info, test_data
-from fl_poison.detection import detection_scores
-from fl_poison.attack_metrics import AttackEvaluator, check_classes
-from fl_poison.evaluation import predict_probabilities
-from fl_poison.metrics import classification_metrics
-from fl_poison.models import build_model, resolve_model_name
-from fl_poison.plots import plot_training_curves, plot_update_norms
-from fl_poison.provenance import environment_versions, result_folder_path
-from fl_poison.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder
-from fl_poison.round_log import CLIENT_COLUMNS, RoundLog
-from fl_poison.training import resolve_device
-from fl_poison.weights import load_array_record, to_array_record
+from fl_poison.core.config import ConfigError, ExperimentConfig, parse_config
+from fl_poison.core.data import DataSpec, dataset_info, test_data
+from fl_poison.core.detection import detection_scores
+from fl_poison.apps.attack_metrics import AttackEvaluator, check_classes
+from fl_poison.core.evaluation import predict_probabilities
+from fl_poison.core.metrics import classification_metrics
+from fl_poison.core.models import build_model, resolve_model_name
+from fl_poison.core.plots import plot_training_curves, plot_update_norms
+from fl_poison.core.provenance import environment_versions, result_folder_path
+from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder
+from fl_poison.core.round_log import CLIENT_COLUMNS, RoundLog
+from fl_poison.core.training import resolve_device
+from fl_poison.core.weights import load_array_record, to_array_record
 from strategies.registry import build_strategy
 from strategies.sampling import PartitionSampler
 

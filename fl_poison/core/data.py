@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from flwr_datasets.partitioner import Partitioner
 
-from fl_poison.config import ConfigError, ExperimentConfig
-from fl_poison.data_sources import SourceSplits, class_values, load_node_folder, load_source
-from fl_poison.partitioning import build_partitioner, partition_rows
+from fl_poison.core.config import ConfigError, ExperimentConfig
+from fl_poison.core.data_sources import SourceSplits, class_values, load_node_folder, load_source
+from fl_poison.core.partitioning import build_partitioner, partition_rows
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ class DataSpec:
     Parameters
     ----------
     dataset, image_column, label_column, test_fraction :
-        The source (see :func:`fl_poison.data_sources.load_source`).
+        The source (see :func:`fl_poison.core.data_sources.load_source`).
     partitioning, dirichlet_alpha, min_partition_size, classes_per_client, samples_per_client :
-        How the training split is divided (see :func:`fl_poison.partitioning.build_partitioner`).
+        How the training split is divided (see :func:`fl_poison.core.partitioning.build_partitioner`).
     seed : int
         Seed of the partitioning.
     num_partitions : int
@@ -102,7 +102,7 @@ def partitioner_of(spec: DataSpec) -> Partitioner:
     """The partitioner that divides ``spec``'s training split, checked against the dataset; no data assigned yet.
 
     :func:`all_partition_indices` reads its partitions; ``fl-poison plot`` draws their label
-    distributions after :func:`fl_poison.partitioning.assign_training_split`.
+    distributions after :func:`fl_poison.core.partitioning.assign_training_split`.
     """
     source = source_of(spec)
     if spec.partitioning == "pathological" and spec.classes_per_client > source.num_classes:
@@ -150,7 +150,7 @@ def node_data(data_path: str, image_column: str, label_column: str, info: Datase
     Parameters
     ----------
     data_path : str
-        The folder (see :func:`fl_poison.data_sources.load_node_folder`).
+        The folder (see :func:`fl_poison.core.data_sources.load_node_folder`).
     image_column, label_column : str
         Columns to read (``image-column``, ``label-column``).
     info : DatasetInfo

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from fl_poison.round_log import FLAGGED_DECISIONS, ClientRoundRecord
+from fl_poison.core.round_log import FLAGGED_DECISIONS, ClientRoundRecord
 
 JUDGEMENTS = ("accepted", *FLAGGED_DECISIONS)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fl_poison.config import ConfigError
+from fl_poison.core.config import ConfigError
 
 DEFAULT_MODEL_BY_DATASET = {
     "digits": "small-cnn",
@@ -104,7 +104,7 @@ def resnet18(in_channels: int, image_size: int, num_classes: int) -> SplitClassi
 
     The 7x7 stride-2 stem becomes a 3x3 stride-1 convolution and the stem max-pooling is dropped,
     the usual adaptation for 32x32 inputs (CIFAR-10). BatchNorm's integer
-    ``num_batches_tracked`` buffers stay out of exchanged weights (see :mod:`fl_poison.weights`).
+    ``num_batches_tracked`` buffers stay out of exchanged weights (see :mod:`fl_poison.core.weights`).
     """
     from torchvision.models import resnet18 as torchvision_resnet18
 

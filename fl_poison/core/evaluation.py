@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fl_poison.data import LabeledTensors
-from fl_poison.metrics import classification_metrics
+from fl_poison.core.data import LabeledTensors
+from fl_poison.core.metrics import classification_metrics
 
 
 @torch.no_grad()
@@ -23,6 +23,6 @@ def predict_probabilities(model: nn.Module, data: LabeledTensors, device: torch.
 
 
 def evaluate_model(model: nn.Module, data: LabeledTensors, device: torch.device, batch_size: int) -> dict[str, float]:
-    """Clean-task metrics (see :func:`fl_poison.metrics.classification_metrics`) of ``model`` on ``data``."""
+    """Clean-task metrics (see :func:`fl_poison.core.metrics.classification_metrics`) of ``model`` on ``data``."""
     probabilities = predict_probabilities(model, data, device, batch_size)
     return classification_metrics(data.y.numpy(), probabilities)

@@ -6,10 +6,10 @@ on real machines the operator passes the node config with ``--node-config``:
 - ``partition-id=3 num-partitions=10``: train on partition 3 of the run's dataset, which this
   machine can read (digits, a hub dataset in its cache, or the same local folder);
 - ``partition-id=3 data-path="/data/site3"``: train on this machine's own folder, read with the
-  loaders of local datasets (see :func:`fl_poison.data.node_data`); ``partition-id`` is then
+  loaders of local datasets (see :func:`fl_poison.core.data.node_data`); ``partition-id`` is then
   only the client's id in the results (it must still be unique, in ``0 .. num-clients-1``);
 - ``malicious=true``: this node attacks, whatever the run config says; any setting of
-  :data:`fl_poison.config.NODE_ATTACK_KEYS` (``attack="badnets"``, ``poison-rate=0.8``, ...)
+  :data:`fl_poison.core.config.NODE_ATTACK_KEYS` (``attack="badnets"``, ``poison-rate=0.8``, ...)
   overrides the run's for this node. The server learns of it only from the replies, for
   forensics.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fl_poison.config import NODE_ATTACK_KEYS, ConfigError, ExperimentConfig, boolean, parse_config
+from fl_poison.core.config import NODE_ATTACK_KEYS, ConfigError, ExperimentConfig, boolean, parse_config
 
 IDENTITY_KEYS = ("partition-id", "num-partitions", "data-path", "malicious")
 NODE_CONFIG_HELP = (
