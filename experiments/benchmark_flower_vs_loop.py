@@ -9,7 +9,7 @@ digits experiment (10 iid clients, all trained every round, FedAvg).
 
 What is measured, and why
 -------------------------
-1. **Flower**: :func:`fl_poison.cli.run_experiment` (``flwr run`` against the local SuperLink in
+1. **Flower**: :func:`fl_poison.launch.run_experiment` (``flwr run`` against the local SuperLink in
    simulation mode), timed from this process end to end. That includes the ``flwr`` CLI, the
    hand-off to the SuperLink, Ray's start-up and its client actors, every round's messages
    (weights serialised into records, pushed and pulled through the SuperLink), the ServerApp's
@@ -44,7 +44,6 @@ from pathlib import Path
 
 import torch
 
-from fl_poison.cli import CommandError, parse_assignments, run_experiment
 from fl_poison.apps.client_app import client_seed
 from fl_poison.core.config import ConfigError, ExperimentConfig, parse_config
 from fl_poison.core.data import DataSpec, client_data, dataset_info, test_data
@@ -53,6 +52,7 @@ from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.results import read_csv, write_json
 from fl_poison.core.training import LocalTraining, resolve_device, train_locally
 from fl_poison.core.weights import float_state
+from fl_poison.launch import CommandError, parse_assignments, run_experiment
 from strategies.sampling import PartitionSampler
 
 DEFAULT_OUT = Path("experiments/results/benchmark_flower_vs_loop.json")

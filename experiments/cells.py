@@ -15,8 +15,8 @@ import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from fl_poison.cli import CommandError, run_experiment
 from fl_poison.core.results import atomic_write_bytes, read_csv, write_csv
+from fl_poison.launch import CommandError, run_experiment
 
 SUMMARY_KEYS = (
     "accuracy", "macro_f1", "asr", "mta", "ts_ata", "max_ata", "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",

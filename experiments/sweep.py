@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fl_poison.cli import run_experiment
 from fl_poison.core.config import SETTINGS_BY_KEY, ConfigError, parse_config
 from fl_poison.core.results import SUMMARY_METRICS, atomic_write_bytes, read_csv, write_csv, write_json
+from fl_poison.launch import run_experiment
 
 SWEEP_DEFINITION = "sweep.json"
 SWEEP_TABLE = "sweep.csv"
@@ -334,7 +334,7 @@ def run_sweep(
         Cells run at once (at most the number of CPU cores). Each cell's clients then ask Ray
         for ``jobs`` CPUs, so that all running cells together train at most one client per core.
     runner : Runner
-        Runs one cell (``fl_poison.cli.run_experiment``; tests pass a stand-in).
+        Runs one cell (``fl_poison.launch.run_experiment``; tests pass a stand-in).
     progress : Callable[[str], None]
         Receives the progress lines.
     overrides : Mapping[str, object] | None

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.sweep import RESULT_COLUMNS, SWEEP_DEFINITION, SWEEP_TABLE
-from fl_poison.cli import parse_value
 from fl_poison.core.config import SETTINGS_BY_KEY
 from fl_poison.core.results import read_csv
+from fl_poison.launch import parse_value
 
 ALLOWED_FOLDER = "a folder written by fl-poison sweep"
 GRID_SEPARATOR = ";"

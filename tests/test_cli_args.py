@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from fl_poison import cli
-from fl_poison.cli import main, parse_assignments, parse_value, toml_literal
+from fl_poison import launch
+from fl_poison.cli import main
 from fl_poison.core.config import SETTINGS, ConfigError
+from fl_poison.launch import parse_assignments, parse_value, toml_literal
 
 
 @pytest.mark.parametrize(
@@ -106,9 +107,9 @@ def test_run_with_bad_setting_fails_before_anything_runs(tmp_path, capsys, monke
     def must_not_run(*args, **kwargs):
         raise AssertionError("flwr must not be started for an invalid config")
 
-    monkeypatch.setattr(cli, "follow", must_not_run)
-    monkeypatch.setattr(cli.subprocess, "Popen", must_not_run)
-    monkeypatch.setattr(cli.subprocess, "run", must_not_run)
+    monkeypatch.setattr(launch, "follow", must_not_run)
+    monkeypatch.setattr(launch.subprocess, "Popen", must_not_run)
+    monkeypatch.setattr(launch.subprocess, "run", must_not_run)
     output = tmp_path / "out"
 
     code = main(["run", "strategy=fedavgx", f"output-dir={output}"])
@@ -123,7 +124,7 @@ def test_run_with_bad_setting_fails_before_anything_runs(tmp_path, capsys, monke
 
 
 def test_run_with_malformed_item_fails_with_code_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "follow", lambda *a, **k: pytest.fail("flwr must not be started"))
+    monkeypatch.setattr(launch, "follow", lambda *a, **k: pytest.fail("flwr must not be started"))
     code = main(["run", "num-rounds", f"output-dir={tmp_path / 'out'}"])
     captured = capsys.readouterr()
     assert code == 2

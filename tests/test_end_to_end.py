@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import RUN_TIMEOUT, fl_poison_run, read_rows
 
-from fl_poison.cli import app_directory
+from fl_poison.launch import app_directory
 
 pytestmark = pytest.mark.e2e
 

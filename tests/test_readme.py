@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fl_poison.cli import toml_literal
 from fl_poison.core.config import SETTINGS
+from fl_poison.launch import toml_literal
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

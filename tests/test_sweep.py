@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from experiments.sweep import CELL_LOG, SWEEP_TABLE, SweepProgress, expand_grid, expand_sweep, load_sweep, run_sweep
-from fl_poison.cli import CommandError
 from fl_poison.core.config import ConfigError, parse_config
 from fl_poison.core.results import read_csv
+from fl_poison.launch import CommandError
 
 SWEEP = """
 [base]

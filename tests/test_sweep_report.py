@@ -11,7 +11,8 @@ import pytest
 
 from experiments.sweep import run_sweep
 from experiments.sweep_report import markdown_table, write_report
-from fl_poison.cli import CommandError, main
+from fl_poison.cli import main
+from fl_poison.launch import CommandError
 from tests.sweep_folder_helpers import (
     CLIP_CELL,
     FAILED,
