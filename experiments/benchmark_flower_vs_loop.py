@@ -45,7 +45,9 @@ from pathlib import Path
 import torch
 
 from fl_poison.apps.client_app import client_seed
-from fl_poison.core.config import ConfigError, ExperimentConfig, parse_config
+from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.settings import ConfigError
 from fl_poison.core.data import DataSpec, client_data, dataset_info, test_data
 from fl_poison.core.evaluation import evaluate_model
 from fl_poison.core.models import build_model, resolve_model_name
@@ -86,7 +88,7 @@ def plain_loop(
     Parameters
     ----------
     config : ExperimentConfig
-        The experiment (as parsed by :func:`fl_poison.core.config.parse_config`).
+        The experiment (as parsed by :func:`fl_poison.apps.algorithms.experiment_config`).
     threads : int
         Torch threads for the whole loop (the count a Flower client actor gets).
     train_device : torch.device, optional
@@ -170,7 +172,7 @@ def flower_run(given: dict[str, object], cpus: float, gpus: float) -> dict[str, 
 
 def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, object]:
     """Time the loop, then Flower, on the same settings; return everything the report shows."""
-    config = parse_config(given)
+    config = experiment_config(given)
     threads = max(1, math.floor(cpus))
     train_device = torch.device("cpu") if gpus == 0 else None  # Ray hides GPUs from 0-GPU actors
     loop = plain_loop(config, threads=threads, train_device=train_device)

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fl_poison.core.config import SETTINGS_BY_KEY, ConfigError, parse_config
+from fl_poison.apps.algorithms import catalogue, experiment_config
+from fl_poison.core.settings import ConfigError
 from fl_poison.core.results import SUMMARY_METRICS, atomic_write_bytes, read_csv, write_csv, write_json
 from fl_poison.launch import run_experiment
 
@@ -73,8 +74,9 @@ class SweepCell:
 
 def _check_keys(keys: list[str]) -> None:
     for key in keys:
-        if key not in SETTINGS_BY_KEY:
-            raise ConfigError(f"{key}: unknown setting in the sweep file; allowed: {', '.join(SETTINGS_BY_KEY)}")
+        known = [setting.key for setting in catalogue().settings()]
+        if key not in known:
+            raise ConfigError(f"{key}: unknown setting in the sweep file; allowed: {', '.join(known)}")
 
 
 def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
@@ -144,7 +146,7 @@ def expand_grid(
     seen: set[str] = set()
     for combination in itertools.product(*axes.values()):
         settings = {**base, **dict(zip(axes, combination))}
-        config = parse_config(settings)
+        config = experiment_config(settings)
         cell_id = config.fingerprint()
         if cell_id not in seen:
             seen.add(cell_id)

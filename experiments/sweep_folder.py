@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.sweep import RESULT_COLUMNS, SWEEP_DEFINITION, SWEEP_TABLE
-from fl_poison.core.config import SETTINGS_BY_KEY
+from fl_poison.apps.algorithms import catalogue
 from fl_poison.core.results import read_csv
 from fl_poison.launch import parse_value
 
@@ -229,7 +229,7 @@ def default_value(key: str, grids: Iterable[str], definition: SweepDefinition) -
             return overrides[key]
     if key in definition.base:
         return definition.base[key]
-    return SETTINGS_BY_KEY[key].default
+    return next(setting.default for setting in catalogue().settings() if setting.key == key)
 
 
 def metric_value(text: str | None) -> float:
@@ -300,7 +300,8 @@ def read_sweep_folder(folder: Path) -> SweepFolder:
         raise SweepFolderError(folder, f"cannot read {SWEEP_TABLE} ({error})") from None
     if not {"cell_id", "status"} <= set(header):
         raise SweepFolderError(folder, f"{SWEEP_TABLE} has no cell_id and status columns")
-    setting_columns = [column for column in header if column in SETTINGS_BY_KEY]
+    known = {setting.key for setting in catalogue().settings()}
+    setting_columns = [column for column in header if column in known]
     absolute = folder.resolve()
     cells = [cell_row(row, absolute, setting_columns, definition) for row in rows]
     return SweepFolder(path=absolute, definition=definition, cells=cells, setting_columns=setting_columns)

@@ -61,9 +61,13 @@ from experiments.sweep_folder import (  # noqa: E402
     read_sweep_folder,
     varying_settings,
 )
-from fl_poison.core.config import SETTINGS_BY_KEY, ConfigError, parse_config  # noqa: E402
+from fl_poison.apps.algorithms import experiment_config  # noqa: E402
+from fl_poison.core.config import CORE_SETTINGS  # noqa: E402
+from fl_poison.core.settings import ConfigError  # noqa: E402
 from fl_poison.core.data import DataSpec  # noqa: E402
 from fl_poison.core.plots import plot_training_curves, save_figure  # noqa: E402
+
+CORE_DEFAULTS = {setting.key: setting.default for setting in CORE_SETTINGS}
 
 PLOTS_FOLDER = "plots"
 FORMATS = ("png", "pdf")
@@ -320,17 +324,17 @@ def data_spec_of(settings: dict[str, object]) -> DataSpec:
     ConfigError
         When the settings are not valid for this version of fl_poison.
     """
-    spec = DataSpec.from_config(parse_config(settings))
+    spec = DataSpec.from_config(experiment_config(settings))
     if spec.partitioning != "dirichlet":
         spec = replace(
             spec,
-            dirichlet_alpha=SETTINGS_BY_KEY["dirichlet-alpha"].default,
-            min_partition_size=SETTINGS_BY_KEY["min-partition-size"].default,
+            dirichlet_alpha=CORE_DEFAULTS["dirichlet-alpha"],
+            min_partition_size=CORE_DEFAULTS["min-partition-size"],
         )
     if spec.partitioning != "pathological":
-        spec = replace(spec, classes_per_client=SETTINGS_BY_KEY["classes-per-client"].default)
+        spec = replace(spec, classes_per_client=CORE_DEFAULTS["classes-per-client"])
     if spec.partitioning != "random-subsets":
-        spec = replace(spec, samples_per_client=SETTINGS_BY_KEY["samples-per-client"].default)
+        spec = replace(spec, samples_per_client=CORE_DEFAULTS["samples-per-client"])
     return spec
 
 

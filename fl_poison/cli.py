@@ -17,21 +17,36 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fl_poison.core.config import SETTINGS, ConfigError
+from fl_poison.apps.algorithms import catalogue
+from fl_poison.core.settings import ConfigError
+from fl_poison.core.settings_docs import settings_markdown, settings_text, settings_toml, write_settings_docs
 from fl_poison.deploy.commands import add_deploy_parser, deploy_command
-from fl_poison.launch import CommandError, parse_assignments, run_experiment, toml_literal
+from fl_poison.launch import CommandError, app_directory, parse_assignments, run_experiment
 
 
-def print_settings(markdown: bool = False) -> None:
-    """Every setting with its default and meaning, as plain text or as a Markdown table."""
-    if markdown:
-        print("| setting | default | meaning |\n|---|---|---|")
-        for setting in SETTINGS:
-            print(f"| `{setting.key}` | `{toml_literal(setting.default)}` | {setting.help} |")
-        return
-    width = max(len(setting.key) for setting in SETTINGS)
-    for setting in SETTINGS:
-        print(f"{setting.key:<{width}}  {toml_literal(setting.default):<10}  {setting.help}")
+def settings_command(markdown: bool, toml: bool, write_docs: bool) -> int:
+    """Print every setting (plain, Markdown or TOML), or regenerate the README and pyproject tables.
+
+    Parameters
+    ----------
+    markdown : bool
+        Print the README's Markdown table.
+    toml : bool
+        Print the ``[tool.flwr.app.config]`` table.
+    write_docs : bool
+        Rewrite both tables in the project's README.md and pyproject.toml and say which changed.
+    """
+    algorithms = catalogue()
+    if write_docs:
+        changed = write_settings_docs(app_directory(), algorithms)
+        print("updated: " + ", ".join(str(path) for path in changed) if changed else "README.md and pyproject.toml are up to date")
+    elif markdown:
+        print(settings_markdown(algorithms), end="")
+    elif toml:
+        print(settings_toml(algorithms), end="")
+    else:
+        print(settings_text(algorithms), end="")
+    return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -98,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="redraw a sweep folder's figures and write DIR/report.md")
     report.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
     settings = commands.add_parser("settings", help="list every setting with its default")
-    settings.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    formats = settings.add_mutually_exclusive_group()
+    formats.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
+    formats.add_argument("--toml", action="store_true", help="print the [tool.flwr.app.config] table of pyproject.toml")
+    formats.add_argument("--write-docs", action="store_true", help="regenerate both tables in README.md and pyproject.toml")
     add_deploy_parser(commands)
     return parser
 
@@ -107,8 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fl-poison`` console script."""
     arguments = build_parser().parse_args(argv)
     if arguments.command == "settings":
-        print_settings(arguments.markdown)
-        return 0
+        return settings_command(arguments.markdown, arguments.toml, arguments.write_docs)
     if arguments.command == "deploy":
         return deploy_command(arguments)
     if arguments.command in ("plot", "report"):

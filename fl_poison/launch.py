@@ -25,7 +25,9 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from fl_poison.core.config import ConfigError, ExperimentConfig, parse_config
+from fl_poison.apps.algorithms import check_attack_classes, experiment_config
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.settings import ConfigError, toml_literal
 from fl_poison.core.provenance import default_run_name
 
 RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
@@ -74,23 +76,6 @@ def parse_value(raw: str) -> object:
         return tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError:
         return raw
-
-
-def toml_literal(value: object) -> str:
-    """``value`` written as a TOML literal for ``--run-config``.
-
-    Parameters
-    ----------
-    value : object
-        A bool, int or float (written as such) or anything else (written as a TOML string of its ``str``).
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    # ensure_ascii=False: JSON would escape characters beyond U+FFFF as surrogate pairs, which
-    # TOML rejects. TOML, unlike JSON, also requires DEL (U+007F) to be escaped.
-    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def app_directory() -> Path:
@@ -246,10 +231,9 @@ def check_against_data(config: ExperimentConfig) -> None:
     """
     if config.dataset != "digits" and not os.path.isdir(config.dataset):
         return
-    from fl_poison.apps.attack_metrics import check_classes
     from fl_poison.core.data import DataSpec, dataset_info
 
-    check_classes(config, dataset_info(DataSpec.from_config(config)).num_classes)
+    check_attack_classes(config, dataset_info(DataSpec.from_config(config)).num_classes)
 
 
 def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
@@ -273,7 +257,7 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
     CommandError
         When the run did not start or did not complete.
     """
-    config = parse_config(given)
+    config = experiment_config(given)
     check_against_data(config)
     overrides = run_overrides(config, given)
     folder = Path(str(overrides["output-dir"])) / str(overrides["run-name"])

@@ -8,8 +8,11 @@ import pytest
 
 from fl_poison import launch
 from fl_poison.cli import main
-from fl_poison.core.config import SETTINGS, ConfigError
-from fl_poison.launch import parse_assignments, parse_value, toml_literal
+from fl_poison.apps.algorithms import catalogue
+from fl_poison.core.settings import ConfigError, toml_literal
+from fl_poison.launch import parse_assignments, parse_value
+
+SETTINGS = catalogue().settings()
 
 
 @pytest.mark.parametrize(

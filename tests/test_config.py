@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fl_poison.core.config import SETTINGS, ConfigError, parse_config
+from fl_poison.apps.algorithms import catalogue
+from fl_poison.apps.algorithms import experiment_config as parse_config
+from fl_poison.core.settings import ConfigError
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+SETTINGS = catalogue().settings()
 DEFAULTS = {setting.key: setting.default for setting in SETTINGS}
 
 
@@ -156,7 +159,7 @@ def test_fingerprint_is_stable_and_ignores_where_results_go():
 
 
 def test_fingerprint_is_the_same_in_another_process():
-    code = "from fl_poison.core.config import parse_config; print(parse_config({'seed': 3}).fingerprint())"
+    code = "from fl_poison.apps.algorithms import experiment_config; print(experiment_config({'seed': 3}).fingerprint())"
     environment = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
     assert other.stdout.strip() == parse_config({"seed": 3}).fingerprint()

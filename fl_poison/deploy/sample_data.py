@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fl_poison.core.config import parse_config
+from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.data import DataSpec, client_data
 
 
@@ -33,7 +33,7 @@ def write_digits_folder(out: Path, partition_id: int, num_partitions: int) -> in
     """
     if (out / "train").exists():
         raise ValueError(f"{out / 'train'} exists already; choose a new folder")
-    data = client_data(DataSpec.from_config(parse_config({"num-clients": num_partitions})), partition_id)
+    data = client_data(DataSpec.from_config(experiment_config({"num-clients": num_partitions})), partition_id)
     pixels = np.round(data.x.numpy()[:, 0] * 255).astype(np.uint8)
     for index, (image, label) in enumerate(zip(pixels, data.y.tolist(), strict=True)):
         target = out / "train" / str(label)

@@ -1,0 +1,52 @@
+"""Every registered attack and defense, gathered into the catalogue the apps, the launcher and the
+sweep tools parse settings with.
+
+Attacks declare themselves in their modules in :mod:`clients` (``ATTACK = AttackSpec(...)``) and
+defenses in theirs in :mod:`strategies` (``DEFENSE = DefenseSpec(...)``); nothing here lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+
+from clients.registry import registered_attacks
+from clients.spec import AttackSpec
+from fl_poison.core.catalogue import Catalogue, parse_config
+from fl_poison.core.config import NO_ATTACK, ExperimentConfig
+from strategies.registry import registered_defenses
+
+
+@cache
+def catalogue() -> Catalogue:
+    """The catalogue of every attack module in :mod:`clients` and defense module in :mod:`strategies`."""
+    return Catalogue(attacks=registered_attacks(), defenses=registered_defenses())
+
+
+def experiment_config(raw: Mapping[str, object]) -> ExperimentConfig:
+    """Parse and validate a flat kebab-case run config against the catalogue (see :func:`parse_config`)."""
+    return parse_config(raw, catalogue())
+
+
+def check_attack_classes(config: ExperimentConfig, num_classes: int) -> None:
+    """Check the run's attack settings against the dataset's number of classes (one-line ConfigError).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The validated settings.
+    num_classes : int
+        Number of classes of the run's dataset.
+    """
+    if config.attack == NO_ATTACK:
+        return
+    spec = attack_spec(config.attack)
+    if spec.check_classes is not None:
+        spec.check_classes(config, num_classes)
+
+
+def attack_spec(name: str) -> AttackSpec:
+    """The registered attack ``name``."""
+    spec = catalogue().attack(name)
+    assert isinstance(spec, AttackSpec)
+    return spec
