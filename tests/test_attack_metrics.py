@@ -106,13 +106,24 @@ def test_check_classes_rejects_a_source_outside_the_data(attack):
     check_classes(config, num_classes=5)
 
 
-def test_check_classes_ignores_classes_an_attack_does_not_use():
-    check_classes(parse_config({"attack": "none", "target-class": 50, "source-class": 60}), num_classes=10)
-    check_classes(parse_config({"attack": "label-flip-random", "target-class": 50}), num_classes=10)
-    # ada picks its own target: a large target-class is irrelevant
-    check_classes(parse_config({"attack": "ada", "target-class": 50, "source-class": 3}), num_classes=10)
-    # all-to-one label flipping has no source class to check
-    check_classes(parse_config({"attack": "label-flip", "source-class": "all", "target-class": 1}), num_classes=10)
+@pytest.mark.parametrize(
+    ("ignored", "checked", "refused"),
+    [
+        # no attack uses no class
+        ({"attack": "none", "target-class": 50, "source-class": 60}, {"attack": "label-flip", "target-class": 50, "source-class": 60}, "target-class"),
+        # random label flipping has no target
+        ({"attack": "label-flip-random", "target-class": 50}, {"attack": "badnets", "target-class": 50}, "target-class"),
+        # ada picks its own target: a large target-class is irrelevant
+        ({"attack": "ada", "target-class": 50, "source-class": 3}, {"attack": "label-flip", "target-class": 50, "source-class": 3}, "target-class"),
+        # all-to-one label flipping has no source class to check
+        ({"attack": "label-flip", "source-class": "all", "target-class": 1}, {"attack": "label-flip", "source-class": 60, "target-class": 1}, "source-class"),
+    ],
+)
+def test_check_classes_ignores_classes_an_attack_does_not_use(ignored, checked, refused):
+    # The same out-of-range class passes where the attack ignores it and is refused where one uses it.
+    assert check_classes(parse_config(ignored), num_classes=10) is None
+    with pytest.raises(ConfigError, match=f"^{refused}: bad value"):
+        check_classes(parse_config(checked), num_classes=10)
 
 
 # ---------------------------------------------------------------- the evaluator

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from e2e_helpers import fl_poison_run, read_rows
 
 pytestmark = pytest.mark.e2e
@@ -34,16 +36,29 @@ def test_badnets_under_krum_records_attackers_and_decisions(flower_env: dict[str
 def test_nan_client_is_rejected_and_the_model_stays_finite(flower_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
         flower_env, "attack=nan-weights", "malicious-ids=1", "num-clients=4", "num-rounds=2",
-        f"output-dir={tmp_path}", "run-name=nan", "save-model=false",
+        f"output-dir={tmp_path}", "run-name=nan", "save-model=true",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    clients = read_rows(tmp_path / "nan" / "clients.csv")
+    folder = tmp_path / "nan"
+    clients = read_rows(folder / "clients.csv")
     attacker_rows = [row for row in clients if row["partition_id"] == "1"]
     assert len(attacker_rows) == 2
     assert all(row["status"] == "rejected" and "non-finite" in row["reason"] for row in attacker_rows)
-    summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
-    assert summary["accuracy"] is not None and summary["loss"] is not None
+    summary = json.loads((folder / "summary.json").read_text())
     assert summary["detection_recall"] == 1.0 and summary["detection_fpr"] == 0.0
+    assert math.isfinite(summary["accuracy"]) and math.isfinite(summary["loss"])
+
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert state, "model.pt holds no tensors"
+    not_finite = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
+    assert not_finite == [], f"non-finite weights in the final model: {not_finite}"
+
+    rounds = read_rows(folder / "rounds.csv")
+    assert [row["round"] for row in rounds] == ["0", "1", "2"]
+    for row in rounds:
+        assert row["accuracy"] != "" and row["loss"] != ""
+        not_finite = {column: value for column, value in row.items() if value != "" and not math.isfinite(float(value))}
+        assert not_finite == {}, f"round {row['round']}: non-finite values {not_finite}"
 
 
 def test_an_out_of_range_class_is_refused_before_flower_starts(flower_env: dict[str, str], tmp_path: Path) -> None:
