@@ -42,6 +42,9 @@ LAYER_OF_PREFIX = {
     "experiments": "experiments",
     "fl_poison.cli": "cli",
 }
+# Package roots whose own ``__init__`` holds only a docstring: placed with the core, by exact name only,
+# so that a new module under them still needs a layer of its own.
+LAYER_OF_PACKAGE_ROOT = {"fl_poison": "core"}
 LAYER_RANK = {
     "core": 0,
     "clients": 1,
@@ -168,6 +171,8 @@ def layer_of(module: str) -> str | None:
     module : str
         A dotted module name.
     """
+    if module in LAYER_OF_PACKAGE_ROOT:
+        return LAYER_OF_PACKAGE_ROOT[module]
     matches = [prefix for prefix in LAYER_OF_PREFIX if module == prefix or module.startswith(prefix + ".")]
     return LAYER_OF_PREFIX[max(matches, key=len)] if matches else None
 
