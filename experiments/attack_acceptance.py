@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import SupportsFloat
 
 from experiments.cells import acceptance_main, grouped_report
 
@@ -80,8 +81,10 @@ def report(rows: list[dict[str, object]]) -> str:
 
 
 def _number(value: object) -> float:
+    if not isinstance(value, (str, SupportsFloat)):
+        return math.nan
     try:
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
 

@@ -41,23 +41,42 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict, cast
 
 import torch
 
-from fl_poison.apps.client_app import client_seed
 from fl_poison.apps.algorithms import experiment_config
+from fl_poison.apps.client_app import client_seed
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.settings import ConfigError
 from fl_poison.core.data import DataSpec, client_data, dataset_info, test_data
 from fl_poison.core.evaluation import evaluate_model
 from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.results import read_csv, write_json
+from fl_poison.core.settings import ConfigError
 from fl_poison.core.training import LocalTraining, resolve_device, train_locally
 from fl_poison.core.weights import float_state
 from fl_poison.launch import CommandError, parse_assignments, run_experiment
 from strategies.sampling import PartitionSampler
 
 DEFAULT_OUT = Path("experiments/results/benchmark_flower_vs_loop.json")
+
+
+class LoopResult(TypedDict):
+    """What :func:`plain_loop` returns."""
+
+    final: dict[str, float]
+    rounds: list[dict[str, float]]
+    seconds: float
+    threads: int
+
+
+class FlowerResult(TypedDict):
+    """What :func:`flower_run` returns."""
+
+    seconds: float
+    folder: str
+    summary: dict[str, object]
+    rounds: list[dict[str, float]]
 
 
 def fedavg(states: Sequence[dict[str, torch.Tensor]], num_examples: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -82,7 +101,7 @@ def plain_loop(
     config: ExperimentConfig,
     threads: int = 1,
     train_device: torch.device | None = None,
-) -> dict[str, object]:
+) -> LoopResult:
     """Run ``config`` as a plain sequential loop; return metrics, per-round accuracies and seconds.
 
     Parameters
@@ -113,7 +132,7 @@ def plain_loop(
         train_device = train_device or eval_device
         test_set = test_data(spec)
         sampler = PartitionSampler({pid: pid for pid in range(config.num_clients)}, config.sampled_per_round, config.seed)
-        mu = config.proximal_mu if config.strategy == "fedprox" else 0.0
+        mu = cast(float, config.options["proximal-mu"]) if config.strategy == "fedprox" else 0.0
         training = LocalTraining.from_config(config, proximal_mu=mu)
 
         torch.manual_seed(config.seed)
@@ -156,13 +175,13 @@ def plain_loop(
         torch.set_num_threads(previous_threads)
 
 
-def flower_run(given: dict[str, object], cpus: float, gpus: float) -> dict[str, object]:
+def flower_run(given: dict[str, object], cpus: float, gpus: float) -> FlowerResult:
     """Run ``given`` through Flower; return the CLI wall time, the result folder and its summary."""
     started = time.perf_counter()
     folder = run_experiment(given, cpus, gpus, verbose=False)
     seconds = time.perf_counter() - started
-    summary = json.loads((folder / "summary.json").read_text())
-    rounds = [
+    summary: dict[str, object] = json.loads((folder / "summary.json").read_text())
+    rounds: list[dict[str, float]] = [
         {"round": int(row["round"]), "accuracy": float(row["accuracy"]), "loss": float(row["loss"]),
          "seconds": float(row["wall_seconds"])}
         for row in read_csv(folder / "rounds.csv")
@@ -192,7 +211,7 @@ def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, obj
         "flower_accuracy": summary.get("accuracy"),
         "loop_accuracy": loop["final"]["accuracy"],
         "max_round_accuracy_difference": (
-            max(abs(f - l) for f, l in zip(flower_accuracies, loop_accuracies))
+            max(abs(f - lo) for f, lo in zip(flower_accuracies, loop_accuracies, strict=True))
             if len(flower_accuracies) == len(loop_accuracies) else None
         ),
         "flower_result_folder": flower["folder"],

@@ -14,6 +14,7 @@ import math
 import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import cast
 
 from fl_poison.core.results import atomic_write_bytes, read_csv, write_csv
 from fl_poison.launch import CommandError, run_experiment
@@ -58,7 +59,7 @@ def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -
     targets = sorted({int(c["attack_target"]) for c in clients if c["attacked"] == "1" and int(c["attack_target"]) >= 0})
     row: dict[str, object] = {"group": group, "cell": name, **{f"set:{k}": v for k, v in settings.items()}}
     row.update({key: summary.get(key) for key in SUMMARY_KEYS})
-    first_attack_round = int(settings.get("attack-start-round", 1))
+    first_attack_round = int(cast("int | str", settings.get("attack-start-round", 1)))
     attacked_rounds = [r for r in rounds if int(r["round"]) >= first_attack_round]
     for column in ("ts_ata", "max_ata", "mta") + tuple(k for k in rounds[0] if k.startswith("asr")):
         if column in rounds[0]:
@@ -152,7 +153,8 @@ def write_outputs(
     """Write ``acceptance.csv`` (merging rows of groups not rerun) and ``acceptance.md``; return the report."""
     existing = out / "acceptance.csv"
     if existing.is_file() and only:
-        rows = [row for row in read_csv(existing) if row["group"] not in only] + rows
+        kept: list[dict[str, object]] = [dict(row) for row in read_csv(existing) if row["group"] not in only]
+        rows = kept + rows
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]

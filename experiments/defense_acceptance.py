@@ -20,9 +20,10 @@ Writes ``acceptance.csv`` and ``acceptance.md`` into ``--out`` (resumable like t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import SupportsFloat
 
 from experiments.cells import acceptance_main, grouped_report
-from fl_poison.core.config import STRATEGIES
+from fl_poison.apps.algorithms import catalogue
 
 DEFAULT_OUT = Path("experiments/results/defenses")
 SCENARIOS = {
@@ -47,11 +48,11 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
     for partitioning in ("dirichlet", "iid"):
         for strategy in ("fedavg", "loss-filter"):
             listed.append(("loss-filter", f"lfr-{partitioning}-{strategy}", {**flipping, "partitioning": partitioning, "strategy": strategy}))
-    for strategy in STRATEGIES:
+    for strategy in catalogue().defense_names():
         clients = 8 if strategy == "bulyan" else 6  # Bulyan with f = 1 needs 7 valid replies
         listed.append(("nan", f"nan-{strategy}", {"attack": "nan-weights", "num-malicious": 1, "num-clients": clients, "num-rounds": 5, "strategy": strategy}))
     for scenario, settings in SCENARIOS.items():
-        for strategy in STRATEGIES:
+        for strategy in catalogue().defense_names():
             base = {"num-clients": 12, "num-rounds": 10, "krum-f": 2, "strategy": strategy}
             listed.append(("table", f"{scenario}-{strategy}", {**base, **settings}))
     return listed
@@ -72,8 +73,10 @@ def report(rows: list[dict[str, object]]) -> str:
 
 
 def _short(value: object) -> str:
+    if not isinstance(value, (str, SupportsFloat)):
+        return "–"
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return "–"
     return "–" if number != number else f"{number:.2f}"
@@ -90,7 +93,7 @@ def pivot(rows: list[dict[str, object]]) -> str:
         "| strategy | " + " | ".join(SCENARIOS) + " |",
         "|---|" + "---|" * len(SCENARIOS),
     ]
-    for strategy in STRATEGIES:
+    for strategy in catalogue().defense_names():
         cells_text = []
         for scenario in SCENARIOS:
             row = by_cell.get(f"{scenario}-{strategy}")

@@ -46,7 +46,7 @@ SEED004_MNIST = {
 }
 
 
-def number(value: object) -> float:
+def number(value: str | float | None) -> float:
     """A CSV cell as a float (empty → NaN)."""
     return float(value) if value not in (None, "") else math.nan
 
@@ -148,19 +148,27 @@ def seed000(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
 
 def seed001(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
     """Final and last-rounds ASR / accuracy per cell of seed 001's grids, and its findings."""
-    table = []
+    table: list[dict[str, object]] = []
+    scores: list[dict[str, float]] = []  # the numbers of each table row, typed
     for row in rows:
         history = round_rows(row)
+        score = {
+            "asr": number(row["asr"]), "accuracy": number(row["accuracy"]),
+            "asr_last5": last_rounds_mean(history, "asr"), "accuracy_last5": last_rounds_mean(history, "accuracy"),
+        }
+        scores.append(score)
         table.append({
             "grid": row["grid"], "attack": row["attack"], "attackers": int(row["num-malicious"]),
             "strategy": row["strategy"], "update_attack": row.get("update-attack", ""),
             "clients_per_round": row.get("clients-per-round", ""),
-            "asr": number(row["asr"]), "accuracy": number(row["accuracy"]),
-            "asr_last5": last_rounds_mean(history, "asr"), "accuracy_last5": last_rounds_mean(history, "accuracy"),
+            **score,
         })
 
-    def pick(grid: str, **match: object) -> dict[str, object]:
-        found = [r for r in table if grid in str(r["grid"]).split(";") and all(r[k] == v for k, v in match.items())]
+    def pick(grid: str, **match: object) -> dict[str, float]:
+        found = [
+            score for r, score in zip(table, scores, strict=True)
+            if grid in str(r["grid"]).split(";") and all(r[k] == v for k, v in match.items())
+        ]
         return found[0] if found else {"asr_last5": math.nan, "accuracy_last5": math.nan, "asr": math.nan, "accuracy": math.nan}
 
     ratio = [pick("blend-ratio", attackers=n)["asr_last5"] for n in (1, 2, 3)]
@@ -220,15 +228,16 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
             chosen.setdefault(method, set()).update(attack_targets(row))
         else:
             per_target.setdefault((method, fraction), {})[int(row["target-class"])] = ata
-    table = []
+    table: list[dict[str, object]] = []
+    by: dict[tuple[str, float], dict[str, float]] = {}  # (method, fraction) -> its mean ATA and MTA
     for (method, fraction), values in sorted(grouped.items(), key=lambda item: (item[0][1], item[0][0])):
         paper = SEED004_MNIST.get(method, {}).get(fraction, (math.nan, math.nan))
+        means = by[(method, fraction)] = {"ata": mean(v[0] for v in values), "mta": mean(v[1] for v in values)}
         table.append({
             "fraction": fraction, "method": method, "cells": len(values),
-            "ata": mean(v[0] for v in values), "mta": mean(v[1] for v in values),
+            **means,
             "paper_mnist_ata": paper[0], "paper_mnist_mta": paper[1],
         })
-    by = {(r["method"], r["fraction"]): r for r in table}
     findings = []
     for fraction in (0.01, 0.05, 0.1):
         ada = by.get(("ada-full", fraction), {}).get("ata", math.nan)
@@ -257,7 +266,7 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         f"ATA grows with the attacker fraction (LF {' / '.join(fmt(v) for v in lf_series)}): "
         + verdict(lf_series[0] <= lf_series[1] <= lf_series[2] and exceeds(lf_series[2], lf_series[0]), *lf_series)
     )
-    mtas = [r["mta"] for r in table]
+    mtas = [means["mta"] for means in by.values()]
     findings.append(f"MTA barely moves (range {fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990): "
                     + verdict(max(mtas, default=math.nan) - min(mtas, default=math.nan) < 0.05, *(mtas or [math.nan])))
     return table, findings

@@ -30,12 +30,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
-from fl_poison.core.settings import ConfigError
 from fl_poison.core.results import SUMMARY_METRICS, atomic_write_bytes, read_csv, write_csv, write_json
+from fl_poison.core.settings import ConfigError
 from fl_poison.launch import run_experiment
 
 SWEEP_DEFINITION = "sweep.json"
@@ -145,7 +145,7 @@ def expand_grid(
     cells: list[SweepCell] = []
     seen: set[str] = set()
     for combination in itertools.product(*axes.values()):
-        settings = {**base, **dict(zip(axes, combination))}
+        settings = {**base, **dict(zip(axes, combination, strict=True))}
         config = experiment_config(settings)
         cell_id = config.fingerprint()
         if cell_id not in seen:
@@ -246,7 +246,9 @@ class SweepTable:
     def finished(self, cell: SweepCell) -> bool:
         """True when the cell's row is ``ok`` and its summary is on disk."""
         row = self.rows.get(cell.cell_id)
-        return bool(row) and row.get("status") == "ok" and Path(str(row.get("folder", ""))).joinpath("summary.json").is_file()
+        if not row:
+            return False
+        return row.get("status") == "ok" and Path(str(row.get("folder", ""))).joinpath("summary.json").is_file()
 
     def record(self, row: dict[str, object]) -> None:
         """Store a cell's row and rewrite the file."""
@@ -365,7 +367,7 @@ def run_sweep(
     def run_cell(cell: SweepCell) -> None:
         settings = {**cell.settings, "output-dir": str(out), "run-name": cell.cell_id, "save-model": False}
         bar.start(cell)
-        started, clock = datetime.now(timezone.utc), time.monotonic()
+        started, clock = datetime.now(UTC), time.monotonic()
         try:
             runner(settings, cpus_per_client, gpus_per_client, False)
             status, error = "ok", ""

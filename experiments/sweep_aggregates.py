@@ -11,6 +11,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -110,7 +111,7 @@ def group_cells(cells: Sequence[CellRow], keys: Sequence[str]) -> dict[tuple[obj
     for cell in cells:
         groups.setdefault(tuple(cell.values.get(key) for key in keys), []).append(cell)
     orders = [ordered([cell.values.get(key) for cell in cells]) for key in keys]
-    return dict(sorted(groups.items(), key=lambda item: [order.index(value) for order, value in zip(orders, item[0])]))
+    return dict(sorted(groups.items(), key=lambda item: [order.index(value) for order, value in zip(orders, item[0], strict=True)]))
 
 
 def malicious_curves(
@@ -142,7 +143,7 @@ def malicious_curves(
             points = []
             for (attackers,), point_cells in group_cells(strategy_cells, [MALICIOUS_SETTING]).items():
                 values = [cell.metric(metric) for cell in point_cells]
-                points.append(CurvePoint(int(attackers), statistics.fmean(values), min(values), max(values), len(values)))
+                points.append(CurvePoint(int(cast("int | str", attackers)), statistics.fmean(values), min(values), max(values), len(values)))
             lines[strategy] = points
         curves[panel] = lines
     return curves

@@ -70,7 +70,8 @@ class SweepDefinition:
         candidates = [self.base.get(key)] if key in self.base else []
         for table in self.grids.values():
             if key in table:
-                candidates.extend(table[key] if isinstance(table[key], list) else [table[key]])
+                value = table[key]
+                candidates.extend(value if isinstance(value, list) else [value])
         for value in candidates:
             if value not in values:
                 values.append(value)

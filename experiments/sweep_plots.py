@@ -63,9 +63,9 @@ from experiments.sweep_folder import (  # noqa: E402
 )
 from fl_poison.apps.algorithms import experiment_config  # noqa: E402
 from fl_poison.core.config import CORE_SETTINGS  # noqa: E402
-from fl_poison.core.settings import ConfigError  # noqa: E402
 from fl_poison.core.data import DataSpec  # noqa: E402
 from fl_poison.core.plots import plot_training_curves, save_figure  # noqa: E402
+from fl_poison.core.settings import ConfigError  # noqa: E402
 
 CORE_DEFAULTS = {setting.key: setting.default for setting in CORE_SETTINGS}
 
@@ -165,7 +165,7 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
                     axis.errorbar(xs, means, yerr=errors if averaged else None, marker="o", capsize=3, label=str(strategy))
                 axis.set(xlabel="malicious clients", ylabel=f"final {metric}", ylim=(-0.02, 1.02))
                 axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-                axis.set_title(textwrap.fill(describe(dict(zip(panel_keys, panel)), panel_keys), 45), fontsize=9)
+                axis.set_title(textwrap.fill(describe(dict(zip(panel_keys, panel, strict=True)), panel_keys), 45), fontsize=9)
                 axis.grid(alpha=0.3)
                 if axis.has_data():
                     axis.legend(fontsize=7, title=STRATEGY_SETTING, title_fontsize=7)
@@ -204,7 +204,7 @@ def plot_round_overlay(cells: Sequence[CellRow], varying: Sequence[str], grid: s
     metrics = [metric for metric in RATE_METRICS if any(metric in tables[cell.cell_id][0] for cell in drawn)]
     figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) + 2.5, 4.2), squeeze=False)
     colours = plt.get_cmap("tab20" if len(drawn) > 10 else "tab10")
-    for axis, metric in zip(axes[0], metrics):
+    for axis, metric in zip(axes[0], metrics, strict=True):
         for index, cell in enumerate(drawn):
             rows = tables[cell.cell_id]
             if metric in rows[0]:
@@ -268,7 +268,7 @@ def plot_heatmaps(cells: Sequence[CellRow], averaged: Sequence[str], scope: str,
     tables = {metric: heatmap(cells, metric) for metric in metrics}
     shape = tables[metrics[0]].values.shape
     figure, axes = plt.subplots(1, len(metrics), figsize=(1.1 * shape[1] * len(metrics) + 4 * len(metrics), 0.5 * shape[0] + 3), squeeze=False)
-    for axis, metric in zip(axes[0], metrics):
+    for axis, metric in zip(axes[0], metrics, strict=True):
         draw_heatmap(axis, tables[metric], metric)
     over = f"mean over {', '.join(averaged)}" if averaged else "one cell each"
     figure.suptitle(textwrap.fill(f"{scope}: strategy × attack, {over}", 100), fontsize=10)
@@ -294,7 +294,7 @@ def plot_cell_norms(cell: CellRow, client_rows: Sequence[dict[str, str]], title:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     styles = {"median": "-", "max": ":"}
     colours = {"benign": "tab:blue", "malicious": "tab:red"}
-    for axis, stage in zip(axes, ("before", "after")):
+    for axis, stage in zip(axes, ("before", "after"), strict=True):
         for (group, curve_stage, statistic), values in summary.curves.items():
             if curve_stage == stage and any(math.isfinite(value) for value in values):
                 axis.plot(summary.rounds, values, styles[statistic], color=colours[group], marker="o", markersize=3, label=f"{group} {statistic}")
@@ -328,13 +328,13 @@ def data_spec_of(settings: dict[str, object]) -> DataSpec:
     if spec.partitioning != "dirichlet":
         spec = replace(
             spec,
-            dirichlet_alpha=CORE_DEFAULTS["dirichlet-alpha"],
-            min_partition_size=CORE_DEFAULTS["min-partition-size"],
+            dirichlet_alpha=float(CORE_DEFAULTS["dirichlet-alpha"]),
+            min_partition_size=int(CORE_DEFAULTS["min-partition-size"]),
         )
     if spec.partitioning != "pathological":
-        spec = replace(spec, classes_per_client=CORE_DEFAULTS["classes-per-client"])
+        spec = replace(spec, classes_per_client=int(CORE_DEFAULTS["classes-per-client"]))
     if spec.partitioning != "random-subsets":
-        spec = replace(spec, samples_per_client=CORE_DEFAULTS["samples-per-client"])
+        spec = replace(spec, samples_per_client=int(CORE_DEFAULTS["samples-per-client"]))
     return spec
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from fl_poison.apps.algorithms import check_attack_classes, experiment_config
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.settings import ConfigError, toml_literal
 from fl_poison.core.provenance import default_run_name
+from fl_poison.core.settings import ConfigError, toml_literal
 
 RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
 FLOWER_ENVIRONMENT = {

@@ -81,8 +81,8 @@ def test_digits_tensors_are_float32_in_unit_range_and_match_sklearn():
     assert set(test.y.tolist()) == set(range(10))
     # Every test image, scaled back by 16, is one of sklearn's images with the same label.
     bunch = load_digits()
-    lookup = {image.astype(np.float32).tobytes(): int(label) for image, label in zip(bunch.images, bunch.target)}
-    for image, label in zip(test.x[:50], test.y[:50]):
+    lookup = {image.astype(np.float32).tobytes(): int(label) for image, label in zip(bunch.images, bunch.target, strict=True)}
+    for image, label in zip(test.x[:50], test.y[:50], strict=True):
         key = (image[0].numpy() * 16).astype(np.float32).tobytes()
         assert lookup[key] == int(label)
 

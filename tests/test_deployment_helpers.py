@@ -19,13 +19,14 @@ from flwr.cli.flower_config import read_superlink_connection
 from flwr.cli.supernode.register import try_load_public_key
 from PIL import Image
 
+from clients.targeting import POISON_RATE
+from fl_poison.apps.node import NodeIdentity, config_for_node
 from fl_poison.cli import main
 from fl_poison.core.config import ConfigError
 from fl_poison.core.data import DatasetInfo, node_data
 from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.local_trial import TrialPlan, supernode_command
 from fl_poison.deploy.processes import descendants, start_process, stop_processes
-from fl_poison.apps.node import NodeIdentity, config_for_node
 
 
 def test_certificates_name_the_server_hosts_and_chain_to_the_ca(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_node_identity_must_fit_the_run() -> None:
 def test_node_attack_settings_override_the_run() -> None:
     run = {"num-clients": 5, "attack": "none", "poison-rate": 0.5}
     config = config_for_node(run, {"partition-id": 1, "num-partitions": 5, "malicious": True, "attack": "badnets", "poison-rate": 0.9})
-    assert (config.attack, config.poison_rate, config.num_clients) == ("badnets", 0.9, 5)
+    assert (config.attack, config[POISON_RATE], config.num_clients) == ("badnets", 0.9, 5)
     with pytest.raises(ConfigError, match="^node config attack: bad value"):
         config_for_node(run, {"attack": "bogus"})
     with pytest.raises(ConfigError, match="^attack: bad value"):

@@ -42,7 +42,7 @@ def test_ada_cnn_has_the_paper_layer_sizes_on_28x28():
         (20, 50, (5, 5), (1, 1), (0, 0)),
     ]
     # 28 - 4 = 24, 24 - 4 = 20: a 50 x 20 x 20 feature map.
-    assert [(l.in_features, l.out_features) for l in linears] == [(50 * 20 * 20, 200), (200, 10)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(50 * 20 * 20, 200), (200, 10)]
     assert model.classifier is linears[-1]
     assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in model.modules())
 
@@ -123,6 +123,6 @@ def test_load_array_record_with_extra_key_raises_key_error():
 def test_array_record_holds_float_numpy_arrays():
     model = build_model("resnet18", (1, 8, 8), 10)
     record = to_array_record(model)
-    arrays = dict(zip(record.keys(), record.to_numpy_ndarrays()))
+    arrays = dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True))
     assert all(np.issubdtype(array.dtype, np.floating) for array in arrays.values())
     assert set(arrays) == set(float_state(model))

@@ -39,7 +39,7 @@ def final_only(accuracy: float) -> list[dict[str, object]]:
 
 
 def test_max_from_and_last_rounds_mean_by_hand(tmp_path):
-    rounds = [{"round": r, "asr": value} for r, value in zip(range(1, 8), [0.9, 0.1, 0.2, "", 0.4, 0.5, 0.3])]
+    rounds = [{"round": r, "asr": value} for r, value in zip(range(1, 8), [0.9, 0.1, 0.2, "", 0.4, 0.5, 0.3], strict=True)]
     make_sweep(tmp_path, [{"values": {}, "rounds": rounds}])
     history = round_rows(read_csv(tmp_path / "sweep.csv")[0])
     assert max_from(history, "asr", 2) == pytest.approx(0.5)
@@ -100,7 +100,7 @@ def test_seed001_findings_use_the_last_rounds(tmp_path):
 
 def test_seed004_takes_the_maximum_after_the_attack_starts_and_averages_targets(tmp_path):
     def cell(attack, update, knowledge, n, target, ata_values, mta_values, chosen=()):
-        rounds = [{"round": r + 1, "ts_ata": a, "mta": m} for r, (a, m) in enumerate(zip(ata_values, mta_values))]
+        rounds = [{"round": r + 1, "ts_ata": a, "mta": m} for r, (a, m) in enumerate(zip(ata_values, mta_values, strict=True))]
         values = {"attack": attack, "update-attack": update, "ada-knowledge": knowledge, "num-malicious": n, "target-class": target}
         clients = [{"round": 3, "partition_id": 7, "malicious": 1, "attacked": 1, "attack_target": c} for c in chosen]
         clients.append({"round": 2, "partition_id": 1, "malicious": 0, "attacked": 0, "attack_target": -1})

@@ -79,7 +79,7 @@ def test_a_sweep_runs_every_cell_and_writes_one_row_each(tmp_path):
     assert all(row["status"] == "ok" for row in rows)
     krum_two = next(row for row in rows if row["strategy"] == "krum" and row["num-malicious"] == "2")
     assert float(krum_two["accuracy"]) == pytest.approx(0.71)
-    assert all(call["run-name"] == call_cell for call, call_cell in zip(runner.calls, [r["cell_id"] for r in rows]))
+    assert all(call["run-name"] == call_cell for call, call_cell in zip(runner.calls, [r["cell_id"] for r in rows], strict=True))
 
 
 def test_resume_runs_only_the_missing_and_failed_cells(tmp_path):

@@ -36,7 +36,7 @@ def parameters_of(model: nn.Module) -> list[torch.Tensor]:
 
 
 def distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return math.sqrt(sum(float(torch.sum((x - y) ** 2)) for x, y in zip(a, b)))
+    return math.sqrt(sum(float(torch.sum((x - y) ** 2)) for x, y in zip(a, b, strict=True)))
 
 
 def full_loss(model: nn.Module, data: LabeledTensors) -> float:
@@ -56,10 +56,10 @@ def test_proximal_term_value_and_gradient_match_hand_computation():
     # mu / 2 * sum ||w - w0||^2, in float64 numpy.
     expected = 0.5 * mu * sum(
         float(np.sum((p.detach().numpy().astype(np.float64) - a.numpy().astype(np.float64)) ** 2))
-        for p, a in zip(model.parameters(), anchor)
+        for p, a in zip(model.parameters(), anchor, strict=True)
     )
     assert float(term.detach()) == pytest.approx(expected, rel=1e-5)
-    for parameter, reference in zip(model.parameters(), anchor):
+    for parameter, reference in zip(model.parameters(), anchor, strict=True):
         assert parameter.grad is not None
         assert torch.allclose(parameter.grad, mu * (parameter.detach() - reference), atol=1e-6)
 
@@ -91,9 +91,9 @@ def test_fedprox_steps_match_a_hand_written_sgd_loop():
         losses.append(float(loss))
         loss.backward()
         with torch.no_grad():
-            for p, anchor in zip(reference.parameters(), w0):
+            for p, anchor in zip(reference.parameters(), w0, strict=True):
                 p -= lr * (p.grad + mu * (p - anchor))
-    for trained, expected in zip(model.parameters(), reference.parameters()):
+    for trained, expected in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.allclose(trained, expected, atol=1e-6)
     # The reported loss is the mean cross-entropy, without the proximal term.
     assert reported == pytest.approx(np.mean(losses), rel=1e-5)
@@ -109,9 +109,9 @@ def test_train_locally_is_deterministic_for_a_seed():
     train_locally(other, data, settings, CPU, seed=8)
 
     assert loss_first == loss_second
-    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True))
 
 
 def test_loss_decreases_on_a_separable_problem():

@@ -51,7 +51,7 @@ class DataSpec:
     samples_per_client: int = 500
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig, num_partitions: int | None = None) -> "DataSpec":
+    def from_config(cls, config: ExperimentConfig, num_partitions: int | None = None) -> DataSpec:
         """The data part of an experiment config (``num_partitions`` defaults to ``num-clients``)."""
         return cls(
             dataset=config.dataset,

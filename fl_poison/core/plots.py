@@ -6,6 +6,7 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -45,8 +46,13 @@ def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -
     return written
 
 
+def _number(value: object) -> float:
+    # a number, or its text in rows read back from a CSV file
+    return float(cast("str | float", value))
+
+
 def _values(rows: Sequence[Mapping[str, object]], column: str) -> list[float]:
-    return [float(row[column]) if row.get(column) not in (None, "") else math.nan for row in rows]
+    return [_number(row[column]) if row.get(column) not in (None, "") else math.nan for row in rows]
 
 
 def plot_training_curves(
@@ -65,7 +71,7 @@ def plot_training_curves(
     formats : Sequence[str]
         Output formats (see :func:`save_figure`); returns the files written.
     """
-    rounds = [int(row["round"]) for row in rows]
+    rounds = [int(cast("str | int", row["round"])) for row in rows]
     figure, (rate_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     rate_axis.plot(rounds, _values(rows, "accuracy"), marker="o", markersize=3, label="accuracy")
     for column in ATTACK_CURVES:

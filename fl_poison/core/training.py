@@ -10,6 +10,7 @@ reproducible on the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ class LocalTraining:
     proximal_mu: float = 0.0
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig, proximal_mu: float = 0.0) -> "LocalTraining":
+    def from_config(cls, config: ExperimentConfig, proximal_mu: float = 0.0) -> LocalTraining:
         """Local training settings of an experiment, with the mu the server sent."""
         return cls(
             epochs=config.local_epochs,
@@ -75,9 +76,13 @@ def resolve_device(preference: str) -> torch.device:
 
 def proximal_term(model: nn.Module, global_parameters: list[torch.Tensor], mu: float) -> torch.Tensor:
     """``mu / 2 * sum ||w - w_global||^2`` over the trainable parameters of ``model``."""
-    squared = sum(
-        torch.sum((weight - anchor) ** 2)
-        for weight, anchor in zip(model.parameters(), global_parameters)
+    # a Tensor: the models trained here all have parameters (sum() of nothing would be the int 0)
+    squared = cast(
+        torch.Tensor,
+        sum(
+            torch.sum((weight - anchor) ** 2)
+            for weight, anchor in zip(model.parameters(), global_parameters, strict=True)
+        ),
     )
     return 0.5 * mu * squared
 
