@@ -7,13 +7,13 @@ import math
 import torch
 
 from experiments.benchmark_flower_vs_loop import fedavg, plain_loop
-from fl_poison.core.config import parse_config
+from fl_poison.apps.algorithms import experiment_config
 
 TINY = {"num-clients": 3, "num-rounds": 2, "local-epochs": 1, "device": "cpu"}
 
 
 def test_plain_loop_reports_every_round_and_is_deterministic():
-    config = parse_config(TINY)
+    config = experiment_config(TINY)
     first = plain_loop(config)
     second = plain_loop(config)
     assert [row["round"] for row in first["rounds"]] == [0, 1, 2]

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from fl_poison.core.config import ConfigError, parse_config
+from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.settings import ConfigError
 from fl_poison.core.data import DataSpec, all_partition_indices, client_data, dataset_info, source_of
 from fl_poison.core.data import test_data as held_out_data  # not named test_*: pytest would collect it
 
@@ -24,7 +25,7 @@ DIGITS_TRAIN_ROWS = NUM_DIGITS - DIGITS_TEST_ROWS
 
 
 def spec_of(**settings) -> DataSpec:
-    return DataSpec.from_config(parse_config(settings))
+    return DataSpec.from_config(experiment_config(settings))
 
 
 def train_labels(spec: DataSpec) -> np.ndarray:

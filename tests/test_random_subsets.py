@@ -6,7 +6,8 @@ import datasets
 import numpy as np
 import pytest
 
-from fl_poison.core.config import ConfigError, parse_config
+from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.settings import ConfigError
 from fl_poison.core.data import DataSpec, all_partition_indices, client_data
 from fl_poison.core.partitioning import build_partitioner
 from fl_poison.core.random_subsets import RandomSubsetPartitioner
@@ -50,7 +51,7 @@ def test_bad_requests_are_refused(pid, size):
 
 def test_the_setting_builds_it_and_digits_clients_get_their_rows():
     assert isinstance(build_partitioner("random-subsets", 3, "label", 1, samples_per_client=40), RandomSubsetPartitioner)
-    config = parse_config({"partitioning": "random-subsets", "samples-per-client": 300, "num-clients": 100})
+    config = experiment_config({"partitioning": "random-subsets", "samples-per-client": 300, "num-clients": 100})
     spec = DataSpec.from_config(config)
     rows = all_partition_indices(spec)
     assert len(rows) == 100 and all(len(part) == 300 == len(set(part)) for part in rows)
@@ -58,7 +59,7 @@ def test_the_setting_builds_it_and_digits_clients_get_their_rows():
 
 
 def test_more_samples_than_training_rows_is_a_setting_error():
-    spec = DataSpec.from_config(parse_config({"partitioning": "random-subsets", "samples-per-client": 5000}))
+    spec = DataSpec.from_config(experiment_config({"partitioning": "random-subsets", "samples-per-client": 5000}))
     with pytest.raises(ConfigError) as caught:
         all_partition_indices(spec)
     assert str(caught.value).startswith("samples-per-client: bad value 5000;")

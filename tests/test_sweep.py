@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from experiments.sweep import CELL_LOG, SWEEP_TABLE, SweepProgress, expand_grid, expand_sweep, load_sweep, run_sweep
-from fl_poison.core.config import ConfigError, parse_config
+from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.settings import ConfigError
 from fl_poison.core.results import read_csv
 from fl_poison.launch import CommandError
 
@@ -63,7 +64,7 @@ def test_grid_expands_to_the_cartesian_product_in_grid_order(tmp_path):
 def test_cell_identity_is_the_hash_of_the_resolved_settings(tmp_path):
     base, grids = load_sweep(write_sweep(tmp_path))
     cells = expand_grid(base, grids["grid"])
-    expected = parse_config({"num-rounds": 3, "num-clients": 8, "strategy": "krum", "num-malicious": 1}).fingerprint()
+    expected = experiment_config({"num-rounds": 3, "num-clients": 8, "strategy": "krum", "num-malicious": 1}).fingerprint()
     assert cells[4].cell_id == expected
     assert len({c.cell_id for c in cells}) == 6
     # a value equal to the default resolves to the same cell as leaving it out
