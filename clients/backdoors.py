@@ -1,15 +1,26 @@
-"""Backdoor data poisoning: stamp a trigger on a share of the samples and relabel them.
+"""Backdoor data poisoning and its evaluation, shared by blend, BadNets and DBA.
 
-Used by blend, BadNets and DBA (see :mod:`clients.triggers` for the triggers and their papers).
-The poisoned samples replace their clean versions; the attacker trains on the mix.
+The attacker stamps a trigger (:mod:`clients.triggers`) on a share ``poison-rate`` of its samples
+and relabels them ``target-class``; the poisoned samples replace their clean versions and the
+attacker trains on the mix. The server measures the backdoor with the attack success rate of
+each trigger the attack owns (see :mod:`clients.attack_metrics`).
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+import numpy as np
+import torch
+from torch import nn
+
+from clients.attack_metrics import attack_success_rate, main_task_accuracy
+from clients.base import TrainingJob
+from clients.malicious import Poisoned
 from clients.triggers import Trigger
 from fl_poison.core.data import LabeledTensors
+from fl_poison.core.evaluation import predict_probabilities
 
 
 def poison_with_trigger(data: LabeledTensors, trigger: Trigger, rate: float, target: int, seed: int) -> LabeledTensors:
@@ -36,3 +47,96 @@ def poison_with_trigger(data: LabeledTensors, trigger: Trigger, rate: float, tar
     images[chosen] = trigger.apply(images[chosen])
     labels[chosen] = target
     return LabeledTensors(images, labels)
+
+
+@dataclass(frozen=True)
+class TriggerPoison:
+    """Backdoor poisoning with a trigger (blend, BadNets, a DBA part).
+
+    Parameters
+    ----------
+    trigger : Trigger
+        The stamp this attacker uses.
+    rate : float
+        Share of local samples poisoned.
+    target : int
+        Backdoor target class.
+    """
+
+    trigger: Trigger
+    rate: float
+    target: int
+
+    def poison(self, job: TrainingJob) -> Poisoned:
+        """A share ``rate`` of ``job``'s samples stamped and relabelled ``target`` (drawn with ``job.seed``)."""
+        return Poisoned(poison_with_trigger(job.data, self.trigger, self.rate, self.target, job.seed), self.target)
+
+
+def image_shape(data: LabeledTensors) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` shape of the images of ``data``.
+
+    Parameters
+    ----------
+    data : LabeledTensors
+        Samples of shape ``(N, C, H, W)``.
+    """
+    _, channels, height, width = data.x.shape
+    return channels, height, width
+
+
+def stamped(data: LabeledTensors, trigger: Trigger) -> LabeledTensors:
+    """``data`` with every image stamped with ``trigger`` (true labels kept).
+
+    Parameters
+    ----------
+    data : LabeledTensors
+        Clean samples.
+    trigger : Trigger
+        The stamp.
+    """
+    return LabeledTensors(trigger.apply(data.x), data.y)
+
+
+@dataclass(frozen=True)
+class BackdoorEvaluation:
+    """The clean ``mta`` and the attack success rate of every trigger of a backdoor attack.
+
+    Parameters
+    ----------
+    test_set : LabeledTensors
+        The clean test set.
+    triggered : Mapping[str, LabeledTensors]
+        Metric name (``asr``, ``asr_part_<k>``) → the test set stamped with that trigger.
+    target : int
+        The backdoor target class.
+    """
+
+    test_set: LabeledTensors
+    triggered: Mapping[str, LabeledTensors]
+    target: int
+
+    @classmethod
+    def of(cls, test_set: LabeledTensors, triggers: Mapping[str, Trigger], target: int) -> BackdoorEvaluation:
+        """The evaluation of ``triggers`` (metric name → trigger), stamped once on ``test_set``.
+
+        Parameters
+        ----------
+        test_set : LabeledTensors
+            The clean test set.
+        triggers : Mapping[str, Trigger]
+            Metric name → trigger, in the order the metrics are reported.
+        target : int
+            The backdoor target class.
+        """
+        return cls(test_set, {name: stamped(test_set, trigger) for name, trigger in triggers.items()}, target)
+
+    def metrics(
+        self, model: nn.Module, predictions: np.ndarray, device: torch.device, batch_size: int, attack_target: int
+    ) -> dict[str, float]:
+        """``mta`` of the clean ``predictions``, then each trigger's ASR (see :class:`~clients.attack_metrics.AttackEvaluation`)."""
+        labels = self.test_set.y.numpy()
+        results = {"mta": main_task_accuracy(predictions, labels)}
+        for name, data in self.triggered.items():
+            triggered_predictions = predict_probabilities(model, data, device, batch_size).argmax(axis=1)
+            results[name] = attack_success_rate(triggered_predictions, labels, self.target)
+        return results

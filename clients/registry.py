@@ -1,31 +1,74 @@
-"""Chooses the behaviour of a client in a round from the experiment config and the threat model."""
+"""The registered attacks, and the behaviour of a client in a round built from them.
+
+:func:`registered_attacks` imports every module of :mod:`clients.attacks` and collects its
+``ATTACK``; nothing lists the attacks by hand. :func:`behaviour_for` turns the threat model and
+the run's attack and update transform into a client's behaviour, and :func:`evaluation_for`
+gives the server the run's attack metrics; both ask the attacks' specs, never their names.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+import pkgutil
+from collections.abc import Mapping, Sequence
+from functools import cache
 
 from flwr.app import RecordDict
 
+import clients.attacks
+from clients.attack_metrics import AttackEvaluation, NoAttackMetrics
 from clients.base import ClientBehaviour
 from clients.benign import BenignClient
-from clients.malicious import (
-    AdaPoison,
-    CleanData,
-    DataPoisoner,
-    MaliciousClient,
-    NanClient,
-    NoTransform,
-    RandomLabelFlip,
-    Scaling,
-    SourceTargetFlip,
-    TrainAndScale,
-    TriggerPoison,
-    UpdateTransform,
-)
+from clients.malicious import CleanData, DataPoisoner, MaliciousClient, NoTransform, UpdateTransform
+from clients.spec import AttackContext, AttackSpec
 from clients.threat_model import ThreatModel
-from clients.triggers import attack_trigger, dba_triggers
-from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.data import DatasetInfo
+from fl_poison.core.catalogue import CLIENT_BEHAVIOUR, DATA_POISONING, UPDATE_TRANSFORM
+from fl_poison.core.config import NO_ATTACK, ExperimentConfig
+from fl_poison.core.data import DatasetInfo, LabeledTensors
+
+
+@cache
+def registered_attacks() -> tuple[AttackSpec, ...]:
+    """Every attack of :mod:`clients.attacks` (the ``ATTACK`` of each of its modules), sorted by name.
+
+    Raises
+    ------
+    TypeError
+        When a module of the package has no ``ATTACK`` that is an :class:`AttackSpec`.
+    """
+    specs = []
+    for module_info in pkgutil.iter_modules(clients.attacks.__path__):
+        module = importlib.import_module(f"{clients.attacks.__name__}.{module_info.name}")
+        spec = getattr(module, "ATTACK", None)
+        if not isinstance(spec, AttackSpec):
+            raise TypeError(
+                f"{module.__name__}: no ATTACK = AttackSpec(...); every module of clients.attacks is an attack"
+            )
+        specs.append(spec)
+    return tuple(sorted(specs, key=lambda spec: spec.name))
+
+
+def attack_named(name: str, attacks: Sequence[AttackSpec] | None = None) -> AttackSpec | None:
+    """The attack registered as ``name``; None for ``none``.
+
+    Parameters
+    ----------
+    name : str
+        An ``attack`` or ``update-attack`` value (``update-attack`` resolved, not ``auto``).
+    attacks : Sequence[AttackSpec] | None
+        The attacks to look in; None for :func:`registered_attacks`.
+
+    Raises
+    ------
+    KeyError
+        For a name no attack is registered as (a parsed configuration never has one).
+    """
+    if name == NO_ATTACK:
+        return None
+    for spec in registered_attacks() if attacks is None else attacks:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"attack {name!r} is not registered")
 
 
 def behaviour_for(
@@ -35,8 +78,15 @@ def behaviour_for(
     info: DatasetInfo,
     node_config: Mapping[str, object] | None = None,
     state: RecordDict | None = None,
+    attacks: Sequence[AttackSpec] | None = None,
 ) -> ClientBehaviour:
     """The behaviour of ``partition_id`` in ``server_round``.
+
+    A benign client trains honestly; so does an attacker outside its attack rounds (marked
+    malicious for forensics). An attacker in an attack round gets the behaviour its attack
+    builds (kind ``client-behaviour``), or a :class:`~clients.malicious.MaliciousClient` that
+    composes the attack's data poisoner (kind ``data-poisoning``; clean data for ``none``) with
+    the update transform of ``update-attack`` (none for ``none``).
 
     Parameters
     ----------
@@ -51,55 +101,95 @@ def behaviour_for(
     node_config : Mapping[str, object] | None
         The node's own config (``malicious=true`` makes it an attacker).
     state : RecordDict | None
-        The client's ``context.state`` (ADA keeps its convergence record there).
+        The client's ``context.state`` (ADA keeps its convergence record there); None for a
+        fresh one.
+    attacks : Sequence[AttackSpec] | None
+        The attacks to build from; None for :func:`registered_attacks`.
     """
     threat = ThreatModel.from_config(config)
     if not threat.is_malicious(partition_id, node_config):
         return BenignClient()
-    if config.attack == "none" and config.resolved_update_attack == "none":
+    if config.attack == NO_ATTACK and config.resolved_update_attack == NO_ATTACK:
         return BenignClient(malicious=True)
     if not threat.attacks(partition_id, server_round, node_config):
         return BenignClient(malicious=True)
-    if config.attack == "nan-weights":
-        return NanClient()
-    poisoner = data_poisoner(config, partition_id, threat, info, state if state is not None else RecordDict())
-    return MaliciousClient(poisoner, update_transform(config, server_round, threat))
+    context = AttackContext(
+        config=config,
+        partition_id=partition_id,
+        server_round=server_round,
+        info=info,
+        threat=threat,
+        state=state if state is not None else RecordDict(),
+    )
+    attack = attack_named(config.attack, attacks)
+    if attack is not None and attack.kind == CLIENT_BEHAVIOUR and attack.behaviour is not None:
+        return attack.behaviour(context)
+    return MaliciousClient(
+        data_poisoner(attack, context), update_transform(attack_named(config.resolved_update_attack, attacks), context)
+    )
 
 
-def data_poisoner(
-    config: ExperimentConfig, partition_id: int, threat: ThreatModel, info: DatasetInfo, state: RecordDict
-) -> DataPoisoner:
-    """The data attack named by ``attack``."""
-    if config.attack == "label-flip-random":
-        return RandomLabelFlip(info.num_classes)
-    if config.attack == "label-flip":
-        return SourceTargetFlip(config.source_class, config.target_class, config.poison_rate)
-    if config.attack in ("blend", "badnets"):
-        return TriggerPoison(attack_trigger(config, info.input_shape), config.poison_rate, config.target_class)
-    if config.attack == "dba":
-        _, parts = dba_triggers(config, info.input_shape)
-        return TriggerPoison(parts[threat.attacker_rank(partition_id) % len(parts)], config.poison_rate, config.target_class)
-    if config.attack == "ada":
-        return AdaPoison(
-            knowledge=config.ada_knowledge,
-            source=config.source_class,
-            rate=config.poison_rate,
-            num_classes=info.num_classes,
-            wait_for_convergence=config.ada_start == "converged",
-            patience=config.ada_patience,
-            state=state,
-        )
-    return CleanData()
+def data_poisoner(attack: AttackSpec | None, context: AttackContext) -> DataPoisoner:
+    """The data poisoner ``attack`` builds for ``context``; clean data when there is no attack.
+
+    Parameters
+    ----------
+    attack : AttackSpec | None
+        A data-poisoning attack, or None.
+    context : AttackContext
+        The attacker and the round.
+
+    Raises
+    ------
+    ValueError
+        When ``attack`` is not a data-poisoning attack.
+    """
+    if attack is None:
+        return CleanData()
+    if attack.kind != DATA_POISONING or attack.poisoner is None:
+        raise ValueError(f"attack {attack.name!r} is of kind {attack.kind!r}; allowed: {DATA_POISONING}")
+    return attack.poisoner(context)
 
 
-def update_transform(config: ExperimentConfig, server_round: int, threat: ThreatModel) -> UpdateTransform:
-    """The update attack in force (``update-attack``, with ``auto`` resolved)."""
-    kind = config.resolved_update_attack
-    if kind == "scaling":
-        gamma = config.scale_factor
-        if gamma is None:
-            gamma = threat.per_round / threat.attackers_sampled(server_round)
-        return Scaling(gamma)
-    if kind == "train-and-scale":
-        return TrainAndScale(config.norm_bound)
-    return NoTransform()
+def update_transform(attack: AttackSpec | None, context: AttackContext) -> UpdateTransform:
+    """The update transform ``attack`` builds for ``context``; the trained weights as they are when there is none.
+
+    Parameters
+    ----------
+    attack : AttackSpec | None
+        An update-transform attack, or None.
+    context : AttackContext
+        The attacker and the round.
+
+    Raises
+    ------
+    ValueError
+        When ``attack`` is not an update-transform attack.
+    """
+    if attack is None:
+        return NoTransform()
+    if attack.kind != UPDATE_TRANSFORM or attack.transform is None:
+        raise ValueError(f"update-attack {attack.name!r} is of kind {attack.kind!r}; allowed: {UPDATE_TRANSFORM}")
+    return attack.transform(context)
+
+
+def evaluation_for(
+    config: ExperimentConfig, test_set: LabeledTensors, num_classes: int, attacks: Sequence[AttackSpec] | None = None
+) -> AttackEvaluation:
+    """The evaluation of the run's attack (no metrics when it has none or the run has no attack).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    test_set : LabeledTensors
+        The server's clean test set.
+    num_classes : int
+        Number of classes of the data.
+    attacks : Sequence[AttackSpec] | None
+        The attacks to look in; None for :func:`registered_attacks`.
+    """
+    attack = attack_named(config.attack, attacks)
+    if attack is None or attack.evaluation is None:
+        return NoAttackMetrics()
+    return attack.evaluation(config, test_set, num_classes)

@@ -22,7 +22,9 @@ from fl_poison.core.schedule import sampled_partitions
 THREAT_MODEL_SEED_SALT = 7919
 
 
-def malicious_partitions(num_clients: int, num_malicious: int, malicious_ids: tuple[int, ...], seed: int) -> tuple[int, ...]:
+def malicious_partitions(
+    num_clients: int, num_malicious: int, malicious_ids: tuple[int, ...], seed: int
+) -> tuple[int, ...]:
     """The malicious partition ids: ``malicious_ids`` if given, else ``num_malicious`` drawn with ``seed``."""
     if malicious_ids:
         return tuple(sorted(malicious_ids))
@@ -64,10 +66,12 @@ class ThreatModel:
     attack_every: int = 1
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig) -> "ThreatModel":
+    def from_config(cls, config: ExperimentConfig) -> ThreatModel:
         """The threat model a run config describes."""
         return cls(
-            malicious_ids=malicious_partitions(config.num_clients, config.num_malicious, config.malicious_ids, config.seed),
+            malicious_ids=malicious_partitions(
+                config.num_clients, config.num_malicious, config.malicious_ids, config.seed
+            ),
             num_clients=config.num_clients,
             per_round=config.sampled_per_round,
             seed=config.seed,
@@ -87,9 +91,7 @@ class ThreatModel:
         """Whether ``partition_id`` sends a poisoned update in ``server_round`` (assuming it is sampled)."""
         if not self.is_malicious(partition_id, node_config) or server_round < self.attack_start_round:
             return False
-        times_sampled = sum(
-            partition_id in self.sampled_in(r) for r in range(self.attack_start_round, server_round)
-        )
+        times_sampled = sum(partition_id in self.sampled_in(r) for r in range(self.attack_start_round, server_round))
         return times_sampled % self.attack_every == 0
 
     def attackers_sampled(self, server_round: int) -> int:

@@ -10,8 +10,9 @@ import torch
 from flwr.app import MetricRecord, RecordDict
 from torch import nn
 
-from clients.ada import (
+from clients.attacks.ada import (
     CONVERGENCE_RECORD,
+    AdaPoison,
     attacking_distances_flame,
     attacking_distances_full,
     choose_target,
@@ -20,7 +21,7 @@ from clients.ada import (
 from clients.base import TrainingJob
 from clients.benign import BenignClient
 from clients.label_flipping import flip_source_to_target
-from clients.malicious import AdaPoison, MaliciousClient, NoTransform
+from clients.malicious import MaliciousClient, NoTransform
 from fl_poison.core.data import LabeledTensors
 from fl_poison.core.models import SplitClassifier
 from fl_poison.core.training import LocalTraining
@@ -159,39 +160,47 @@ def test_no_source_samples_means_no_distances_and_no_attack():
     assert attacking_distances_full(model, data, 0, CPU) == {}
     assert attacking_distances_flame(model, data, 0, 5, CPU) == {}
     for knowledge in ("full", "partial"):
-        poisoner = AdaPoison(knowledge, source=0, rate=0.5, num_classes=5, wait_for_convergence=False, patience=1, state=RecordDict())
+        poisoner = AdaPoison(
+            knowledge, source=0, rate=0.5, num_classes=5, wait_for_convergence=False, patience=1, state=RecordDict()
+        )
         assert poisoner.poison(job_for(model, data, server_round=1)) is None
 
 
 def job_for(model: nn.Module, data: LabeledTensors, server_round: int) -> TrainingJob:
     training = LocalTraining(epochs=1, batch_size=4, learning_rate=0.01)
-    return TrainingJob(model=model, data=data, training=training, device=CPU, seed=17, server_round=server_round, partition_id=0)
+    return TrainingJob(
+        model=model, data=data, training=training, device=CPU, seed=17, server_round=server_round, partition_id=0
+    )
 
 
 @pytest.mark.parametrize("knowledge, target", [("full", 3), ("partial", 2)])
 def test_ada_poison_flips_source_to_the_chosen_class(knowledge, target):
     data = clustered_data(MEANS)
-    poisoner = AdaPoison(knowledge, source=0, rate=0.5, num_classes=5, wait_for_convergence=False, patience=1, state=RecordDict())
+    poisoner = AdaPoison(
+        knowledge, source=0, rate=0.5, num_classes=5, wait_for_convergence=False, patience=1, state=RecordDict()
+    )
     poisoned = poisoner.poison(job_for(linear_model(WEIGHT, BIAS), data, server_round=1))
     assert poisoned is not None and poisoned.target == target
     # four source samples relabelled, four others kept with their true labels
-    original = {tuple(row): label for row, label in zip(data.x.view(-1, 2).tolist(), data.y.tolist())}
+    original = {tuple(row): label for row, label in zip(data.x.view(-1, 2).tolist(), data.y.tolist(), strict=True)}
     assert len(original) == len(data)  # every point is distinct
     rows = [tuple(row) for row in poisoned.data.x.view(-1, 2).tolist()]
     assert len(rows) == 8
     assert sorted(row for row in rows if original[row] == 0) == sorted(row for row in original if original[row] == 0)
-    for row, label in zip(rows, poisoned.data.y.tolist()):
+    for row, label in zip(rows, poisoned.data.y.tolist(), strict=True):
         assert label == (target if original[row] == 0 else original[row])
 
 
 def test_malicious_client_trains_honestly_when_ada_does_not_attack():
     data = clustered_data({1: MEANS[1], 2: MEANS[2]})  # no source samples
-    poisoner = AdaPoison("full", source=0, rate=0.5, num_classes=5, wait_for_convergence=False, patience=1, state=RecordDict())
+    poisoner = AdaPoison(
+        "full", source=0, rate=0.5, num_classes=5, wait_for_convergence=False, patience=1, state=RecordDict()
+    )
     model_a, model_b = linear_model(WEIGHT, BIAS), linear_model(WEIGHT, BIAS)
     update = MaliciousClient(poisoner, NoTransform()).run(job_for(model_a, data, 1))
     honest = BenignClient().run(job_for(model_b, data, 1))
     assert update.malicious and not update.attacked
-    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert update.train_loss == honest.train_loss
 

@@ -1,4 +1,5 @@
-"""Attack metrics on hand-made predictions and on tiny models whose predictions are known."""
+"""Attack metrics on hand-made predictions, the attacks' class checks, and each attack's evaluation
+on tiny models whose predictions are known."""
 
 from __future__ import annotations
 
@@ -9,16 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from fl_poison.apps.attack_metrics import (
-    AttackEvaluator,
-    attack_success_rate,
-    check_classes,
-    main_task_accuracy,
-    max_ata,
-    targeted_ata,
-)
-from fl_poison.core.config import ConfigError, parse_config
+from clients.attack_metrics import attack_success_rate, main_task_accuracy, max_ata, targeted_ata
+from clients.backdoors import BackdoorEvaluation
+from clients.registry import attack_named, evaluation_for
+from fl_poison.apps.algorithms import check_attack_classes, experiment_config
 from fl_poison.core.data import LabeledTensors
+from fl_poison.core.settings import ConfigError
 
 CPU = torch.device("cpu")
 
@@ -89,44 +86,60 @@ def test_max_ata_is_nan_without_source_samples():
 
 @pytest.mark.parametrize("attack", ["badnets", "blend", "dba", "label-flip"])
 def test_check_classes_rejects_a_target_outside_the_data(attack):
-    config = parse_config({"attack": attack, "target-class": 10, "source-class": 2})
+    config = experiment_config({"attack": attack, "target-class": 10, "source-class": 2})
     with pytest.raises(ConfigError) as error:
-        check_classes(config, num_classes=10)
+        check_attack_classes(config, num_classes=10)
     assert str(error.value).startswith("target-class:")
     assert "\n" not in str(error.value)
-    check_classes(config, num_classes=11)  # 10 is a class of 11-class data
+    check_attack_classes(config, num_classes=11)  # 10 is a class of 11-class data
 
 
 @pytest.mark.parametrize("attack", ["label-flip", "ada"])
 def test_check_classes_rejects_a_source_outside_the_data(attack):
-    config = parse_config({"attack": attack, "source-class": 4, "target-class": 1})
+    config = experiment_config({"attack": attack, "source-class": 4, "target-class": 1})
     with pytest.raises(ConfigError) as error:
-        check_classes(config, num_classes=4)
+        check_attack_classes(config, num_classes=4)
     assert str(error.value).startswith("source-class:")
-    check_classes(config, num_classes=5)
+    check_attack_classes(config, num_classes=5)
 
 
 @pytest.mark.parametrize(
     ("ignored", "checked", "refused"),
     [
         # no attack uses no class
-        ({"attack": "none", "target-class": 50, "source-class": 60}, {"attack": "label-flip", "target-class": 50, "source-class": 60}, "target-class"),
+        (
+            {"attack": "none", "target-class": 50, "source-class": 60},
+            {"attack": "label-flip", "target-class": 50, "source-class": 60},
+            "target-class",
+        ),
         # random label flipping has no target
-        ({"attack": "label-flip-random", "target-class": 50}, {"attack": "badnets", "target-class": 50}, "target-class"),
+        (
+            {"attack": "label-flip-random", "target-class": 50},
+            {"attack": "badnets", "target-class": 50},
+            "target-class",
+        ),
         # ada picks its own target: a large target-class is irrelevant
-        ({"attack": "ada", "target-class": 50, "source-class": 3}, {"attack": "label-flip", "target-class": 50, "source-class": 3}, "target-class"),
+        (
+            {"attack": "ada", "target-class": 50, "source-class": 3},
+            {"attack": "label-flip", "target-class": 50, "source-class": 3},
+            "target-class",
+        ),
         # all-to-one label flipping has no source class to check
-        ({"attack": "label-flip", "source-class": "all", "target-class": 1}, {"attack": "label-flip", "source-class": 60, "target-class": 1}, "source-class"),
+        (
+            {"attack": "label-flip", "source-class": "all", "target-class": 1},
+            {"attack": "label-flip", "source-class": 60, "target-class": 1},
+            "source-class",
+        ),
     ],
 )
 def test_check_classes_ignores_classes_an_attack_does_not_use(ignored, checked, refused):
     # The same out-of-range class passes where the attack ignores it and is refused where one uses it.
-    assert check_classes(parse_config(ignored), num_classes=10) is None
+    assert check_attack_classes(experiment_config(ignored), num_classes=10) is None
     with pytest.raises(ConfigError, match=f"^{refused}: bad value"):
-        check_classes(parse_config(checked), num_classes=10)
+        check_attack_classes(experiment_config(checked), num_classes=10)
 
 
-# ---------------------------------------------------------------- the evaluator
+# ---------------------------------------------------------------- each attack's evaluation
 
 
 class ConstantModel(nn.Module):
@@ -151,7 +164,9 @@ class CornerPixelModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bright = x[:, 0, 7, self.column]
-        return torch.stack([10.0 * bright, torch.full_like(bright, 5.0), torch.zeros_like(bright), torch.zeros_like(bright)], dim=1)
+        return torch.stack(
+            [10.0 * bright, torch.full_like(bright, 5.0), torch.zeros_like(bright), torch.zeros_like(bright)], dim=1
+        )
 
 
 def tiny_test_set() -> LabeledTensors:
@@ -161,10 +176,10 @@ def tiny_test_set() -> LabeledTensors:
 
 def evaluate(settings: dict, model: nn.Module, ada_target: int = -1) -> dict[str, float]:
     data = tiny_test_set()
-    evaluator = AttackEvaluator(parse_config(settings), data, num_classes=4)
+    evaluation = evaluation_for(experiment_config(settings), data, num_classes=4)
     with torch.no_grad():
         predictions = model(data.x).argmax(dim=1).numpy()
-    return evaluator.metrics(model, predictions, CPU, batch_size=7, ada_target=ada_target)
+    return evaluation.metrics(model, predictions, CPU, batch_size=7, attack_target=ada_target)
 
 
 @pytest.mark.parametrize("attack", ["badnets", "blend"])
@@ -180,24 +195,27 @@ def test_backdoor_asr_is_measured_on_triggered_images():
     results = evaluate({"attack": "badnets", "target-class": 0}, CornerPixelModel(column=7))
     assert results["asr"] == 1.0
     assert results["mta"] == 0.25  # clean images: always class 1, right for 5 of 20
-    results = evaluate({"attack": "badnets", "target-class": 0, "trigger-position": "bottom-left"}, CornerPixelModel(column=7))
+    results = evaluate(
+        {"attack": "badnets", "target-class": 0, "trigger-position": "bottom-left"}, CornerPixelModel(column=7)
+    )
     assert results["asr"] == 0.0
 
 
 def test_dba_reports_the_global_trigger_and_every_part():
     settings = {"attack": "dba", "target-class": 0, "num-malicious": 3, "trigger-value": 1.0, "trigger-size": 3}
     data = tiny_test_set()
-    evaluator = AttackEvaluator(parse_config(settings), data, num_classes=4)
-    assert set(evaluator.triggered) == {"asr", "asr_part_0", "asr_part_1", "asr_part_2"}
+    evaluation = evaluation_for(experiment_config(settings), data, num_classes=4)
+    assert isinstance(evaluation, BackdoorEvaluation)
+    assert set(evaluation.triggered) == {"asr", "asr_part_0", "asr_part_1", "asr_part_2"}
     # global trigger: 3x3 bottom-right square; part k is column 5 + k of it
     expected_global = torch.zeros(1, 8, 8)
     expected_global[0, 5:, 5:] = 1.0
-    assert torch.equal(evaluator.triggered["asr"].x[0], expected_global)
+    assert torch.equal(evaluation.triggered["asr"].x[0], expected_global)
     for k in range(3):
         expected = torch.zeros(1, 8, 8)
         expected[0, 5:, 5 + k] = 1.0
-        assert torch.equal(evaluator.triggered[f"asr_part_{k}"].x[3], expected)
-        assert torch.equal(evaluator.triggered[f"asr_part_{k}"].y, data.y)
+        assert torch.equal(evaluation.triggered[f"asr_part_{k}"].x[3], expected)
+        assert torch.equal(evaluation.triggered[f"asr_part_{k}"].y, data.y)
 
     # A model that reacts to pixel (7, 7) is backdoored by the global trigger and by part 2 only.
     results = evaluate(settings, CornerPixelModel(column=7))
@@ -207,17 +225,17 @@ def test_dba_reports_the_global_trigger_and_every_part():
 
 
 def test_dba_parts_follow_malicious_ids():
-    evaluator = AttackEvaluator(parse_config({"attack": "dba", "malicious-ids": "1,4,6,8,9"}), tiny_test_set(), 4)
-    assert sorted(evaluator.triggered) == ["asr"] + [f"asr_part_{k}" for k in range(5)]
+    evaluation = evaluation_for(experiment_config({"attack": "dba", "malicious-ids": "1,4,6,8,9"}), tiny_test_set(), 4)
+    assert sorted(evaluation.triggered) == ["asr"] + [f"asr_part_{k}" for k in range(5)]
 
 
 def test_dba_automatic_trigger_size_on_8px_images():
-    # documented in clients.triggers.dba_global_trigger: 5 px with 3 attackers on 8x8 digits
-    evaluator = AttackEvaluator(parse_config({"attack": "dba", "num-malicious": 3}), tiny_test_set(), 4)
+    # documented in clients.attacks.dba.dba_global_trigger: 5 px with 3 attackers on 8x8 digits
+    evaluation = evaluation_for(experiment_config({"attack": "dba", "num-malicious": 3}), tiny_test_set(), 4)
     expected = torch.zeros(1, 8, 8)
     expected[0, 3:, 3:] = 1.0
-    assert torch.equal(evaluator.triggered["asr"].x[0], expected)
-    parts = [evaluator.triggered[f"asr_part_{k}"].x[0] for k in range(3)]
+    assert torch.equal(evaluation.triggered["asr"].x[0], expected)
+    parts = [evaluation.triggered[f"asr_part_{k}"].x[0] for k in range(3)]
     assert all(float(part.sum()) > 0 for part in parts)
     assert torch.equal(sum(parts), expected)
 
@@ -249,8 +267,11 @@ def test_ada_metrics_use_the_reported_target():
 
 
 def test_no_attack_metrics_for_other_attacks():
+    for attack in ("label-flip-random", "nan-weights"):
+        spec = attack_named(attack)
+        assert spec is not None and spec.evaluation is None
     for attack in ("none", "label-flip-random", "nan-weights"):
-        evaluator = AttackEvaluator(parse_config({"attack": attack}), tiny_test_set(), 4)
-        assert not evaluator.applies
-        assert evaluator.metrics(ConstantModel(0, 4), np.zeros(20, np.int64), CPU, 8, -1) == {}
-    assert AttackEvaluator(parse_config({"attack": "ada"}), tiny_test_set(), 4).applies
+        evaluation = evaluation_for(experiment_config({"attack": attack}), tiny_test_set(), 4)
+        assert evaluation.metrics(ConstantModel(0, 4), np.zeros(20, np.int64), CPU, 8, -1) == {}
+    ada = attack_named("ada")
+    assert ada is not None and ada.evaluation is not None

@@ -7,16 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from clients.attacks.blend import blend_pattern, blend_trigger
+from clients.attacks.dba import split_vertically
 from clients.backdoors import poison_with_trigger
 from clients.label_flipping import ALL_CLASSES, flip_source_to_target, random_labels
-from clients.triggers import (
-    Trigger,
-    blend_pattern,
-    blend_trigger,
-    default_trigger_size,
-    patch_trigger,
-    split_vertically,
-)
+from clients.triggers import Trigger, default_trigger_size, patch_trigger
 from fl_poison.core.data import LabeledTensors
 
 
@@ -64,8 +59,8 @@ def test_flip_at_rate_half_flips_all_source_and_keeps_as_many_others():
     rows = [sample_index(image) for image in poisoned.x]
     assert len(poisoned) == 8
     assert len(set(rows)) == 8
-    flipped = [(row, int(label)) for row, label in zip(rows, poisoned.y) if row in SOURCE_ROWS]
-    kept = [(row, int(label)) for row, label in zip(rows, poisoned.y) if row not in SOURCE_ROWS]
+    flipped = [(row, int(label)) for row, label in zip(rows, poisoned.y, strict=True) if row in SOURCE_ROWS]
+    kept = [(row, int(label)) for row, label in zip(rows, poisoned.y, strict=True) if row not in SOURCE_ROWS]
     assert sorted(row for row, _ in flipped) == SOURCE_ROWS
     assert all(label == 0 for _, label in flipped)
     assert len(kept) == 4
@@ -74,14 +69,15 @@ def test_flip_at_rate_half_flips_all_source_and_keeps_as_many_others():
     assert len(flipped) / len(poisoned) == 0.5
 
 
-@pytest.mark.parametrize("rate, kept", [(0.8, 1), (0.25, 8)])  # round(4 * 0.2 / 0.8) = 1, 4 * 0.75 / 0.25 = 12 > 8 others
+# kept: round(4 * 0.2 / 0.8) = 1; 4 * 0.75 / 0.25 = 12 > 8 others, so all 8
+@pytest.mark.parametrize("rate, kept", [(0.8, 1), (0.25, 8)])
 def test_flip_number_of_kept_samples(rate, kept):
     data = numbered_data(LABELS)
     poisoned = flip_source_to_target(data, source=2, target=3, rate=rate, seed=0)
     rows = [sample_index(image) for image in poisoned.x]
     assert len(poisoned) == 4 + kept
     assert sorted(r for r in rows if r in SOURCE_ROWS) == SOURCE_ROWS
-    for row, label in zip(rows, poisoned.y.tolist()):
+    for row, label in zip(rows, poisoned.y.tolist(), strict=True):
         assert label == (3 if row in SOURCE_ROWS else LABELS[row])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clients.threat_model import ThreatModel, declared_malicious, malicious_partitions
-from fl_poison.core.config import parse_config
+from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.schedule import sampled_partitions
 
 # ---------------------------------------------------------------- malicious partitions
@@ -40,10 +40,12 @@ def test_drawn_ids_are_deterministic_per_seed_and_differ_across_seeds():
 
 
 def test_threat_model_from_config_uses_the_same_draw():
-    config = parse_config({"num-clients": 12, "num-malicious": 3, "seed": 9})
+    config = experiment_config({"num-clients": 12, "num-malicious": 3, "seed": 9})
     threat = ThreatModel.from_config(config)
     assert threat.malicious_ids == malicious_partitions(12, 3, (), 9)
-    explicit = ThreatModel.from_config(parse_config({"num-clients": 12, "num-malicious": 3, "malicious-ids": "5,1"}))
+    explicit = ThreatModel.from_config(
+        experiment_config({"num-clients": 12, "num-malicious": 3, "malicious-ids": "5,1"})
+    )
     assert explicit.malicious_ids == (1, 5)
 
 
@@ -83,7 +85,9 @@ def test_node_config_makes_an_unlisted_partition_malicious():
 # ---------------------------------------------------------------- attack schedule
 
 
-def expected_attack_rounds(pid: int, num_clients: int, per_round: int, seed: int, start: int, every: int, last: int) -> list[int]:
+def expected_attack_rounds(
+    pid: int, num_clients: int, per_round: int, seed: int, start: int, every: int, last: int
+) -> list[int]:
     """Rounds in which ``pid`` is sampled and attacks: the 1st, (1+every)th, ... sampling from ``start`` on."""
     sampled_rounds = [r for r in range(start, last + 1) if pid in sampled_partitions(num_clients, per_round, seed, r)]
     return sampled_rounds[::every]

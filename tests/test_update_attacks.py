@@ -9,24 +9,20 @@ import numpy as np
 import pytest
 import torch
 
+from clients.attacks.ada import AdaPoison
+from clients.attacks.label_flip import SourceTargetFlip
+from clients.attacks.label_flip_random import RandomLabelFlip
+from clients.attacks.nan_weights import NanClient
+from clients.attacks.scaling import Scaling
+from clients.attacks.train_and_scale import TrainAndScale
+from clients.backdoors import TriggerPoison
 from clients.base import NO_TARGET, TrainingJob
 from clients.benign import BenignClient
 from clients.label_flipping import flip_source_to_target, random_labels
-from clients.malicious import (
-    AdaPoison,
-    CleanData,
-    MaliciousClient,
-    NanClient,
-    NoTransform,
-    RandomLabelFlip,
-    Scaling,
-    SourceTargetFlip,
-    TrainAndScale,
-    TriggerPoison,
-)
+from clients.malicious import CleanData, MaliciousClient, NoTransform
 from clients.registry import behaviour_for
 from clients.update_transforms import scale_to_norm, scale_update, update_norm_of
-from fl_poison.core.config import parse_config
+from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.data import DatasetInfo, LabeledTensors
 from fl_poison.core.models import small_cnn
 from fl_poison.core.schedule import sampled_partitions
@@ -147,9 +143,13 @@ def test_scaling_client_sends_reference_plus_gamma_times_poisoned_update():
     sent = float_state(update.model)
     for name in reference:
         ref64, trained64 = reference[name].double().numpy(), trained[name].double().numpy()
-        np.testing.assert_allclose(sent[name].double().numpy(), ref64 + gamma * (trained64 - ref64), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            sent[name].double().numpy(), ref64 + gamma * (trained64 - ref64), rtol=1e-5, atol=1e-6
+        )
     # and not the clean-data result
-    assert not all(torch.allclose(sent[n], reference[n] + gamma * (clean_trained[n] - reference[n]), atol=1e-4) for n in reference)
+    assert not all(
+        torch.allclose(sent[n], reference[n] + gamma * (clean_trained[n] - reference[n]), atol=1e-4) for n in reference
+    )
     assert update.malicious and update.attacked
     assert update.attack_target == NO_TARGET
     assert update.num_examples == len(data)
@@ -206,7 +206,7 @@ INFO = DatasetInfo(num_classes=10, input_shape=(1, 8, 8))
 def config_with(**settings):
     base = {"num-clients": 10, "clients-per-round": 4, "malicious-ids": "1,3,5,7", "seed": 3}
     base.update({key.replace("_", "-"): value for key, value in settings.items()})
-    return parse_config(base)
+    return experiment_config(base)
 
 
 def test_benign_partition_gets_a_benign_client():
@@ -269,8 +269,11 @@ def test_poisoner_parameters_come_from_the_config():
     expected_mask = torch.zeros(1, 8, 8)
     expected_mask[:, 5:, 5:] = 1.0  # 3 px (default at 8 px) bottom-right
     assert torch.equal(badnets.trigger.mask, expected_mask)
-    ada = behaviour_for(config_with(attack="ada", ada_knowledge="partial", ada_start="converged", ada_patience=4), 1, 2, INFO).poisoner
-    assert (ada.knowledge, ada.source, ada.num_classes, ada.wait_for_convergence, ada.patience) == ("partial", 2, 10, True, 4)
+    ada = behaviour_for(
+        config_with(attack="ada", ada_knowledge="partial", ada_start="converged", ada_patience=4), 1, 2, INFO
+    ).poisoner
+    chosen = (ada.knowledge, ada.source, ada.num_classes, ada.wait_for_convergence, ada.patience)
+    assert chosen == ("partial", 2, 10, True, 4)
 
 
 def test_dba_attackers_get_disjoint_parts_of_the_trigger_by_rank():

@@ -8,9 +8,10 @@ on real machines the operator passes the node config with ``--node-config``:
 - ``partition-id=3 data-path="/data/site3"``: train on this machine's own folder, read with the
   loaders of local datasets (see :func:`fl_poison.core.data.node_data`); ``partition-id`` is then
   only the client's id in the results (it must still be unique, in ``0 .. num-clients-1``);
-- ``malicious=true``: this node attacks, whatever the run config says; any setting of
-  :data:`fl_poison.core.config.NODE_ATTACK_KEYS` (``attack="badnets"``, ``poison-rate=0.8``, ...)
-  overrides the run's for this node. The server learns of it only from the replies, for
+- ``malicious=true``: this node attacks, whatever the run config says; any key of
+  :meth:`~fl_poison.core.catalogue.Catalogue.node_attack_keys` (how it attacks, and every
+  registered attack's own settings: ``attack="badnets"``, ``poison-rate=0.8``, ...) overrides the
+  run's for this node. The server learns of it only from the replies, for
   forensics.
 
 Any other key is refused, so that a typo does not silently leave a node benign.
@@ -21,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fl_poison.core.config import NODE_ATTACK_KEYS, ConfigError, ExperimentConfig, boolean, parse_config
+from fl_poison.apps.algorithms import catalogue, experiment_config
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.settings import ConfigError, boolean
 
 IDENTITY_KEYS = ("partition-id", "num-partitions", "data-path", "malicious")
 NODE_CONFIG_HELP = (
@@ -56,8 +59,14 @@ class NodeIdentity:
         return bool(self.data_path)
 
     @classmethod
-    def from_node_config(cls, node_config: Mapping[str, object]) -> "NodeIdentity":
-        """Read the node config; fail with a one-line error for a missing, bad or unknown key."""
+    def from_node_config(cls, node_config: Mapping[str, object]) -> NodeIdentity:
+        """Read the node config; fail with a one-line error for a missing, bad or unknown key.
+
+        Parameters
+        ----------
+        node_config : Mapping[str, object]
+            The node config (``context.node_config``).
+        """
         check_node_keys(node_config)
         data_path = str(node_config.get("data-path", "")).strip()
         required = ("partition-id",) if data_path else ("partition-id", "num-partitions")
@@ -65,8 +74,8 @@ class NodeIdentity:
         if missing:
             raise ConfigError(f"node config: missing {missing[0]}; allowed: {NODE_CONFIG_HELP}")
         try:
-            partition_id = int(node_config["partition-id"])  # type: ignore[arg-type]
-            num_partitions = int(node_config.get("num-partitions", 0))  # type: ignore[arg-type]
+            partition_id = int(node_config["partition-id"])  # type: ignore[call-overload]
+            num_partitions = int(node_config.get("num-partitions", 0))  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise ConfigError(
                 f"node config: bad partition-id/num-partitions {dict(node_config)!r}; allowed: integers"
@@ -79,7 +88,13 @@ class NodeIdentity:
         return cls(partition_id, num_partitions, data_path)
 
     def check_against(self, config: ExperimentConfig) -> None:
-        """Fail with a one-line error when this node does not fit a run of ``config``."""
+        """Fail with a one-line error when this node does not fit a run of ``config``.
+
+        Parameters
+        ----------
+        config : ExperimentConfig
+            The run's settings.
+        """
         if not self.has_own_data and self.num_partitions != config.num_clients:
             raise ConfigError(
                 f"num-clients: bad value {config.num_clients}; allowed: the federation's number of "
@@ -92,19 +107,31 @@ class NodeIdentity:
 
 
 def check_node_keys(node_config: Mapping[str, object]) -> None:
-    """Refuse keys that are neither identity keys nor attack settings."""
-    unknown = sorted(set(node_config) - set(IDENTITY_KEYS) - set(NODE_ATTACK_KEYS))
+    """Refuse keys that are neither identity keys nor attack settings.
+
+    Parameters
+    ----------
+    node_config : Mapping[str, object]
+        The node config (``context.node_config``).
+    """
+    attack_keys = catalogue().node_attack_keys()
+    unknown = sorted(set(node_config) - set(IDENTITY_KEYS) - set(attack_keys))
     if unknown:
-        raise ConfigError(
-            f"node config: unknown key {unknown[0]}; allowed: {', '.join(IDENTITY_KEYS + NODE_ATTACK_KEYS)}"
-        )
+        raise ConfigError(f"node config: unknown key {unknown[0]}; allowed: {', '.join(IDENTITY_KEYS + attack_keys)}")
     if "malicious" in node_config:
         boolean("malicious", node_config["malicious"])
 
 
 def node_attack_settings(node_config: Mapping[str, object]) -> dict[str, object]:
-    """The attack settings the node config overrides."""
-    return {key: value for key, value in node_config.items() if key in NODE_ATTACK_KEYS}
+    """The attack settings the node config overrides.
+
+    Parameters
+    ----------
+    node_config : Mapping[str, object]
+        The node config (``context.node_config``).
+    """
+    attack_keys = catalogue().node_attack_keys()
+    return {key: value for key, value in node_config.items() if key in attack_keys}
 
 
 def config_for_node(run_config: Mapping[str, object], node_config: Mapping[str, object]) -> ExperimentConfig:
@@ -123,11 +150,11 @@ def config_for_node(run_config: Mapping[str, object], node_config: Mapping[str, 
         For a bad run config, or a bad attack setting of the node (its message then starts
         with ``node config``).
     """
-    config = parse_config(run_config)
+    config = experiment_config(run_config)
     overrides = node_attack_settings(node_config)
     if not overrides:
         return config
     try:
-        return parse_config({**run_config, **overrides})
+        return experiment_config({**run_config, **overrides})
     except ConfigError as error:
         raise ConfigError(f"node config {error}") from None

@@ -19,10 +19,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fl_poison.core.config import ConfigError, ExperimentConfig, parse_config
+from clients.registry import evaluation_for
+from fl_poison.apps.algorithms import check_attack_classes, experiment_config
+from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.data import DataSpec, dataset_info, test_data
 from fl_poison.core.detection import detection_scores
-from fl_poison.apps.attack_metrics import AttackEvaluator, check_classes
 from fl_poison.core.evaluation import predict_probabilities
 from fl_poison.core.metrics import classification_metrics
 from fl_poison.core.models import build_model, resolve_model_name
@@ -42,14 +43,14 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run one experiment with the settings of ``context.run_config``."""
     started = time.monotonic()
-    config = parse_config(context.run_config)
+    config = experiment_config(context.run_config)
     spec = DataSpec.from_config(config)
     info = dataset_info(spec)
     model_name = resolve_model_name(config.model, config.dataset)
     device = resolve_device(config.device)
-    check_classes(config, info.num_classes)
+    check_attack_classes(config, info.num_classes)
     test_set = test_data(spec)
-    attack_evaluator = AttackEvaluator(config, test_set, info.num_classes)
+    attack_evaluation = evaluation_for(config, test_set, info.num_classes)
 
     node_of_partition, cuda_partitions, own_data_partitions = discover_partitions(grid, config)
     sampler = PartitionSampler(node_of_partition, config.sampled_per_round, config.seed)
@@ -79,7 +80,7 @@ def main(grid: Grid, context: Context) -> None:
         probabilities = predict_probabilities(model, test_set, device, config.eval_batch_size)
         metrics = classification_metrics(test_set.y.numpy(), probabilities)
         metrics.update(
-            attack_evaluator.metrics(
+            attack_evaluation.metrics(
                 model, probabilities.argmax(axis=1), device, config.eval_batch_size, round_log.latest_attack_target()
             )
         )

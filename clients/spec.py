@@ -1,0 +1,115 @@
+"""What an attack module declares: :class:`AttackSpec`, the catalogue's entry plus what the client
+layer needs to build and measure the attack.
+
+Every module of :mod:`clients.attacks` ends with ``ATTACK = AttackSpec(...)``; the registry
+(:mod:`clients.registry`) discovers them. An attack of kind
+
+- ``data-poisoning`` gives ``poisoner``: it builds the :class:`~clients.malicious.DataPoisoner`
+  that turns the attacker's clean data into its training set;
+- ``update-transform`` gives ``transform``: it builds the :class:`~clients.malicious.UpdateTransform`
+  that rewrites the trained weights before they are sent;
+- ``client-behaviour`` gives ``behaviour``: it builds a whole :class:`~clients.base.ClientBehaviour`
+  (for instance a faulty client that sends NaN weights).
+
+Each builder receives an :class:`AttackContext`: the settings, the client, the round, the data's
+shape, the threat model and the client's ``context.state``. Following BackFed, a poison owns its
+evaluation: an attack with metrics of its own gives ``evaluation``, which the ServerApp builds
+once and asks every round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flwr.app import RecordDict
+
+from clients.attack_metrics import AttackEvaluation
+from clients.base import ClientBehaviour
+from clients.malicious import DataPoisoner, UpdateTransform
+from clients.threat_model import ThreatModel
+from clients.triggers import Trigger
+from fl_poison.core.catalogue import CLIENT_BEHAVIOUR, DATA_POISONING, UPDATE_TRANSFORM, AlgorithmSpec
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.data import DatasetInfo, LabeledTensors
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attack's builder may use to build a malicious client's behaviour for one round.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings (the attack's own ones are read with ``config[SETTING]``).
+    partition_id : int
+        The attacking client.
+    server_round : int
+        The round.
+    info : DatasetInfo
+        Number of classes and input shape of the data.
+    threat : ThreatModel
+        The attackers of the run and their schedule.
+    state : RecordDict
+        The client's ``context.state``, kept by Flower between rounds (ADA's convergence record).
+    """
+
+    config: ExperimentConfig
+    partition_id: int
+    server_round: int
+    info: DatasetInfo
+    threat: ThreatModel
+    state: RecordDict
+
+
+PoisonerBuilder = Callable[[AttackContext], DataPoisoner]
+TransformBuilder = Callable[[AttackContext], UpdateTransform]
+BehaviourBuilder = Callable[[AttackContext], ClientBehaviour]
+TriggerBuilder = Callable[[ExperimentConfig, tuple[int, int, int]], Trigger]
+EvaluationBuilder = Callable[[ExperimentConfig, LabeledTensors, int], AttackEvaluation]
+ClassCheck = Callable[[ExperimentConfig, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackSpec(AlgorithmSpec):
+    """A registered attack: the catalogue's fields (see :class:`~fl_poison.core.catalogue.AlgorithmSpec`) and its builders.
+
+    Parameters
+    ----------
+    poisoner : Callable[[AttackContext], DataPoisoner] | None
+        For kind ``data-poisoning`` (and only for it): builds the data poisoner.
+    transform : Callable[[AttackContext], UpdateTransform] | None
+        For kind ``update-transform`` (and only for it): builds the update transform.
+    behaviour : Callable[[AttackContext], ClientBehaviour] | None
+        For kind ``client-behaviour`` (and only for it): builds the whole round's behaviour.
+    trigger : Callable[[ExperimentConfig, tuple[int, int, int]], Trigger] | None
+        For a backdoor: its full trigger for a run's settings and an input shape ``(C, H, W)``.
+    evaluation : Callable[[ExperimentConfig, LabeledTensors, int], AttackEvaluation] | None
+        Builds, from the settings, the clean test set and the number of classes, the object that
+        computes the attack's metrics of the global model every round; None when the attack has
+        no metrics of its own.
+    check_classes : Callable[[ExperimentConfig, int], None] | None
+        Checks the attack's class settings against the data's number of classes (known only once
+        the data is read); raises a one-line :class:`~fl_poison.core.settings.ConfigError`.
+
+    Raises
+    ------
+    ValueError
+        When the builder of the spec's kind is missing or a builder of another kind is given.
+    """
+
+    poisoner: PoisonerBuilder | None = None
+    transform: TransformBuilder | None = None
+    behaviour: BehaviourBuilder | None = None
+    trigger: TriggerBuilder | None = None
+    evaluation: EvaluationBuilder | None = None
+    check_classes: ClassCheck | None = None
+
+    def __post_init__(self) -> None:
+        builders = {DATA_POISONING: "poisoner", UPDATE_TRANSFORM: "transform", CLIENT_BEHAVIOUR: "behaviour"}
+        given = [field for field in builders.values() if getattr(self, field) is not None]
+        expected = builders.get(self.kind)
+        if given != [expected]:
+            raise ValueError(
+                f"attack {self.name!r} of kind {self.kind!r} gives the builders {given}; allowed: exactly {expected!r}"
+            )
