@@ -1,4 +1,6 @@
-"""Server strategies: Flower's built-in strategies, sampled by partition id and observed for forensics.
+"""Server defenses: one module per aggregation rule or pre-aggregator, each declaring ``DEFENSE``.
 
-:func:`strategies.registry.build_strategy` maps the ``strategy`` setting to a strategy instance.
+:func:`strategies.registry.registered_defenses` finds the declarations and
+:func:`strategies.registry.build_strategy` builds the one the ``strategy`` setting names. Shared
+code lives in modules without a ``DEFENSE``.
 """

@@ -1,17 +1,21 @@
-"""FedAvg and FedProx, sampled by partition id and observed for forensics.
+"""FedAvg (McMahan et al., 2017, "Communication-Efficient Learning of Deep Networks from
+Decentralized Data").
 
-FedAvg: McMahan et al., 2017, "Communication-Efficient Learning of Deep Networks from
-Decentralized Data" — the average of client weights, weighted by reported example counts.
-FedProx: Li et al., 2020, "Federated Optimization in Heterogeneous Networks" — FedAvg whose
-clients add ``mu/2 * ||w - w_global||^2`` to their loss; the server sends ``proximal-mu``.
-Both are Flower's built-in strategies with :class:`~strategies.lab.LabStrategy` mixed in.
+Algorithm, per round: the new global model is the average of the client models, each weighted
+by the number of training examples it reports.
+
+This is Flower's FedAvg with :class:`~strategies.lab.LabStrategy` mixed in (seeded sampling,
+reply screening, forensics).
 """
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg
 
+from fl_poison.core.catalogue import AGGREGATION_RULE
+from fl_poison.core.config import ExperimentConfig
 from strategies.lab import LabStrategy
+from strategies.spec import BuildContext, DefenseSpec
 
 
 class LabFedAvg(LabStrategy, FedAvg):
@@ -26,15 +30,14 @@ class LabFedAvg(LabStrategy, FedAvg):
     """
 
 
-class LabFedProx(LabStrategy, FedProx):
-    """Flower's FedProx with seeded partition sampling and per-client records.
+def build(config: ExperimentConfig, context: BuildContext) -> LabStrategy:
+    """FedAvg for ``config`` (it has no settings of its own)."""
+    return LabFedAvg(sampler=context.sampler, round_log=context.round_log)
 
-    Parameters
-    ----------
-    sampler, round_log :
-        See :class:`~strategies.lab.LabStrategy`.
-    proximal_mu : float
-        The proximal weight mu sent to clients.
-    **kwargs :
-        Other Flower FedProx arguments.
-    """
+
+DEFENSE = DefenseSpec(
+    name="fedavg",
+    kind=AGGREGATION_RULE,
+    summary="Average of the client models weighted by reported example counts (McMahan et al., 2017); no defense.",
+    build=build,
+)

@@ -76,11 +76,15 @@ def weighted_decisions(
     return decisions
 
 
-def unweighted_decisions(round_log: RoundLog, replies: Sequence[Message], kept: Sequence[Message]) -> list[ClientDecision]:
+def unweighted_decisions(
+    round_log: RoundLog, replies: Sequence[Message], kept: Sequence[Message]
+) -> list[ClientDecision]:
     """Decisions for coordinate-wise rules: kept replies accepted (weight NaN), others rejected."""
     kept_ids = {id(message) for message in kept}
     return [
-        ClientDecision(round_log.partition_of(m), "accepted", round_log.current_norm(round_log.partition_of(m)), math.nan)
+        ClientDecision(
+            round_log.partition_of(m), "accepted", round_log.current_norm(round_log.partition_of(m)), math.nan
+        )
         if id(m) in kept_ids
         else ClientDecision(round_log.partition_of(m), "rejected", 0.0, 0.0)
         for m in replies
@@ -121,14 +125,18 @@ class LabStrategy:
         self._global_arrays: dict[str, np.ndarray] = {}
         self._sampled: list[int] = []
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Send the round to the partitions drawn for it."""
         self._global_arrays = record_to_numpy(arrays)
         self._sampled = self.sampler.partitions_for_round(server_round)
         view = SubsetGrid(grid, self.sampler.nodes_for_round(server_round))
         return super().configure_train(server_round, arrays, config, view)  # type: ignore[misc]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Record every sampled client, drop unusable replies, let :meth:`defend` aggregate the rest."""
         ordered = sorted(replies, key=self.round_log.partition_of)
         rows = self.round_log.record_replies(server_round, self._global_arrays, self._sampled, ordered)

@@ -21,8 +21,19 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
+from fl_poison.core.catalogue import AGGREGATION_RULE
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.settings import Setting, number_in
 from strategies.lab import ClientDecision, LabStrategy, weighted_decisions
+from strategies.spec import BuildContext, DefenseSpec
 from strategies.updates import reply_metric
+
+LOSS_PERCENTILE: Setting[float] = Setting(
+    "loss-percentile",
+    75.0,
+    "loss-filter drops clients whose reported loss is above this percentile of the round's losses.",
+    number_in(0, 100, False, True),
+)
 
 
 def keep_below_percentile(losses: Sequence[float], percentile: float) -> list[bool]:
@@ -55,9 +66,27 @@ class LabLossFilter(LabStrategy, FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None, list[ClientDecision]]:
         """Drop the high-loss clients; FedAvg over the rest."""
         keep = keep_below_percentile([reply_metric(m, "train_loss") for m in replies], self.loss_percentile)
-        kept = [message for message, kept_flag in zip(replies, keep) if kept_flag]
+        kept = [message for message, kept_flag in zip(replies, keep, strict=True) if kept_flag]
         decisions = weighted_decisions(self.round_log, replies, kept, self.weighted_by_key)
         if not kept:
             return None, None, decisions
         contents = [message.content for message in kept]
-        return aggregate_arrayrecords(contents, self.weighted_by_key), self.train_metrics_aggr_fn(contents, self.weighted_by_key), decisions
+        return (
+            aggregate_arrayrecords(contents, self.weighted_by_key),
+            self.train_metrics_aggr_fn(contents, self.weighted_by_key),
+            decisions,
+        )
+
+
+def build(config: ExperimentConfig, context: BuildContext) -> LabStrategy:
+    """The loss filter with ``loss-percentile`` from ``config``."""
+    return LabLossFilter(sampler=context.sampler, round_log=context.round_log, loss_percentile=config[LOSS_PERCENTILE])
+
+
+DEFENSE = DefenseSpec(
+    name="loss-filter",
+    kind=AGGREGATION_RULE,
+    summary="FedAvg over the clients whose reported training loss is not above a percentile of the round's.",
+    settings=(LOSS_PERCENTILE,),
+    build=build,
+)

@@ -1,78 +1,56 @@
-"""Maps the ``strategy`` setting to a configured strategy instance."""
+"""The registered defenses, found in the modules of :mod:`strategies`, and building the one a run uses.
+
+A module of this package registers a defense by defining ``DEFENSE = DefenseSpec(...)``; there is
+no list to edit. Modules without ``DEFENSE`` hold shared code and are skipped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 
+import strategies
 from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.round_log import RoundLog
-from strategies.fedavg import LabFedAvg, LabFedProx
-from strategies.krum import LabMultiKrum
 from strategies.lab import LabStrategy
-from strategies.loss_filter import LabLossFilter
-from strategies.norm_clipping import LabNormClip
-from strategies.robust_mean import LabBulyan, LabMedian, LabTrimmedMean
 from strategies.sampling import PartitionSampler
-
-StrategyBuilder = Callable[[ExperimentConfig, PartitionSampler, RoundLog], LabStrategy]
-
-
-def _fedavg(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabFedAvg(sampler=sampler, round_log=round_log)
+from strategies.spec import BuildContext, DefenseSpec
 
 
-def _fedprox(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabFedProx(sampler=sampler, round_log=round_log, proximal_mu=config.proximal_mu)
-
-
-def _krum(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabMultiKrum(
-        sampler=sampler, round_log=round_log, num_malicious_nodes=config.assumed_attackers, num_nodes_to_select=1
-    )
-
-
-def _multikrum(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabMultiKrum(
-        sampler=sampler, round_log=round_log, num_malicious_nodes=config.assumed_attackers, num_nodes_to_select=config.krum_keep
-    )
-
-
-def _loss_filter(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabLossFilter(sampler=sampler, round_log=round_log, loss_percentile=config.loss_percentile)
-
-
-def _median(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabMedian(sampler=sampler, round_log=round_log)
-
-
-def _trimmed_mean(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabTrimmedMean(sampler=sampler, round_log=round_log, beta=config.trim_beta)
-
-
-def _bulyan(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    return LabBulyan(sampler=sampler, round_log=round_log, num_malicious_nodes=config.assumed_attackers)
-
-
-def _norm_clip(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    inner = STRATEGY_BUILDERS[config.clip_wrap](config, sampler, round_log)
-    return LabNormClip(sampler=sampler, round_log=round_log, clip_norm=config.clip_norm, inner=inner)
-
-
-STRATEGY_BUILDERS: dict[str, StrategyBuilder] = {
-    "fedavg": _fedavg,
-    "fedprox": _fedprox,
-    "krum": _krum,
-    "multikrum": _multikrum,
-    "norm-clip": _norm_clip,
-    "loss-filter": _loss_filter,
-    "median": _median,
-    "trimmed-mean": _trimmed_mean,
-    "bulyan": _bulyan,
-}
+def registered_defenses() -> tuple[DefenseSpec, ...]:
+    """Every ``DEFENSE`` declared by a module of :mod:`strategies`, ordered by name."""
+    specs = []
+    for module_info in pkgutil.iter_modules(strategies.__path__):
+        module = importlib.import_module(f"{strategies.__name__}.{module_info.name}")
+        spec = getattr(module, "DEFENSE", None)
+        if isinstance(spec, DefenseSpec):
+            specs.append(spec)
+    return tuple(sorted(specs, key=lambda spec: spec.name))
 
 
 def build_strategy(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    """The strategy named by ``config.strategy``, wired to ``sampler`` and ``round_log``."""
-    if config.strategy not in STRATEGY_BUILDERS:
-        raise ConfigError.bad_value("strategy", config.strategy, " | ".join(STRATEGY_BUILDERS))
-    return STRATEGY_BUILDERS[config.strategy](config, sampler, round_log)
+    """The strategy named by ``config.strategy``, wired to ``sampler`` and ``round_log``.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        A configuration parsed against the catalogue (its defense settings are present).
+    sampler : PartitionSampler
+        Draws the partitions of each round.
+    round_log : RoundLog
+        Receives one row per sampled client per round.
+
+    Raises
+    ------
+    ConfigError
+        When ``strategy`` (or a wrapped rule) names no registered defense.
+    """
+    specs = {spec.name: spec for spec in registered_defenses()}
+
+    def build(name: str) -> LabStrategy:
+        if name not in specs:
+            raise ConfigError.bad_value("strategy", name, " | ".join(specs))
+        return specs[name].build(config, context)
+
+    context = BuildContext(sampler=sampler, round_log=round_log, wrapped=build)
+    return build(config.strategy)

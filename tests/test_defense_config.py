@@ -6,16 +6,24 @@ import dataclasses
 
 import pytest
 
-from fl_poison.core.config import CLIP_WRAPPABLE, STRATEGIES, ConfigError, parse_config
+from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.round_log import RoundLog
-from strategies.fedavg import LabFedAvg, LabFedProx
-from strategies.krum import LabMultiKrum
+from fl_poison.core.settings import ConfigError
+from strategies.bulyan import LabBulyan
+from strategies.fedavg import LabFedAvg
+from strategies.fedprox import LabFedProx
+from strategies.krum import KRUM_F, LabMultiKrum, assumed_attackers
 from strategies.lab import LabStrategy
-from strategies.loss_filter import LabLossFilter
-from strategies.norm_clipping import LabNormClip
-from strategies.registry import build_strategy
-from strategies.robust_mean import LabBulyan, LabMedian, LabTrimmedMean
+from strategies.loss_filter import LOSS_PERCENTILE, LabLossFilter
+from strategies.median import LabMedian
+from strategies.multikrum import KRUM_M, krum_keep
+from strategies.norm_clip import CLIP_NORM, CLIP_WRAP, LabNormClip
+from strategies.registry import build_strategy, registered_defenses
 from strategies.sampling import PartitionSampler
+from strategies.trimmed_mean import TRIM_BETA, LabTrimmedMean
+
+STRATEGIES = tuple(spec.name for spec in registered_defenses())
+CLIP_WRAPPABLE = tuple(name for name in STRATEGIES if name != "norm-clip")
 
 BAD = [
     # Krum needs 2f + 2 < clients per round.
@@ -59,47 +67,56 @@ BAD = [
 @pytest.mark.parametrize("raw,key", BAD, ids=[f"{key}-{i}" for i, (_, key) in enumerate(BAD)])
 def test_bad_defense_settings_give_one_line_naming_the_key(raw, key):
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw)
+        experiment_config(raw)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{key}: "), message
 
 
 GOOD = [
-    ({"strategy": "krum", "num-clients": 7, "krum-f": 2}, "krum_f", 2),  # 2*2 + 2 = 6 < 7
-    ({"strategy": "krum", "num-clients": 5}, "assumed_attackers", 1),  # 2*1 + 2 = 4 < 5
-    ({"strategy": "multikrum", "num-clients": 6, "krum-m": 6}, "krum_keep", 6),
-    ({"strategy": "multikrum", "krum-m": 1}, "krum_keep", 1),
-    ({"strategy": "bulyan", "num-clients": 7}, "assumed_attackers", 1),  # 4*1 + 3 = 7
-    ({"strategy": "bulyan", "num-clients": 11, "krum-f": 2}, "krum_f", 2),
-    ({"strategy": "norm-clip", "clip-norm": "auto"}, "clip_norm", None),
-    ({"strategy": "norm-clip", "clip-norm": "AUTO"}, "clip_norm", None),
-    ({"strategy": "norm-clip", "clip-norm": 2.5}, "clip_norm", 2.5),
-    ({"strategy": "norm-clip", "clip-norm": "0.001"}, "clip_norm", 0.001),
-    ({"strategy": "trimmed-mean", "trim-beta": 0.0}, "trim_beta", 0.0),
-    ({"strategy": "trimmed-mean", "trim-beta": 0.49}, "trim_beta", 0.49),
-    ({"strategy": "loss-filter", "loss-percentile": 100}, "loss_percentile", 100.0),
-    ({"strategy": "loss-filter", "loss-percentile": 0.5}, "loss_percentile", 0.5),
+    ({"strategy": "krum", "num-clients": 7, "krum-f": 2}, KRUM_F, 2),  # 2*2 + 2 = 6 < 7
+    ({"strategy": "krum", "num-clients": 5}, assumed_attackers, 1),  # 2*1 + 2 = 4 < 5
+    ({"strategy": "multikrum", "num-clients": 6, "krum-m": 6}, krum_keep, 6),
+    ({"strategy": "multikrum", "krum-m": 1}, krum_keep, 1),
+    ({"strategy": "bulyan", "num-clients": 7}, assumed_attackers, 1),  # 4*1 + 3 = 7
+    ({"strategy": "bulyan", "num-clients": 11, "krum-f": 2}, KRUM_F, 2),
+    ({"strategy": "norm-clip", "clip-norm": "auto"}, CLIP_NORM, None),
+    ({"strategy": "norm-clip", "clip-norm": "AUTO"}, CLIP_NORM, None),
+    ({"strategy": "norm-clip", "clip-norm": 2.5}, CLIP_NORM, 2.5),
+    ({"strategy": "norm-clip", "clip-norm": "0.001"}, CLIP_NORM, 0.001),
+    ({"strategy": "trimmed-mean", "trim-beta": 0.0}, TRIM_BETA, 0.0),
+    ({"strategy": "trimmed-mean", "trim-beta": 0.49}, TRIM_BETA, 0.49),
+    ({"strategy": "loss-filter", "loss-percentile": 100}, LOSS_PERCENTILE, 100.0),
+    ({"strategy": "loss-filter", "loss-percentile": 0.5}, LOSS_PERCENTILE, 0.5),
     ({"plot-round": 20}, "plot_round", 20),
-    ({"strategy": "norm-clip", "clip-wrap": "bulyan"}, "clip_wrap", "bulyan"),
+    ({"strategy": "norm-clip", "clip-wrap": "bulyan"}, CLIP_WRAP, "bulyan"),
 ]
 
 
-@pytest.mark.parametrize("raw,field,value", GOOD)
-def test_boundary_values_are_accepted(raw, field, value):
-    assert getattr(parse_config(raw), field) == value
+def read(config, what):
+    """A core attribute (by name), an algorithm setting (``config[SETTING]``) or a derived value (a function)."""
+    if isinstance(what, str):
+        return getattr(config, what)
+    if callable(what) and not hasattr(what, "key"):
+        return what(config)
+    return config[what]
+
+
+@pytest.mark.parametrize("raw,what,value", GOOD)
+def test_boundary_values_are_accepted(raw, what, value):
+    assert read(experiment_config(raw), what) == value
 
 
 def test_krum_needs_at_least_five_clients_with_one_attacker():
     # f = 1: 2f + 2 = 4 < n requires n >= 5.
     with pytest.raises(ConfigError, match="^krum-f: "):
-        parse_config({"strategy": "krum", "num-clients": 4})
-    assert parse_config({"strategy": "krum", "num-clients": 5}).assumed_attackers == 1
+        experiment_config({"strategy": "krum", "num-clients": 4})
+    assert assumed_attackers(experiment_config({"strategy": "krum", "num-clients": 5})) == 1
 
 
 def test_krum_settings_are_not_checked_for_other_strategies():
-    config = parse_config({"strategy": "fedavg", "num-clients": 3, "krum-f": 5, "krum-m": 50})
-    assert (config.krum_f, config.krum_m) == (5, 50)
+    config = experiment_config({"strategy": "fedavg", "num-clients": 3, "krum-f": 5, "krum-m": 50})
+    assert (config[KRUM_F], config[KRUM_M]) == (5, 50)
 
 
 # ---------------------------------------------------------------- defaults of f and m
@@ -116,7 +133,7 @@ def test_krum_settings_are_not_checked_for_other_strategies():
     ],
 )
 def test_assumed_attackers(raw, f):
-    assert parse_config(raw).assumed_attackers == f
+    assert assumed_attackers(experiment_config(raw)) == f
 
 
 @pytest.mark.parametrize(
@@ -130,7 +147,7 @@ def test_assumed_attackers(raw, f):
     ],
 )
 def test_krum_keep(raw, m):
-    assert parse_config(raw).krum_keep == m
+    assert krum_keep(experiment_config(raw)) == m
 
 
 # ---------------------------------------------------------------- the registry
@@ -160,7 +177,7 @@ def test_every_strategy_name_is_covered():
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_registry_builds_every_strategy(name):
     sampler, log = sampler_and_log()
-    strategy = build_strategy(parse_config({"strategy": name}), sampler, log)
+    strategy = build_strategy(experiment_config({"strategy": name}), sampler, log)
     assert type(strategy) is EXPECTED_CLASSES[name]
     assert isinstance(strategy, LabStrategy)
     assert strategy.sampler is sampler and strategy.round_log is log
@@ -168,41 +185,48 @@ def test_registry_builds_every_strategy(name):
 
 def test_registry_passes_the_defense_settings():
     sampler, log = sampler_and_log()
-    krum = build_strategy(parse_config({"strategy": "krum", "num-malicious": 2}), sampler, log)
+    krum = build_strategy(experiment_config({"strategy": "krum", "num-malicious": 2}), sampler, log)
     assert (krum.num_malicious_nodes, krum.num_nodes_to_select) == (2, 1)
-    multi = build_strategy(parse_config({"strategy": "multikrum", "num-malicious": 2}), sampler, log)
+    multi = build_strategy(experiment_config({"strategy": "multikrum", "num-malicious": 2}), sampler, log)
     assert (multi.num_malicious_nodes, multi.num_nodes_to_select) == (2, 8)
-    multi_m = build_strategy(parse_config({"strategy": "multikrum", "krum-f": 3, "krum-m": 4}), sampler, log)
+    multi_m = build_strategy(experiment_config({"strategy": "multikrum", "krum-f": 3, "krum-m": 4}), sampler, log)
     assert (multi_m.num_malicious_nodes, multi_m.num_nodes_to_select) == (3, 4)
-    assert build_strategy(parse_config({"strategy": "bulyan", "krum-f": 1}), sampler, log).num_malicious_nodes == 1
-    assert build_strategy(parse_config({"strategy": "trimmed-mean", "trim-beta": 0.3}), sampler, log).beta == 0.3
-    assert build_strategy(parse_config({"strategy": "loss-filter", "loss-percentile": 60}), sampler, log).loss_percentile == 60.0
-    assert build_strategy(parse_config({"strategy": "fedprox", "proximal-mu": 0.7}), sampler, log).proximal_mu == 0.7
-    clip = build_strategy(parse_config({"strategy": "norm-clip", "clip-norm": 3}), sampler, log)
+    assert build_strategy(experiment_config({"strategy": "bulyan", "krum-f": 1}), sampler, log).num_malicious_nodes == 1
+    assert build_strategy(experiment_config({"strategy": "trimmed-mean", "trim-beta": 0.3}), sampler, log).beta == 0.3
+    assert (
+        build_strategy(
+            experiment_config({"strategy": "loss-filter", "loss-percentile": 60}), sampler, log
+        ).loss_percentile
+        == 60.0
+    )
+    assert (
+        build_strategy(experiment_config({"strategy": "fedprox", "proximal-mu": 0.7}), sampler, log).proximal_mu == 0.7
+    )
+    clip = build_strategy(experiment_config({"strategy": "norm-clip", "clip-norm": 3}), sampler, log)
     assert clip.clip_norm == 3.0
-    assert build_strategy(parse_config({"strategy": "norm-clip"}), sampler, log).clip_norm is None
+    assert build_strategy(experiment_config({"strategy": "norm-clip"}), sampler, log).clip_norm is None
 
 
 @pytest.mark.parametrize("wrap", CLIP_WRAPPABLE)
 def test_norm_clip_wraps_every_wrappable_strategy(wrap):
     sampler, log = sampler_and_log()
-    strategy = build_strategy(parse_config({"strategy": "norm-clip", "clip-wrap": wrap}), sampler, log)
+    strategy = build_strategy(experiment_config({"strategy": "norm-clip", "clip-wrap": wrap}), sampler, log)
     assert type(strategy) is LabNormClip
     assert type(strategy.inner) is EXPECTED_CLASSES[wrap]
     assert strategy.inner.round_log is log and strategy.inner.sampler is sampler
 
 
 def test_build_strategy_rejects_an_unknown_name():
-    config = dataclasses.replace(parse_config({}), strategy="nope")
+    config = dataclasses.replace(experiment_config({}), strategy="nope")
     with pytest.raises(ConfigError, match="^strategy: "):
         build_strategy(config, *sampler_and_log())
 
 
 def test_a_dba_trigger_narrower_than_the_attackers_is_refused():
-    from fl_poison.core.config import ConfigError, parse_config
-
     with pytest.raises(ConfigError) as caught:
-        parse_config({"attack": "dba", "num-malicious": 3, "trigger-size": 2})
+        experiment_config({"attack": "dba", "num-malicious": 3, "trigger-size": 2})
     message = str(caught.value)
     assert message.startswith("trigger-size: bad value 2;") and "\n" not in message
-    assert parse_config({"attack": "dba", "malicious-ids": "1,4,5", "trigger-size": 3}).trigger_size == 3
+    experiment_config(
+        {"attack": "dba", "malicious-ids": "1,4,5", "trigger-size": 3}
+    )  # one column per attacker: accepted

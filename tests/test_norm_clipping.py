@@ -23,12 +23,12 @@ from strategy_helpers import (
     weighted_mean,
 )
 
-from fl_poison.core.config import parse_config
+from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.weights import record_to_numpy
 from strategies.fedavg import LabFedAvg
 from strategies.krum import LabMultiKrum
-from strategies.norm_clipping import LabNormClip, clip_rows, clipping_bound
+from strategies.norm_clip import LabNormClip, clip_rows, clipping_bound
 from strategies.registry import build_strategy
 from strategies.sampling import PartitionSampler
 
@@ -63,7 +63,7 @@ def test_clip_rows_on_random_rows(seed):
     clipped = clip_rows(rows, bound)
     assert clipped.dtype == np.float64 and clipped.shape == rows.shape
     long_rows = 0
-    for row, out, norm in zip(rows, clipped, norms):
+    for row, out, norm in zip(rows, clipped, norms, strict=True):
         if norm <= bound:
             np.testing.assert_array_equal(out, row)
             continue
@@ -175,7 +175,9 @@ def test_norm_clip_with_a_large_bound_is_fedavg(server_task_identity):
 @pytest.mark.parametrize("wrap,keep", [("krum", 1), ("multikrum", 5)])
 def test_norm_clip_in_front_of_krum(server_task_identity, wrap, keep):
     n, f = 7, 2
-    config = parse_config({"strategy": "norm-clip", "clip-wrap": wrap, "num-clients": n, "krum-f": f, "clip-norm": "auto"})
+    config = experiment_config(
+        {"strategy": "norm-clip", "clip-wrap": wrap, "num-clients": n, "krum-f": f, "clip-norm": "auto"}
+    )
     sampler = PartitionSampler(node_map(n), per_round=n, seed=0)
     log = RoundLog(sampler.partition_of_node)
     strategy = build_strategy(config, sampler, log)
@@ -199,7 +201,9 @@ def test_norm_clip_in_front_of_krum(server_task_identity, wrap, keep):
     clipped = np.stack([reference_clip(u, bound) for u in updates])
     selected = reference_multikrum(clipped, f, keep)
     assert not {2, 5} & set(selected)
-    expected = weighted_mean([clipped_weights(global_arrays, weights, bound)[i] for i in selected], [counts[i] for i in selected])
+    expected = weighted_mean(
+        [clipped_weights(global_arrays, weights, bound)[i] for i in selected], [counts[i] for i in selected]
+    )
 
     start_round(strategy, global_arrays, n)
     arrays, _ = strategy.aggregate_train(1, messages(weights, counts))

@@ -20,8 +20,10 @@ from strategy_helpers import (
 
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.weights import record_to_numpy
-from strategies.robust_mean import LabBulyan, LabMedian, LabTrimmedMean
+from strategies.bulyan import LabBulyan
+from strategies.median import LabMedian
 from strategies.sampling import PartitionSampler
+from strategies.trimmed_mean import LabTrimmedMean
 
 
 def setup(cls, n, **kwargs):

@@ -7,8 +7,8 @@ Algorithm, per round:
 2. the bound M is ``clip-norm``, or with ``auto`` the median update norm of the round;
 3. every update with ‖Δ_k‖ > M is scaled to Δ_k · M / ‖Δ_k‖ (norm exactly M); the others are
    left alone;
-4. the clipped updates go to the wrapped strategy (``clip-wrap``, FedAvg by default), so clipping
-   can be put in front of Krum, the median, etc.
+4. the clipped updates go to the wrapped strategy (``clip-wrap``, FedAvg by default; any other
+   registered defense), so clipping can be put in front of Krum, the median, etc.
 
 A clipped update counts as a detection in the forensics (``decision = clipped``).
 """
@@ -21,8 +21,26 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
+from fl_poison.core.catalogue import PRE_AGGREGATOR, Catalogue
+from fl_poison.core.config import ExperimentConfig, algorithm_name
+from fl_poison.core.settings import ConfigError, Setting, auto_or, positive_number
 from strategies.lab import ClientDecision, LabStrategy
+from strategies.spec import BuildContext, DefenseSpec
 from strategies.updates import replace_update, row_norms, update_matrix
+
+NAME = "norm-clip"
+CLIP_NORM: Setting[float | None] = Setting(
+    "clip-norm",
+    "auto",
+    "Norm bound of norm-clip; auto = the median update norm of the round.",
+    auto_or(positive_number, "a number > 0"),
+)
+CLIP_WRAP: Setting[str] = Setting(
+    "clip-wrap",
+    "fedavg",
+    "Strategy that aggregates the clipped updates of norm-clip: any other registered strategy.",
+    algorithm_name,
+)
 
 
 def clip_rows(updates: np.ndarray, bound: float) -> np.ndarray:
@@ -74,11 +92,11 @@ class LabNormClip(LabStrategy, FedAvg):
         norms = row_norms(updates)
         bound = clipping_bound(norms, self.clip_norm)
         clipped = clip_rows(updates, bound)
-        for message, update in zip(replies, clipped):
+        for message, update in zip(replies, clipped, strict=True):
             replace_update(message, reference, update)
         arrays, metrics, inner_decisions = self.inner.defend(server_round, replies, reference)
         decisions = []
-        for decision, before, after in zip(inner_decisions, norms, row_norms(clipped)):
+        for decision, before, after in zip(inner_decisions, norms, row_norms(clipped), strict=True):
             was_clipped = before > bound
             kind = decision.decision
             if kind == "accepted" and was_clipped:
@@ -93,3 +111,33 @@ class LabNormClip(LabStrategy, FedAvg):
         print(f"[fl-poison] norm clipping (bound: {bound}) in front of {type(self.inner).__name__}")
         self.inner.summary()
 
+
+def check(config: ExperimentConfig, catalogue: Catalogue) -> None:
+    """``clip-wrap`` names another registered defense, whose own checks then apply."""
+    wrapped = config[CLIP_WRAP]
+    allowed = [name for name in catalogue.defense_names() if name != NAME]
+    if wrapped not in allowed:
+        raise ConfigError.bad_value(CLIP_WRAP.key, wrapped, " | ".join(allowed))
+    inner = catalogue.defense(wrapped)
+    if inner.check is not None:
+        inner.check(config, catalogue)
+
+
+def build(config: ExperimentConfig, context: BuildContext) -> LabStrategy:
+    """Norm clipping with ``clip-norm`` in front of the ``clip-wrap`` strategy."""
+    return LabNormClip(
+        sampler=context.sampler,
+        round_log=context.round_log,
+        clip_norm=config[CLIP_NORM],
+        inner=context.wrapped(config[CLIP_WRAP]),
+    )
+
+
+DEFENSE = DefenseSpec(
+    name=NAME,
+    kind=PRE_AGGREGATOR,
+    summary="Scales every update longer than a bound down to it, then aggregates with clip-wrap (Sun et al., 2019).",
+    settings=(CLIP_NORM, CLIP_WRAP),
+    check=check,
+    build=build,
+)
