@@ -8,7 +8,7 @@ defenses in theirs in :mod:`strategies` (``DEFENSE = DefenseSpec(...)``); nothin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, lru_cache
 
 from clients.registry import registered_attacks
 from clients.spec import AttackSpec
@@ -24,8 +24,29 @@ def catalogue() -> Catalogue:
 
 
 def experiment_config(raw: Mapping[str, object]) -> ExperimentConfig:
-    """Parse and validate a flat kebab-case run config against the catalogue (see :func:`parse_config`)."""
-    return parse_config(raw, catalogue())
+    """Parse and validate a flat kebab-case run config against the catalogue (see :func:`parse_config`).
+
+    A process parses the same settings once: the ClientApp is called for every message of a run
+    with the same run config, so parsed configurations are remembered by their items (values that
+    cannot be hashed, which only a bad config holds, are parsed each time and fail).
+
+    Parameters
+    ----------
+    raw : Mapping[str, object]
+        Setting values by kebab-case key; missing keys take their defaults.
+    """
+    try:
+        items = tuple(sorted(raw.items()))
+        hash(items)
+    except TypeError:
+        return parse_config(raw, catalogue())
+    return _parsed(items)
+
+
+@lru_cache(maxsize=64)
+def _parsed(items: tuple[tuple[str, object], ...]) -> ExperimentConfig:
+    """:func:`parse_config` of ``dict(items)`` against the catalogue, remembered."""
+    return parse_config(dict(items), catalogue())
 
 
 def check_attack_classes(config: ExperimentConfig, num_classes: int) -> None:
@@ -48,5 +69,6 @@ def check_attack_classes(config: ExperimentConfig, num_classes: int) -> None:
 def attack_spec(name: str) -> AttackSpec:
     """The registered attack ``name``."""
     spec = catalogue().attack(name)
-    assert isinstance(spec, AttackSpec)
+    if not isinstance(spec, AttackSpec):
+        raise TypeError(f"attack {name!r} is registered without an AttackSpec")
     return spec
