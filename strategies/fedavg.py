@@ -1,38 +1,47 @@
 """FedAvg (McMahan et al., 2017, "Communication-Efficient Learning of Deep Networks from
 Decentralized Data").
 
-Algorithm, per round: the new global model is the average of the client models, each weighted
-by the number of training examples it reports.
+Algorithm, per round:
 
-This is Flower's FedAvg with :class:`~strategies.lab.LabStrategy` mixed in (seeded sampling,
-reply screening, forensics).
+1. weigh every client by its share of the reported example counts
+   (:func:`strategies.weighted_average.client_weights`);
+2. the new global model is the global model plus the weighted average of the updates
+   ``w_k - w_global`` (float64 accumulation, rounded once to float32), which is the weighted
+   average of the client models. Every client is accepted.
 """
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAvg
-
 from fl_poison.core.catalogue import AGGREGATION_RULE
 from fl_poison.core.config import ExperimentConfig
-from strategies.lab import LabStrategy
-from strategies.spec import BuildContext, DefenseSpec
+from fl_poison.core.round_updates import RoundUpdates
+from strategies.spec import BuildContext, Defense, DefenseSpec, Outcome
+from strategies.weighted_average import average_of
 
 
-class LabFedAvg(LabStrategy, FedAvg):
-    """Flower's FedAvg with seeded partition sampling and per-client records.
+class FedAvg(Defense):
+    """The example-weighted average of every update (no defense)."""
+
+    def aggregate(self, updates: RoundUpdates) -> Outcome:
+        """Accept every row with its example share."""
+        return average_of(updates, range(updates.count))
+
+    def describe(self) -> str:
+        """``fedavg``."""
+        return "fedavg"
+
+
+def build(config: ExperimentConfig, context: BuildContext) -> Defense:
+    """FedAvg (it has no settings of its own).
 
     Parameters
     ----------
-    sampler, round_log :
-        See :class:`~strategies.lab.LabStrategy`.
-    **kwargs :
-        Flower FedAvg arguments.
+    config : ExperimentConfig
+        The run's settings.
+    context : BuildContext
+        Unused.
     """
-
-
-def build(config: ExperimentConfig, context: BuildContext) -> LabStrategy:
-    """FedAvg for ``config`` (it has no settings of its own)."""
-    return LabFedAvg(sampler=context.sampler, round_log=context.round_log)
+    return FedAvg()
 
 
 DEFENSE = DefenseSpec(

@@ -1,32 +1,53 @@
 """Coordinate-wise median (Yin et al., 2018, "Byzantine-Robust Distributed Learning: Towards
-Optimal Statistical Rates").
+Optimal Statistical Rates", §3 "median-based gradient descent").
 
-Algorithm, per round: each coordinate of the new model is the median of the clients' values
-(the mean of the two middle values for an even number of clients).
+Algorithm, per round:
 
-No client gets a weight of its own (``weight`` is NaN) and nobody is rejected, so as a detector
-it flags no one.
+1. per coordinate, sort the clients' update values (:mod:`strategies.coordinatewise`, blockwise);
+2. the aggregated update is their median (the mean of the two middle values for an even number
+   of clients), which gives the median of the client models.
+
+Every client is accepted and none gets a weight of its own (``weight`` is NaN), so as a detector
+it flags no one; the round's train metrics average every client's.
 """
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedMedian
-
 from fl_poison.core.catalogue import AGGREGATION_RULE
 from fl_poison.core.config import ExperimentConfig
-from strategies.lab import LabStrategy
-from strategies.spec import BuildContext, DefenseSpec
+from fl_poison.core.round_updates import RoundUpdates
+from strategies.coordinatewise import coordinate_median
+from strategies.spec import BuildContext, Defense, DefenseSpec, Outcome, unweighted_decisions
 
 
-class LabMedian(LabStrategy, FedMedian):
-    """Flower's FedMedian with seeded sampling and forensics (everybody accepted, no weights)."""
+class Median(Defense):
+    """The coordinate-wise median of every update."""
 
-    weighs_clients = False
+    def aggregate(self, updates: RoundUpdates) -> Outcome:
+        """Everybody accepted (weight NaN)."""
+        rows = list(range(updates.count))
+        return Outcome(
+            update=coordinate_median(updates, rows),
+            decisions=unweighted_decisions(updates, rows),
+            metric_rows=tuple(rows),
+        )
+
+    def describe(self) -> str:
+        """``median``."""
+        return "median"
 
 
-def build(config: ExperimentConfig, context: BuildContext) -> LabStrategy:
-    """The coordinate-wise median (no settings)."""
-    return LabMedian(sampler=context.sampler, round_log=context.round_log)
+def build(config: ExperimentConfig, context: BuildContext) -> Defense:
+    """The coordinate-wise median (no settings).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    context : BuildContext
+        Unused.
+    """
+    return Median()
 
 
 DEFENSE = DefenseSpec(

@@ -3,30 +3,33 @@ seed 001 §2.3.2, seed 004 §III-C2).
 
 Algorithm, per round:
 
-1. compute every update Δ_k = w_k − w_global (float64) and its L2 norm;
-2. the bound M is ``clip-norm``, or with ``auto`` the median update norm of the round;
-3. every update with ‖Δ_k‖ > M is scaled to Δ_k · M / ‖Δ_k‖ (norm exactly M); the others are
-   left alone;
-4. the clipped updates go to the wrapped strategy (``clip-wrap``, FedAvg by default; any other
-   registered defense), so clipping can be put in front of Krum, the median, etc.
+1. take every update Δ_k = w_k − w_global and its L2 norm (float64, from the decoding);
+2. the bound M is ``clip-norm``, or with ``auto`` the median update norm of the round (the mean
+   of the two middle norms for an even number of clients);
+3. every update with ‖Δ_k‖ > M is scaled to Δ_k · M / ‖Δ_k‖ (a factor on its row, applied in
+   float64 by the wrapped rule; the recorded norm after clipping never exceeds M); the others
+   are left alone;
+4. the clipped updates go to the wrapped rule (``clip-wrap``: FedAvg by default, or any other
+   registered defense, whose own checks then apply), so clipping can be put in front of Krum,
+   the median, etc.
 
-A clipped update counts as a detection in the forensics (``decision = clipped``).
+A clipped update that the wrapped rule accepts counts as a detection in the forensics
+(``decision = clipped``); every client's row records the bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAvg
+import torch
 
 from fl_poison.core.catalogue import PRE_AGGREGATOR, Catalogue
 from fl_poison.core.config import ExperimentConfig, algorithm_name
+from fl_poison.core.round_updates import RoundUpdates
 from fl_poison.core.settings import ConfigError, Setting, auto_or, positive_number
-from strategies.lab import ClientDecision, LabStrategy
-from strategies.spec import BuildContext, DefenseSpec
-from strategies.updates import replace_update, row_norms, update_matrix
+from strategies.spec import ACCEPTED, CLIPPED, BuildContext, Defense, DefenseSpec, Outcome
 
 NAME = "norm-clip"
 CLIP_NORM: Setting[float | None] = Setting(
@@ -43,77 +46,97 @@ CLIP_WRAP: Setting[str] = Setting(
 )
 
 
-def clip_rows(updates: np.ndarray, bound: float) -> np.ndarray:
-    """Each row scaled down to L2 norm ``bound`` when longer; shorter rows unchanged.
+def clipping_bound(norms: Sequence[float], configured: float | None) -> float:
+    """``configured``, or the median of ``norms`` when it is None (``clip-norm=auto``).
 
-    A clipped row's float64 norm never exceeds ``bound``: when rounding leaves it one ulp above,
-    the factor is nudged down until it does not.
+    Parameters
+    ----------
+    norms : Sequence[float]
+        The round's update norms.
+    configured : float | None
+        The ``clip-norm`` setting.
     """
-    clipped = np.array(updates, dtype=np.float64, copy=True)
-    for index, norm in enumerate(row_norms(clipped)):
-        if norm <= bound:
-            continue
-        row = clipped[index]
-        factor = bound / norm
-        while row_norms(row[None, :] * factor)[0] > bound:
-            factor = float(np.nextafter(factor, 0.0))
-        clipped[index] = row * factor
-    return clipped
+    return float(configured) if configured is not None else float(np.median(np.asarray(norms, dtype=np.float64)))
 
 
-def clipping_bound(norms: np.ndarray, configured: float | None) -> float:
-    """``configured``, or the median of ``norms`` when it is None (``clip-norm=auto``)."""
-    return float(configured) if configured is not None else float(np.median(norms))
+def clipped_scale(scale: torch.Tensor, norms: torch.Tensor, bound: float) -> torch.Tensor:
+    """Row factors after clipping rows whose norm ``scale * norms`` exceeds ``bound`` down to it.
+
+    A clipped row's factor is ``scale * bound / (scale * norms)``, lowered by an ulp at a time
+    while ``factor * norms`` (the norm a rule sees) is still above ``bound``; other rows keep
+    their factor.
+
+    Parameters
+    ----------
+    scale : torch.Tensor
+        The current float64 row factors.
+    norms : torch.Tensor
+        The float64 norms of the unscaled rows.
+    bound : float
+        The clipping bound M > 0.
+    """
+    seen = scale * norms
+    long_rows = seen > bound
+    factors = torch.where(long_rows, scale * (bound / seen), scale)
+    too_long = long_rows & (factors * norms > bound)
+    while bool(torch.any(too_long)):
+        factors = torch.where(too_long, torch.nextafter(factors, torch.zeros_like(factors)), factors)
+        too_long = long_rows & (factors * norms > bound)
+    return factors
 
 
-class LabNormClip(LabStrategy, FedAvg):
-    """Clip every update to a norm bound, then aggregate with a wrapped strategy.
+class NormClip(Defense):
+    """Clip every update to a norm bound, then aggregate with a wrapped rule.
 
     Parameters
     ----------
     clip_norm : float | None
         The bound M; None = the median update norm of each round.
-    inner : LabStrategy
-        The strategy that aggregates the clipped updates (it shares this strategy's round log).
-    sampler, round_log :
-        See :class:`~strategies.lab.LabStrategy`.
+    inner : Defense
+        The rule that aggregates the clipped updates.
     """
 
-    def __init__(self, *, clip_norm: float | None, inner: LabStrategy, **kwargs: object) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, clip_norm: float | None, inner: Defense) -> None:
         self.clip_norm = clip_norm
         self.inner = inner
 
-    def defend(
-        self, server_round: int, replies: Sequence[Message], reference: Mapping[str, np.ndarray]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None, list[ClientDecision]]:
-        """Clip in place, let the inner strategy aggregate, mark clipped updates."""
-        updates = update_matrix(replies, reference)
-        norms = row_norms(updates)
-        bound = clipping_bound(norms, self.clip_norm)
-        clipped = clip_rows(updates, bound)
-        for message, update in zip(replies, clipped, strict=True):
-            replace_update(message, reference, update)
-        arrays, metrics, inner_decisions = self.inner.defend(server_round, replies, reference)
-        decisions = []
-        for decision, before, after in zip(inner_decisions, norms, row_norms(clipped), strict=True):
-            was_clipped = before > bound
-            kind = decision.decision
-            if kind == "accepted" and was_clipped:
-                kind = "clipped"
-            norm_after = float(after) if decision.decision != "rejected" else 0.0
-            decisions.append(ClientDecision(decision.partition_id, kind, norm_after, decision.weight, bound))
-        return arrays, metrics, decisions
+    def aggregate(self, updates: RoundUpdates) -> Outcome:
+        """Clip, let the wrapped rule aggregate, mark the clipped updates it accepted and record the bound."""
+        seen = updates.scaled_norms()
+        bound = clipping_bound(seen.tolist(), self.clip_norm)
+        clipped = updates.rescaled(clipped_scale(updates.scale, updates.norms, bound))
+        was_clipped = (seen > bound).tolist()
+        outcome = self.inner.aggregate(clipped)
+        decisions = tuple(
+            dataclasses.replace(
+                decision,
+                decision=CLIPPED if decision.decision == ACCEPTED and long_row else decision.decision,
+                bound=bound,
+            )
+            for decision, long_row in zip(outcome.decisions, was_clipped, strict=True)
+        )
+        return dataclasses.replace(outcome, decisions=decisions)
 
-    def summary(self) -> None:
-        """Log the clipping settings, then the wrapped strategy's."""
+    def train_config(self) -> Mapping[str, bool | int | float | str]:
+        """The wrapped rule's train config entries."""
+        return self.inner.train_config()
+
+    def describe(self) -> str:
+        """The bound and the wrapped rule."""
         bound = "median of the round" if self.clip_norm is None else f"{self.clip_norm:g}"
-        print(f"[fl-poison] norm clipping (bound: {bound}) in front of {type(self.inner).__name__}")
-        self.inner.summary()
+        return f"norm clipping (bound: {bound}) in front of {self.inner.describe()}"
 
 
 def check(config: ExperimentConfig, catalogue: Catalogue) -> None:
-    """``clip-wrap`` names another registered defense, whose own checks then apply."""
+    """``clip-wrap`` names another registered defense, whose own checks then apply.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    catalogue : Catalogue
+        The registered defenses.
+    """
     wrapped = config[CLIP_WRAP]
     allowed = [name for name in catalogue.defense_names() if name != NAME]
     if wrapped not in allowed:
@@ -123,14 +146,17 @@ def check(config: ExperimentConfig, catalogue: Catalogue) -> None:
         inner.check(config, catalogue)
 
 
-def build(config: ExperimentConfig, context: BuildContext) -> LabStrategy:
-    """Norm clipping with ``clip-norm`` in front of the ``clip-wrap`` strategy."""
-    return LabNormClip(
-        sampler=context.sampler,
-        round_log=context.round_log,
-        clip_norm=config[CLIP_NORM],
-        inner=context.wrapped(config[CLIP_WRAP]),
-    )
+def build(config: ExperimentConfig, context: BuildContext) -> Defense:
+    """Norm clipping with ``clip-norm`` in front of the ``clip-wrap`` rule.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    context : BuildContext
+        Builds the wrapped rule.
+    """
+    return NormClip(config[CLIP_NORM], context.wrapped(config[CLIP_WRAP]))
 
 
 DEFENSE = DefenseSpec(

@@ -12,9 +12,10 @@ import pkgutil
 import strategies
 from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.round_log import RoundLog
+from fl_poison.core.training import resolve_device
 from strategies.lab import LabStrategy
 from strategies.sampling import PartitionSampler
-from strategies.spec import BuildContext, DefenseSpec
+from strategies.spec import BuildContext, Defense, DefenseSpec
 
 
 def registered_defenses() -> tuple[DefenseSpec, ...]:
@@ -28,17 +29,13 @@ def registered_defenses() -> tuple[DefenseSpec, ...]:
     return tuple(sorted(specs, key=lambda spec: spec.name))
 
 
-def build_strategy(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
-    """The strategy named by ``config.strategy``, wired to ``sampler`` and ``round_log``.
+def build_defense(config: ExperimentConfig) -> Defense:
+    """The defense named by ``config.strategy`` (with the rule it wraps, for a pre-aggregator).
 
     Parameters
     ----------
     config : ExperimentConfig
         A configuration parsed against the catalogue (its defense settings are present).
-    sampler : PartitionSampler
-        Draws the partitions of each round.
-    round_log : RoundLog
-        Receives one row per sampled client per round.
 
     Raises
     ------
@@ -47,10 +44,27 @@ def build_strategy(config: ExperimentConfig, sampler: PartitionSampler, round_lo
     """
     specs = {spec.name: spec for spec in registered_defenses()}
 
-    def build(name: str) -> LabStrategy:
+    def build(name: str) -> Defense:
         if name not in specs:
             raise ConfigError.bad_value("strategy", name, " | ".join(specs))
         return specs[name].build(config, context)
 
-    context = BuildContext(sampler=sampler, round_log=round_log, wrapped=build)
+    context = BuildContext(wrapped=build)
     return build(config.strategy)
+
+
+def build_strategy(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
+    """The Flower strategy running the defense ``config.strategy`` names, on the device ``config.device`` resolves to.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        A configuration parsed against the catalogue.
+    sampler : PartitionSampler
+        Draws the partitions of each round.
+    round_log : RoundLog
+        Receives one row per sampled client per round.
+    """
+    return LabStrategy(
+        sampler=sampler, round_log=round_log, defense=build_defense(config), device=resolve_device(config.device)
+    )

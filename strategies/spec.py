@@ -1,24 +1,119 @@
-"""What a defense module declares: :class:`DefenseSpec`, and what its builder gets: :class:`BuildContext`.
+"""What a defense module declares and builds.
 
 Every module of :mod:`strategies` that holds a defense ends with ``DEFENSE = DefenseSpec(...)``;
-:func:`strategies.registry.registered_defenses` finds them. The name, kind, summary, settings and
-relation check are those of :class:`~fl_poison.core.catalogue.AlgorithmSpec`; ``build`` turns a
-parsed configuration into the server strategy.
+:func:`strategies.registry.registered_defenses` finds them. A spec's ``build`` turns a parsed
+configuration into a :class:`Defense`: the algorithm alone, on the round's decoded updates
+(:class:`~fl_poison.core.round_updates.RoundUpdates`), returning an :class:`Outcome`. The one
+Flower strategy around every defense (:class:`strategies.lab.LabStrategy`: sampling, screening,
+forensics, the new global model) is built by the registry, so a defense module holds no Flower code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import torch
 
 from fl_poison.core.catalogue import AlgorithmSpec
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.round_log import RoundLog
-from strategies.sampling import PartitionSampler
+from fl_poison.core.round_updates import RoundUpdates
 
-if TYPE_CHECKING:
-    from strategies.lab import LabStrategy
+ACCEPTED, REJECTED, CLIPPED, SKIPPED = "accepted", "rejected", "clipped", "skipped"
+
+
+@dataclass(frozen=True)
+class ClientDecision:
+    """What a defense did with one client's update.
+
+    Attributes
+    ----------
+    partition_id : int
+        The client.
+    decision : str
+        ``accepted``, ``rejected`` or ``clipped``; ``skipped`` when the rule declined to aggregate
+        the round at all (Bulyan with too few replies), which is no judgement of the client.
+    norm_after : float
+        Norm of the update as it entered the aggregate (0 when rejected or skipped).
+    weight : float
+        Its share in the aggregate (NaN for coordinate-wise rules such as the median; 0 when
+        rejected or skipped).
+    bound : float
+        The clipping bound applied (NaN when none).
+    """
+
+    partition_id: int
+    decision: str
+    norm_after: float
+    weight: float
+    bound: float = math.nan
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a defense made of a round.
+
+    Attributes
+    ----------
+    update : torch.Tensor | None
+        The aggregated update (float64, one value per coordinate) added to the global model;
+        None keeps the global model (nothing to aggregate, or the rule skips the round).
+    decisions : tuple[ClientDecision, ...]
+        One per row of the round's updates, in row order.
+    metric_rows : tuple[int, ...]
+        The rows whose reported metrics are averaged (weighted by examples) into the round's
+        train metrics: those that made the aggregate.
+    exact_row : int | None
+        Set when the aggregate is exactly one row's update with weight 1 (Krum, FedAvg over one
+        reply): that reply's own weights become the new model, bit for bit.
+    """
+
+    update: torch.Tensor | None
+    decisions: tuple[ClientDecision, ...]
+    metric_rows: tuple[int, ...]
+    exact_row: int | None = None
+
+
+def skipped_round(updates: RoundUpdates) -> Outcome:
+    """The outcome of a rule that declines to aggregate the round (judging nobody)."""
+    decisions = tuple(ClientDecision(pid, SKIPPED, 0.0, 0.0) for pid in updates.partition_ids)
+    return Outcome(update=None, decisions=decisions, metric_rows=())
+
+
+def unweighted_decisions(updates: RoundUpdates, kept: Sequence[int]) -> tuple[ClientDecision, ...]:
+    """Decisions of a coordinate-wise rule: rows in ``kept`` accepted (weight NaN), others rejected."""
+    norms = updates.scaled_norms().tolist()
+    chosen = set(kept)
+    return tuple(
+        ClientDecision(pid, ACCEPTED, norms[row], math.nan)
+        if row in chosen
+        else ClientDecision(pid, REJECTED, 0.0, 0.0)
+        for row, pid in enumerate(updates.partition_ids)
+    )
+
+
+class Defense(ABC):
+    """An aggregation rule or a pre-aggregator, on the round's decoded updates."""
+
+    @abstractmethod
+    def aggregate(self, updates: RoundUpdates) -> Outcome:
+        """Turn the round's usable updates (at least one row, in partition-id order) into an :class:`Outcome`.
+
+        Parameters
+        ----------
+        updates : RoundUpdates
+            The rows as the defense sees them are ``updates.scale[i] * updates.matrix[i]``.
+        """
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for the log: the rule and its parameters."""
+
+    def train_config(self) -> Mapping[str, bool | int | float | str]:
+        """Entries added to every training instruction (FedProx sends ``proximal-mu``); none by default."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -27,18 +122,12 @@ class BuildContext:
 
     Parameters
     ----------
-    sampler : PartitionSampler
-        Draws the partitions of each round (seeded).
-    round_log : RoundLog
-        Receives one row per sampled client per round.
-    wrapped : Callable[[str], LabStrategy]
-        Builds the registered defense of that name with the same configuration and context; a
-        pre-aggregator (norm-clip) builds the rule it hands its updates to with it.
+    wrapped : Callable[[str], Defense]
+        Builds the registered defense of that name from the same configuration; a pre-aggregator
+        (norm-clip) builds the rule it hands its updates to with it.
     """
 
-    sampler: PartitionSampler
-    round_log: RoundLog
-    wrapped: Callable[[str], LabStrategy]
+    wrapped: Callable[[str], Defense]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +140,8 @@ class DefenseSpec(AlgorithmSpec):
         See :class:`~fl_poison.core.catalogue.AlgorithmSpec`; ``kind`` is
         :data:`~fl_poison.core.catalogue.AGGREGATION_RULE` or
         :data:`~fl_poison.core.catalogue.PRE_AGGREGATOR`.
-    build : Callable[[ExperimentConfig, BuildContext], LabStrategy]
-        Builds the strategy from a configuration that the catalogue has parsed and checked.
+    build : Callable[[ExperimentConfig, BuildContext], Defense]
+        Builds the defense from a configuration that the catalogue has parsed and checked.
     """
 
-    build: Callable[[ExperimentConfig, BuildContext], LabStrategy]
+    build: Callable[[ExperimentConfig, BuildContext], Defense]

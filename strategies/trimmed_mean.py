@@ -1,42 +1,68 @@
 """Coordinate-wise trimmed mean (Yin et al., 2018, "Byzantine-Robust Distributed Learning: Towards
-Optimal Statistical Rates").
+Optimal Statistical Rates", §3 "trimmed-mean-based gradient descent").
 
-Algorithm, per round, with n clients and β = ``trim-beta``: per coordinate, drop the
-⌊βn⌋ largest and the ⌊βn⌋ smallest values and average the rest.
+Algorithm, per round, with n clients and β = ``trim-beta``:
 
-No client gets a weight of its own (``weight`` is NaN) and nobody is rejected.
+1. per coordinate, sort the clients' update values (:mod:`strategies.coordinatewise`, blockwise);
+2. drop the ``int(β n)`` largest and the ``int(β n)`` smallest values (as Flower's FedTrimmedAvg
+   and scipy's ``trim_mean``);
+3. the aggregated update is the mean of the rest (float64).
+
+Every client is accepted and none gets a weight of its own (``weight`` is NaN); the round's train
+metrics average every client's.
 """
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedTrimmedAvg
-
 from fl_poison.core.catalogue import AGGREGATION_RULE
 from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.round_updates import RoundUpdates
 from fl_poison.core.settings import Setting, number_in
-from strategies.lab import LabStrategy
-from strategies.spec import BuildContext, DefenseSpec
+from strategies.coordinatewise import trimmed_mean
+from strategies.spec import BuildContext, Defense, DefenseSpec, Outcome, unweighted_decisions
 
 TRIM_BETA: Setting[float] = Setting(
     "trim-beta", 0.2, "Fraction trimmed at each end, per coordinate, by trimmed-mean.", number_in(0, 0.5, True, False)
 )
 
 
-class LabTrimmedMean(LabStrategy, FedTrimmedAvg):
-    """Flower's FedTrimmedAvg with seeded sampling and forensics (everybody accepted, no weights).
+class TrimmedMean(Defense):
+    """The coordinate-wise trimmed mean of every update.
 
     Parameters
     ----------
     beta : float
-        Fraction trimmed at each end, per coordinate.
+        Fraction trimmed at each end, per coordinate, in [0, 0.5).
     """
 
-    weighs_clients = False
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+
+    def aggregate(self, updates: RoundUpdates) -> Outcome:
+        """Everybody accepted (weight NaN)."""
+        rows = list(range(updates.count))
+        return Outcome(
+            update=trimmed_mean(updates, rows, self.beta),
+            decisions=unweighted_decisions(updates, rows),
+            metric_rows=tuple(rows),
+        )
+
+    def describe(self) -> str:
+        """``trimmed-mean (beta=...)``."""
+        return f"trimmed-mean (beta={self.beta:g})"
 
 
-def build(config: ExperimentConfig, context: BuildContext) -> LabStrategy:
-    """The trimmed mean with ``trim-beta`` from ``config``."""
-    return LabTrimmedMean(sampler=context.sampler, round_log=context.round_log, beta=config[TRIM_BETA])
+def build(config: ExperimentConfig, context: BuildContext) -> Defense:
+    """The trimmed mean with ``trim-beta`` from ``config``.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    context : BuildContext
+        Unused.
+    """
+    return TrimmedMean(config[TRIM_BETA])
 
 
 DEFENSE = DefenseSpec(

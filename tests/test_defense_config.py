@@ -1,26 +1,32 @@
-"""Defense settings: one-line ConfigErrors naming the key, defaults of f and m, and the registry."""
+"""Defense settings: one-line ConfigErrors naming the key, defaults of f and m, the exact messages moved
+out of the core, and the registry (discovery, specs, building every defense)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
+import torch
 
+import strategies
 from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.catalogue import AGGREGATION_RULE, PRE_AGGREGATOR
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.settings import ConfigError
-from strategies.bulyan import LabBulyan
-from strategies.fedavg import LabFedAvg
-from strategies.fedprox import LabFedProx
-from strategies.krum import KRUM_F, LabMultiKrum, assumed_attackers
+from strategies import bulyan, fedavg, fedprox, krum, loss_filter, median, multikrum, norm_clip, trimmed_mean
+from strategies.bulyan import BULYAN_SELECTION, Bulyan
+from strategies.fedavg import FedAvg
+from strategies.fedprox import PROXIMAL_MU, FedProx
+from strategies.krum import KRUM_F, Krum, assumed_attackers
 from strategies.lab import LabStrategy
-from strategies.loss_filter import LOSS_PERCENTILE, LabLossFilter
-from strategies.median import LabMedian
-from strategies.multikrum import KRUM_M, krum_keep
-from strategies.norm_clip import CLIP_NORM, CLIP_WRAP, LabNormClip
-from strategies.registry import build_strategy, registered_defenses
+from strategies.loss_filter import LOSS_PERCENTILE, LossFilter
+from strategies.median import Median
+from strategies.multikrum import KRUM_M, MultiKrum, krum_keep
+from strategies.norm_clip import CLIP_NORM, CLIP_WRAP, NormClip
+from strategies.registry import build_defense, build_strategy, registered_defenses
 from strategies.sampling import PartitionSampler
-from strategies.trimmed_mean import TRIM_BETA, LabTrimmedMean
+from strategies.spec import DefenseSpec
+from strategies.trimmed_mean import TRIM_BETA, TrimmedMean
 
 STRATEGIES = tuple(spec.name for spec in registered_defenses())
 CLIP_WRAPPABLE = tuple(name for name in STRATEGIES if name != "norm-clip")
@@ -57,6 +63,8 @@ BAD = [
     # clip-wrap names a strategy norm-clip can wrap.
     ({"strategy": "norm-clip", "clip-wrap": "nope"}, "clip-wrap"),
     ({"strategy": "norm-clip", "clip-wrap": "norm-clip"}, "clip-wrap"),
+    # Bulyan's selection rule.
+    ({"strategy": "bulyan", "bulyan-selection": "repeated"}, "bulyan-selection"),
     # plot-round within the run.
     ({"plot-round": 21}, "plot-round"),
     ({"num-rounds": 3, "plot-round": 4}, "plot-round"),
@@ -90,6 +98,10 @@ GOOD = [
     ({"strategy": "loss-filter", "loss-percentile": 0.5}, LOSS_PERCENTILE, 0.5),
     ({"plot-round": 20}, "plot_round", 20),
     ({"strategy": "norm-clip", "clip-wrap": "bulyan"}, CLIP_WRAP, "bulyan"),
+    ({"strategy": "norm-clip", "clip-wrap": "Median"}, CLIP_WRAP, "median"),
+    ({"strategy": "bulyan"}, BULYAN_SELECTION, "krum-repeated"),
+    ({"strategy": "bulyan", "bulyan-selection": "MultiKrum"}, BULYAN_SELECTION, "multikrum"),
+    ({"strategy": "fedprox", "proximal-mu": 0}, PROXIMAL_MU, 0.0),
 ]
 
 
@@ -112,6 +124,40 @@ def test_krum_needs_at_least_five_clients_with_one_attacker():
     with pytest.raises(ConfigError, match="^krum-f: "):
         experiment_config({"strategy": "krum", "num-clients": 4})
     assert assumed_attackers(experiment_config({"strategy": "krum", "num-clients": 5})) == 1
+
+
+MESSAGES = [
+    # The messages the core gave before the defense settings moved into their modules.
+    (
+        {"strategy": "krum", "num-clients": 6, "krum-f": 2},
+        "krum-f: bad value 2; allowed: f with 2f + 2 < clients per round (6), i.e. at most 1",
+    ),
+    (
+        {"strategy": "multikrum", "num-clients": 6, "krum-m": 7},
+        "krum-m: bad value 7; allowed: 1 .. clients per round (6)",
+    ),
+    (
+        {"strategy": "bulyan", "num-clients": 10, "krum-f": 2},
+        "krum-f: bad value 2; allowed: f with 4f + 3 <= clients per round (10) for bulyan",
+    ),
+    ({"strategy": "krum", "krum-f": 0}, "krum-f: bad value 0; allowed: auto | an integer >= 1"),
+    ({"strategy": "norm-clip", "clip-norm": 0}, "clip-norm: bad value 0; allowed: auto | a number > 0"),
+    ({"trim-beta": 0.5}, "trim-beta: bad value 0.5; allowed: a number in [0, 0.5)"),
+    ({"loss-percentile": 0}, "loss-percentile: bad value 0; allowed: a number in (0, 100]"),
+    ({"proximal-mu": -1}, "proximal-mu: bad value -1; allowed: a number >= 0"),
+    (
+        {"strategy": "norm-clip", "clip-wrap": "nope"},
+        "clip-wrap: bad value 'nope'; allowed: bulyan | fedavg | fedprox | krum | loss-filter | median | multikrum"
+        " | trimmed-mean",
+    ),
+]
+
+
+@pytest.mark.parametrize("raw,message", MESSAGES)
+def test_messages(raw, message):
+    with pytest.raises(ConfigError) as caught:
+        experiment_config(raw)
+    assert str(caught.value) == message
 
 
 def test_krum_settings_are_not_checked_for_other_strategies():
@@ -152,16 +198,16 @@ def test_krum_keep(raw, m):
 
 # ---------------------------------------------------------------- the registry
 
-EXPECTED_CLASSES = {
-    "fedavg": LabFedAvg,
-    "fedprox": LabFedProx,
-    "krum": LabMultiKrum,
-    "multikrum": LabMultiKrum,
-    "norm-clip": LabNormClip,
-    "loss-filter": LabLossFilter,
-    "median": LabMedian,
-    "trimmed-mean": LabTrimmedMean,
-    "bulyan": LabBulyan,
+EXPECTED = {
+    "bulyan": (bulyan, Bulyan, AGGREGATION_RULE),
+    "fedavg": (fedavg, FedAvg, AGGREGATION_RULE),
+    "fedprox": (fedprox, FedProx, AGGREGATION_RULE),
+    "krum": (krum, Krum, AGGREGATION_RULE),
+    "loss-filter": (loss_filter, LossFilter, AGGREGATION_RULE),
+    "median": (median, Median, AGGREGATION_RULE),
+    "multikrum": (multikrum, MultiKrum, AGGREGATION_RULE),
+    "norm-clip": (norm_clip, NormClip, PRE_AGGREGATOR),
+    "trimmed-mean": (trimmed_mean, TrimmedMean, AGGREGATION_RULE),
 }
 
 
@@ -170,50 +216,73 @@ def sampler_and_log(n=10):
     return sampler, RoundLog(sampler.partition_of_node)
 
 
-def test_every_strategy_name_is_covered():
-    assert set(EXPECTED_CLASSES) == set(STRATEGIES)
+def test_discovery_finds_every_defense_module_ordered_by_name():
+    specs = registered_defenses()
+    assert [spec.name for spec in specs] == sorted(EXPECTED)
+    for spec in specs:
+        module, _, kind = EXPECTED[spec.name]
+        assert spec is module.DEFENSE and isinstance(spec, DefenseSpec)
+        assert spec.kind == kind and spec.summary and "\n" not in spec.summary
+        assert module.__doc__ and module.__doc__.split("\n", 1)[0].strip()  # the paper on top
 
 
-@pytest.mark.parametrize("name", STRATEGIES)
+def test_shared_modules_register_nothing():
+    import importlib
+    import pkgutil
+
+    names = {info.name for info in pkgutil.iter_modules(strategies.__path__)}
+    shared = {name for name in names if getattr(importlib.import_module(f"strategies.{name}"), "DEFENSE", None) is None}
+    assert shared == {"coordinatewise", "distances", "lab", "registry", "sampling", "spec", "weighted_average"}
+
+
+def test_krum_f_is_one_setting_shared_by_krum_multikrum_and_bulyan():
+    by_name = {spec.name: spec for spec in registered_defenses()}
+    for name in ("krum", "multikrum", "bulyan"):
+        assert any(setting is KRUM_F for setting in by_name[name].settings)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_registry_builds_every_strategy(name):
     sampler, log = sampler_and_log()
     strategy = build_strategy(experiment_config({"strategy": name}), sampler, log)
-    assert type(strategy) is EXPECTED_CLASSES[name]
-    assert isinstance(strategy, LabStrategy)
+    assert type(strategy) is LabStrategy
+    assert type(strategy.defense) is EXPECTED[name][1]
     assert strategy.sampler is sampler and strategy.round_log is log
+    assert strategy.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert strategy.defense.describe()
+
+
+def test_the_device_setting_is_followed():
+    sampler, log = sampler_and_log()
+    assert build_strategy(experiment_config({"device": "cpu"}), sampler, log).device.type == "cpu"
 
 
 def test_registry_passes_the_defense_settings():
-    sampler, log = sampler_and_log()
-    krum = build_strategy(experiment_config({"strategy": "krum", "num-malicious": 2}), sampler, log)
-    assert (krum.num_malicious_nodes, krum.num_nodes_to_select) == (2, 1)
-    multi = build_strategy(experiment_config({"strategy": "multikrum", "num-malicious": 2}), sampler, log)
-    assert (multi.num_malicious_nodes, multi.num_nodes_to_select) == (2, 8)
-    multi_m = build_strategy(experiment_config({"strategy": "multikrum", "krum-f": 3, "krum-m": 4}), sampler, log)
-    assert (multi_m.num_malicious_nodes, multi_m.num_nodes_to_select) == (3, 4)
-    assert build_strategy(experiment_config({"strategy": "bulyan", "krum-f": 1}), sampler, log).num_malicious_nodes == 1
-    assert build_strategy(experiment_config({"strategy": "trimmed-mean", "trim-beta": 0.3}), sampler, log).beta == 0.3
-    assert (
-        build_strategy(
-            experiment_config({"strategy": "loss-filter", "loss-percentile": 60}), sampler, log
-        ).loss_percentile
-        == 60.0
-    )
-    assert (
-        build_strategy(experiment_config({"strategy": "fedprox", "proximal-mu": 0.7}), sampler, log).proximal_mu == 0.7
-    )
-    clip = build_strategy(experiment_config({"strategy": "norm-clip", "clip-norm": 3}), sampler, log)
-    assert clip.clip_norm == 3.0
-    assert build_strategy(experiment_config({"strategy": "norm-clip"}), sampler, log).clip_norm is None
+    def defense(raw):
+        return build_defense(experiment_config(raw))
+
+    assert defense({"strategy": "krum", "num-malicious": 2}).num_byzantine == 2
+    multi = defense({"strategy": "multikrum", "num-malicious": 2})
+    assert (multi.num_byzantine, multi.keep) == (2, 8)
+    multi_m = defense({"strategy": "multikrum", "krum-f": 3, "krum-m": 4})
+    assert (multi_m.num_byzantine, multi_m.keep) == (3, 4)
+    bulyan_rule = defense({"strategy": "bulyan", "krum-f": 1, "bulyan-selection": "multikrum"})
+    assert (bulyan_rule.num_byzantine, bulyan_rule.selection) == (1, "multikrum")
+    assert defense({"strategy": "bulyan"}).selection == "krum-repeated"
+    assert defense({"strategy": "trimmed-mean", "trim-beta": 0.3}).beta == 0.3
+    assert defense({"strategy": "loss-filter", "loss-percentile": 60}).percentile == 60.0
+    assert defense({"strategy": "fedprox", "proximal-mu": 0.7}).train_config() == {"proximal-mu": 0.7}
+    assert defense({"strategy": "fedavg"}).train_config() == {}
+    assert defense({"strategy": "norm-clip", "clip-norm": 3}).clip_norm == 3.0
+    assert defense({"strategy": "norm-clip"}).clip_norm is None
 
 
 @pytest.mark.parametrize("wrap", CLIP_WRAPPABLE)
-def test_norm_clip_wraps_every_wrappable_strategy(wrap):
+def test_norm_clip_wraps_every_other_registered_defense(wrap):
     sampler, log = sampler_and_log()
     strategy = build_strategy(experiment_config({"strategy": "norm-clip", "clip-wrap": wrap}), sampler, log)
-    assert type(strategy) is LabNormClip
-    assert type(strategy.inner) is EXPECTED_CLASSES[wrap]
-    assert strategy.inner.round_log is log and strategy.inner.sampler is sampler
+    assert type(strategy.defense) is NormClip
+    assert type(strategy.defense.inner) is EXPECTED[wrap][1]
 
 
 def test_build_strategy_rejects_an_unknown_name():

@@ -12,8 +12,17 @@ from fl_poison.core.round_log import ClientRoundRecord
 
 def row(pid: int, attacked: int, decision: str, status: str = "ok") -> ClientRoundRecord:
     return ClientRoundRecord(
-        round=1, partition_id=pid, malicious=attacked, attacked=attacked, attack_target=-1, status=status,
-        reason="", num_examples=10, loss=0.5, norm_before=1.0, decision=decision,
+        round=1,
+        partition_id=pid,
+        malicious=attacked,
+        attacked=attacked,
+        attack_target=-1,
+        status=status,
+        reason="",
+        num_examples=10,
+        loss=0.5,
+        norm_before=1.0,
+        decision=decision,
     )
 
 

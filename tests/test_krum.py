@@ -1,5 +1,5 @@
-"""Krum / Multi-Krum scores and selection against independent references, float64 distance precision,
-and LabMultiKrum.aggregate_train end to end on real Flower messages."""
+"""Krum / Multi-Krum scores and selection against independent references, and the Krum and Multi-Krum
+rules through LabStrategy.aggregate_train on real Flower messages."""
 
 from __future__ import annotations
 
@@ -8,24 +8,26 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from strategy_helpers import (
     assert_arrays_close,
     client_weights,
+    decoded_round,
+    lab_strategy,
     make_global,
-    node_map,
     reference_krum_scores,
     reference_multikrum,
+    reference_squared_distances,
     reply,
     start_round,
     true_update,
     weighted_mean,
 )
 
-from fl_poison.core.round_log import RoundLog
 from fl_poison.core.weights import record_to_numpy
-from strategies.krum import LabMultiKrum, krum_scores, select_multikrum
-from strategies.sampling import PartitionSampler
-from strategies.updates import pairwise_squared_distances
+from strategies.distances import pairwise_squared_distances
+from strategies.krum import Krum, krum_scores, lowest_scores
+from strategies.multikrum import MultiKrum
 
 # Seven points on a line (embedded in 3-D): five honest at 0, 1, 3, 4, 5 and two attackers at 100, 101.
 LINE = np.array([[x, 0.0, 0.0] for x in (0, 1, 3, 4, 5, 100, 101)])
@@ -36,27 +38,43 @@ LINE = np.array([[x, 0.0, 0.0] for x in (0, 1, 3, 4, 5, 100, 101)])
 LINE_SCORES_F2 = [26, 14, 9, 11, 21, 18242, 18626]
 
 
+def distances_of(points: np.ndarray) -> torch.Tensor:
+    """The module's squared distances between ``points`` (as float32 updates around a zero model)."""
+    return pairwise_squared_distances(decoded_round(np.zeros(points.shape[1]), points))
+
+
+def select_multikrum(points: np.ndarray, f: int, m: int) -> list[int]:
+    return lowest_scores(krum_scores(distances_of(points), f), m)
+
+
 def clustered(seed: int, num_honest: int, outliers: int, d: int = 20) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centre = rng.standard_normal(d)
     honest = centre + 0.1 * rng.standard_normal((num_honest, d))
     far = centre + 10.0 + 5.0 * rng.standard_normal((outliers, d))
-    return np.vstack([honest, far])
+    return np.vstack([honest, far]).astype(np.float32).astype(np.float64)
 
 
 # ---------------------------------------------------------------- scores and selection
 
 
 def test_krum_scores_of_points_on_a_line_match_the_hand_computation():
-    np.testing.assert_array_equal(krum_scores(LINE, 2), LINE_SCORES_F2)
+    # The Gram matrix is taken around the rows' mean (2^-53-sized rounding on these integers).
+    np.testing.assert_allclose(krum_scores(distances_of(LINE), 2).numpy(), LINE_SCORES_F2, rtol=1e-12, atol=0)
     assert reference_krum_scores(LINE, 2) == LINE_SCORES_F2  # the reference agrees with the hand values
 
 
 def test_krum_with_one_neighbour_scores_the_nearest_squared_distance():
     # f = 4, n = 7: n - f - 2 = 1 neighbour: the squared distance to the nearest other point.
-    np.testing.assert_array_equal(krum_scores(LINE, 4), [1, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_allclose(krum_scores(distances_of(LINE), 4).numpy(), [1] * 7, rtol=1e-12, atol=0)
     # f = 5 would give 0 neighbours; at least one is kept.
-    np.testing.assert_array_equal(krum_scores(LINE, 5), [1, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_allclose(krum_scores(distances_of(LINE), 5).numpy(), [1] * 7, rtol=1e-12, atol=0)
+
+
+def test_krum_scores_of_one_or_two_rows():
+    assert krum_scores(torch.zeros((1, 1), dtype=torch.float64), 1).tolist() == [0.0]  # no neighbour at all
+    two = torch.tensor([[0.0, 4.0], [4.0, 0.0]], dtype=torch.float64)
+    assert krum_scores(two, 1).tolist() == [4.0, 4.0]
 
 
 def test_krum_and_multikrum_selection_on_the_line():
@@ -77,7 +95,8 @@ def test_ties_go_to_the_lower_index():
 def test_scores_and_selection_match_the_reference_on_clustered_updates(seed, outliers, f):
     updates = clustered(seed, 6, outliers)
     n = len(updates)
-    np.testing.assert_allclose(krum_scores(updates, f), reference_krum_scores(updates, f), rtol=1e-12, atol=0)
+    scores = krum_scores(distances_of(updates), f).numpy()
+    np.testing.assert_allclose(scores, reference_krum_scores(updates, f), rtol=1e-9, atol=0)
     expected_krum = int(np.argmin(reference_krum_scores(updates, f)))
     assert expected_krum < 6  # an honest one
     assert select_multikrum(updates, f, 1) == [expected_krum]
@@ -87,44 +106,17 @@ def test_scores_and_selection_match_the_reference_on_clustered_updates(seed, out
     assert picks == list(range(6))  # the outliers (rows 6, 7) are excluded
 
 
-# ---------------------------------------------------------------- pairwise distances
-
-
-def test_pairwise_squared_distances_match_a_loop_reference():
+def test_distances_match_a_loop_reference():
     rng = np.random.default_rng(7)
-    updates = rng.standard_normal((6, 37)) * rng.uniform(0.1, 10, size=(6, 1))
-    result = pairwise_squared_distances(updates)
+    rows = (rng.standard_normal((6, 37)) * rng.uniform(0.1, 10, size=(6, 1))).astype(np.float32)
+    result = distances_of(rows.astype(np.float64)).numpy()
     assert result.shape == (6, 6)
-    for i in range(6):
-        assert result[i, i] == 0.0
-        for j in range(6):
-            expected = float(np.linalg.norm(updates[i] - updates[j])) ** 2
-            assert result[i, j] == pytest.approx(expected, rel=1e-12, abs=0)
+    expected = reference_squared_distances(rows)
+    assert np.all(np.diag(result) == 0.0)
+    np.testing.assert_allclose(result, expected, rtol=1e-9, atol=0)
 
 
-def test_update_distances_are_precise_where_the_float32_weight_shortcut_is_not():
-    rng = np.random.default_rng(0)
-    d = 200_000
-    global_w = rng.standard_normal(d).astype(np.float32)
-    clients = [(global_w + 1e-3 * rng.standard_normal(d)).astype(np.float32) for _ in range(4)]
-    updates = np.stack([c.astype(np.float64) - global_w.astype(np.float64) for c in clients])
-    module = pairwise_squared_distances(updates)
-    worst_module = worst_shortcut = 0.0
-    for i in range(4):
-        for j in range(4):
-            if i == j:
-                continue
-            reference = float(np.linalg.norm(clients[i].astype(np.float64) - clients[j].astype(np.float64))) ** 2
-            assert 0.3 < reference < 0.5  # ~ 2 * d * 1e-6
-            worst_module = max(worst_module, abs(module[i, j] - reference) / reference)
-            x, y = clients[i], clients[j]
-            shortcut = float(np.dot(x, x) + np.dot(y, y) - np.float32(2) * np.dot(x, y))  # float32, raw weights
-            worst_shortcut = max(worst_shortcut, abs(shortcut - reference) / reference)
-    assert worst_module < 1e-9
-    assert worst_shortcut > 0.05  # tens of percent off: why defenses work on float64 updates
-
-
-# ---------------------------------------------------------------- LabMultiKrum end to end
+# ---------------------------------------------------------------- the Krum rules end to end
 
 
 N = 7
@@ -151,14 +143,8 @@ def messages_for(weights):
     return messages
 
 
-def multikrum(f: int, m: int):
-    sampler = PartitionSampler(node_map(N), per_round=N, seed=0)
-    log = RoundLog(sampler.partition_of_node)
-    return LabMultiKrum(sampler=sampler, round_log=log, num_malicious_nodes=f, num_nodes_to_select=m), log
-
-
 @pytest.mark.parametrize("m", [1, 3, 5])
-def test_lab_multikrum_aggregates_the_selected_replies_by_examples(server_task_identity, m):
+def test_multikrum_aggregates_the_selected_replies_by_examples(server_task_identity, m):
     global_arrays, weights = round_replies()
     f = 2
     updates = np.stack([true_update(w, global_arrays) for w in weights])
@@ -167,7 +153,7 @@ def test_lab_multikrum_aggregates_the_selected_replies_by_examples(server_task_i
     expected = weighted_mean([weights[i] for i in selected], [COUNTS[i] for i in selected])
     expected_loss = sum(LOSSES[i] * COUNTS[i] for i in selected) / sum(COUNTS[i] for i in selected)
 
-    strategy, log = multikrum(f, m)
+    strategy, log = lab_strategy(MultiKrum(f, m), N)
     start_round(strategy, global_arrays, N)
     arrays, metrics = strategy.aggregate_train(1, messages_for(weights))
 
@@ -194,21 +180,23 @@ def test_lab_multikrum_aggregates_the_selected_replies_by_examples(server_task_i
         assert rows[pid].decision == "rejected" and rows[pid].attacked == 1
 
 
-def test_lab_krum_returns_the_single_best_reply(server_task_identity):
+@pytest.mark.parametrize("rule", [Krum(2), MultiKrum(2, 1)], ids=["krum", "multikrum-m1"])
+def test_krum_returns_the_single_best_reply_bit_for_bit(server_task_identity, rule):
     global_arrays, weights = round_replies(seed=11)
     updates = np.stack([true_update(w, global_arrays) for w in weights])
     best = int(np.argmin(reference_krum_scores(updates, 2)))
-    strategy, log = multikrum(2, 1)
+    strategy, log = lab_strategy(rule, N)
     start_round(strategy, global_arrays, N)
     arrays, _ = strategy.aggregate_train(1, messages_for(weights))
     result = record_to_numpy(arrays)
+    assert list(result) == list(global_arrays)
     for name, value in weights[best].items():
         np.testing.assert_array_equal(result[name], value)  # weight 1.0: exactly that reply
     decisions = {row.partition_id: (row.decision, row.weight) for row in log.for_round(1)}
     assert decisions == {pid: ("accepted", 1.0) if pid == best else ("rejected", 0.0) for pid in range(N)}
 
 
-def test_lab_multikrum_ignores_a_malformed_reply(server_task_identity):
+def test_multikrum_ignores_a_malformed_reply(server_task_identity):
     global_arrays, weights = round_replies(seed=5)
     broken = dict(weights[0])
     broken["w"] = broken["w"].copy()
@@ -220,10 +208,23 @@ def test_lab_multikrum_ignores_a_malformed_reply(server_task_identity):
     selected = [usable[i] for i in reference_multikrum(updates, 1, 4)]
     expected = weighted_mean([weights[i] for i in selected], [COUNTS[i] for i in selected])
 
-    strategy, log = multikrum(1, 4)
+    strategy, log = lab_strategy(MultiKrum(1, 4), N)
     start_round(strategy, global_arrays, N)
     arrays, _ = strategy.aggregate_train(1, messages_for(weights_used))
     assert_arrays_close(record_to_numpy(arrays), expected)
     rows = {row.partition_id: row for row in log.for_round(1)}
     assert (rows[0].status, rows[0].decision, rows[0].weight) == ("rejected", "rejected", 0.0)
     assert {pid for pid, row in rows.items() if row.decision == "accepted"} == set(selected)
+
+
+def test_multikrum_keeps_everybody_when_fewer_than_m_replied(server_task_identity):
+    global_arrays, weights = round_replies(seed=6)
+    strategy, log = lab_strategy(MultiKrum(1, 6), N)
+    start_round(strategy, global_arrays, N)
+    replies = [reply(weights[pid], pid, COUNTS[pid]) for pid in (0, 1, 3)]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    expected = weighted_mean([weights[i] for i in (0, 1, 3)], [COUNTS[i] for i in (0, 1, 3)])
+    assert_arrays_close(record_to_numpy(arrays), expected)
+    assert {row.partition_id: row.decision for row in log.for_round(1) if row.status == "ok"} == dict.fromkeys(
+        (0, 1, 3), "accepted"
+    )

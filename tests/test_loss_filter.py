@@ -1,4 +1,5 @@
-"""Loss-percentile filtering: keep_below_percentile against numpy.percentile, and LabLossFilter.aggregate_train."""
+"""Loss-percentile filtering: keep_below_percentile against numpy.percentile, and the loss-filter rule through
+LabStrategy.aggregate_train on real Flower messages."""
 
 from __future__ import annotations
 
@@ -10,17 +11,15 @@ import pytest
 from strategy_helpers import (
     assert_arrays_close,
     client_weights,
+    lab_strategy,
     make_global,
-    node_map,
     reply,
     start_round,
     weighted_mean,
 )
 
-from fl_poison.core.round_log import RoundLog
 from fl_poison.core.weights import record_to_numpy
-from strategies.loss_filter import LabLossFilter, keep_below_percentile
-from strategies.sampling import PartitionSampler
+from strategies.loss_filter import LossFilter, keep_below_percentile
 
 PERCENTILES = [25, 50, 75, 100]
 
@@ -80,16 +79,14 @@ def test_random_losses_match_numpy_percentile(seed, percentile):
         assert sum(expected) == 11
 
 
-# ---------------------------------------------------------------- LabLossFilter end to end
+# ---------------------------------------------------------------- the loss-filter rule end to end
 
 N = 6
 COUNTS = [10, 20, 30, 40, 50, 60]
 
 
 def loss_filter(percentile):
-    sampler = PartitionSampler(node_map(N), per_round=N, seed=0)
-    log = RoundLog(sampler.partition_of_node)
-    return LabLossFilter(sampler=sampler, round_log=log, loss_percentile=percentile), log
+    return lab_strategy(LossFilter(percentile), N)
 
 
 def round_weights(seed=2):
@@ -99,7 +96,7 @@ def round_weights(seed=2):
 
 
 @pytest.mark.parametrize("percentile,kept", [(50, {0, 1, 3}), (75, {0, 1, 3, 5}), (100, set(range(N)))])
-def test_lab_loss_filter_drops_high_loss_replies(server_task_identity, percentile, kept):
+def test_loss_filter_drops_high_loss_replies(server_task_identity, percentile, kept):
     losses = [0.2, 0.3, 5.0, 0.25, 4.0, 0.35]
     # finite sorted: .2 .25 .3 .35 4 5 -> p50 = .325, p75 = 3.0875, p100 = 5 (numpy, linear)
     assert {i for i, k in enumerate(reference_keep(losses, percentile)) if k} == kept
@@ -126,7 +123,7 @@ def test_lab_loss_filter_drops_high_loss_replies(server_task_identity, percentil
             assert (row.decision, row.weight, row.norm_after) == ("rejected", 0.0, 0.0)
 
 
-def test_lab_loss_filter_with_no_finite_loss_keeps_the_global_model(server_task_identity):
+def test_loss_filter_with_no_finite_loss_keeps_the_global_model(server_task_identity):
     global_arrays, weights = round_weights(seed=3)
     strategy, log = loss_filter(75)
     start_round(strategy, global_arrays, N)

@@ -1,18 +1,21 @@
-"""Norm clipping: clip_rows / clipping_bound against numpy, and LabNormClip.aggregate_train on real
-Flower messages (fixed and automatic bound, and in front of Krum / Multi-Krum)."""
+"""Norm clipping: clipped_scale / clipping_bound against numpy, and the norm-clip rule through
+LabStrategy.aggregate_train on real Flower messages (fixed and automatic bound, in front of FedAvg,
+Krum, Multi-Krum, the median and FedProx)."""
 
 from __future__ import annotations
 
-import math
 import random
-from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord
 from strategy_helpers import (
+    FakeGrid,
     assert_arrays_close,
     client_weights,
     flatten,
+    lab_strategy,
     make_global,
     node_map,
     reference_multikrum,
@@ -20,76 +23,70 @@ from strategy_helpers import (
     start_round,
     true_update,
     unflatten,
-    weighted_mean,
 )
 
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.weights import record_to_numpy
-from strategies.fedavg import LabFedAvg
-from strategies.krum import LabMultiKrum
-from strategies.norm_clip import LabNormClip, clip_rows, clipping_bound
+from strategies.fedavg import FedAvg
+from strategies.fedprox import FedProx
+from strategies.krum import Krum
+from strategies.median import Median
+from strategies.multikrum import MultiKrum
+from strategies.norm_clip import NormClip, clipped_scale, clipping_bound
 from strategies.registry import build_strategy
 from strategies.sampling import PartitionSampler
 
-
-def exact_norm(row: np.ndarray) -> float:
-    """The Euclidean norm of a float64 row from an exact (rational) sum of squares."""
-    return math.sqrt(float(sum(Fraction(float(x)) ** 2 for x in row)))
+# ---------------------------------------------------------------- clipped_scale and clipping_bound
 
 
-# ---------------------------------------------------------------- clip_rows and clipping_bound
+def factors_for(norms, bound, scale=None):
+    norms = torch.tensor(norms, dtype=torch.float64)
+    scale = torch.ones_like(norms) if scale is None else torch.tensor(scale, dtype=torch.float64)
+    return clipped_scale(scale, norms, bound), norms
 
 
-def test_clip_rows_on_a_hand_example():
-    rows = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0], [-6.0, 8.0]])
-    clipped = clip_rows(rows, 1.0)
-    np.testing.assert_allclose(clipped, [[0.6, 0.8], [0.3, 0.4], [0.0, 0.0], [-0.6, 0.8]], rtol=1e-15, atol=0)
-    np.testing.assert_array_equal(clipped[1:3], rows[1:3])  # below the bound: untouched
-    np.testing.assert_array_equal(rows, [[3.0, 4.0], [0.3, 0.4], [0.0, 0.0], [-6.0, 8.0]])  # input not modified
+def test_clipped_scale_on_a_hand_example():
+    factors, norms = factors_for([5.0, 0.5, 0.0, 10.0], 1.0)
+    np.testing.assert_allclose(factors.numpy(), [0.2, 1.0, 1.0, 0.1], rtol=1e-15, atol=0)
+    assert factors[1] == 1.0 and factors[2] == 1.0  # below the bound: untouched
 
 
 def test_a_row_exactly_at_the_bound_is_unchanged():
-    rows = np.array([[3.0, 4.0]])
-    np.testing.assert_array_equal(clip_rows(rows, 5.0), rows)
+    factors, _ = factors_for([5.0], 5.0)
+    assert factors.tolist() == [1.0]
+
+
+def test_existing_factors_are_composed():
+    # A row already scaled by 0.5 (seen norm 4) clipped to 1: factor 0.5 * 1/4.
+    factors, norms = factors_for([8.0, 1.0], 1.0, scale=[0.5, 0.5])
+    assert factors.tolist() == [0.125, 0.5]
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_clip_rows_on_random_rows(seed):
+def test_clipped_scale_on_random_norms(seed):
     rng = np.random.default_rng(seed)
-    rows = rng.standard_normal((40, int(rng.integers(1, 50)))) * rng.uniform(0.01, 50, size=(40, 1))
-    norms = [float(np.linalg.norm(row)) for row in rows]
+    norms = rng.uniform(0.01, 50, size=200) * 10.0 ** rng.integers(-3, 3, size=200)
     bound = float(np.median(norms)) * rng.uniform(0.5, 1.5)
-    clipped = clip_rows(rows, bound)
-    assert clipped.dtype == np.float64 and clipped.shape == rows.shape
-    long_rows = 0
-    for row, out, norm in zip(rows, clipped, norms, strict=True):
-        if norm <= bound:
-            np.testing.assert_array_equal(out, row)
-            continue
-        long_rows += 1
-        # Norm exactly the bound (up to float64 rounding of the true norm)...
-        assert exact_norm(out) == pytest.approx(bound, rel=1e-12, abs=0)
-        # ... and never above it as the module's float64 norm (einsum over the row) sees it: the
-        # nudge in clip_rows exists for this. (A different summation order, e.g. np.linalg.norm,
-        # can land one ulp either side.)
-        assert np.sqrt(np.einsum("ij,ij->i", out[None, :], out[None, :]))[0] <= bound
-        # Same direction: a single positive factor for every coordinate.
-        factors = out[row != 0] / row[row != 0]
-        assert np.all(factors > 0)
-        np.testing.assert_allclose(factors, bound / norm, rtol=1e-14, atol=0)
-    assert long_rows > 5
+    factors, norms_t = factors_for(norms, bound)
+    seen_after = (factors * norms_t).numpy()
+    long_rows = norms > bound
+    assert long_rows.sum() > 20
+    assert np.all(seen_after <= bound)  # the recorded norm after clipping never exceeds the bound
+    np.testing.assert_allclose(seen_after[long_rows], bound, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(factors.numpy()[~long_rows], 1.0)
+    assert np.all(factors.numpy() > 0)
 
 
 def test_clipping_bound_auto_is_the_numpy_median():
-    odd = np.array([5.0, 1.0, 3.0, 9.0, 2.0])
-    even = np.array([4.0, 1.0, 10.0, 2.0])
+    odd = [5.0, 1.0, 3.0, 9.0, 2.0]
+    even = [4.0, 1.0, 10.0, 2.0]
     assert clipping_bound(odd, None) == 3.0 == float(np.median(odd))
     assert clipping_bound(even, None) == 3.0 == float(np.median(even))  # (2 + 4) / 2
     assert clipping_bound(odd, 0.25) == 0.25  # a configured bound wins
 
 
-# ---------------------------------------------------------------- LabNormClip end to end
+# ---------------------------------------------------------------- norm-clip end to end
 
 N = 5
 COUNTS = [10, 30, 20, 50, 40]
@@ -111,21 +108,10 @@ def reference_clip(update: np.ndarray, bound: float) -> np.ndarray:
     return update * (bound / norm) if norm > bound else update
 
 
-def clipped_weights(global_arrays, weights, bound):
-    """float32(global + clip(update)), as the clipped reply enters the aggregate."""
-    base = flatten(global_arrays, global_arrays)
-    out = []
-    for w in weights:
-        update = reference_clip(true_update(w, global_arrays), bound)
-        out.append({name: v.astype(np.float32) for name, v in unflatten(base + update, global_arrays).items()})
-    return out
-
-
-def norm_clip(clip_norm, num_partitions=N):
-    sampler = PartitionSampler(node_map(num_partitions), per_round=num_partitions, seed=0)
-    log = RoundLog(sampler.partition_of_node)
-    inner = LabFedAvg(sampler=sampler, round_log=log)
-    return LabNormClip(sampler=sampler, round_log=log, clip_norm=clip_norm, inner=inner), log
+def model_from_updates(global_arrays, updates, weights) -> dict[str, np.ndarray]:
+    """global + sum_i weights[i] * updates[i], in float64."""
+    total = sum(w * u for w, u in zip(weights, updates, strict=True))
+    return unflatten(flatten(global_arrays, global_arrays) + total, global_arrays)
 
 
 def messages(weights, counts):
@@ -142,9 +128,10 @@ def test_norm_clip_with_fedavg(server_task_identity, clip_norm):
     bound = 1.0 if clip_norm is not None else float(np.median(norms))
     expected_clipped = {pid for pid, norm in enumerate(norms) if norm > bound}
     assert expected_clipped == ({1, 3, 4} if clip_norm is not None else {1, 3})
-    expected = weighted_mean(clipped_weights(global_arrays, weights, bound), COUNTS)
+    shares = [c / sum(COUNTS) for c in COUNTS]
+    expected = model_from_updates(global_arrays, [reference_clip(u, bound) for u in updates], shares)
 
-    strategy, log = norm_clip(clip_norm)
+    strategy, log = lab_strategy(NormClip(clip_norm, FedAvg()), N)
     start_round(strategy, global_arrays, N)
     arrays, _ = strategy.aggregate_train(1, messages(weights, COUNTS))
     assert_arrays_close(record_to_numpy(arrays), expected)
@@ -156,24 +143,47 @@ def test_norm_clip_with_fedavg(server_task_identity, clip_norm):
         assert row.weight == pytest.approx(COUNTS[pid] / sum(COUNTS), rel=1e-12)
         if pid in expected_clipped:
             assert row.decision == "clipped"
-            assert row.norm_after == pytest.approx(bound, rel=1e-12)
+            assert row.norm_after == pytest.approx(bound, rel=1e-15)
             assert row.norm_after <= bound
         else:
             assert row.decision == "accepted"
-            assert row.norm_after == pytest.approx(norms[pid], rel=1e-12)
+            assert row.norm_after == row.norm_before
 
 
 def test_norm_clip_with_a_large_bound_is_fedavg(server_task_identity):
     global_arrays, weights = clipping_round(seed=4)
-    strategy, log = norm_clip(100.0)
+    strategy, log = lab_strategy(NormClip(100.0, FedAvg()), N)
     start_round(strategy, global_arrays, N)
     arrays, _ = strategy.aggregate_train(1, messages(weights, COUNTS))
-    assert_arrays_close(record_to_numpy(arrays), weighted_mean(weights, COUNTS))
+    updates = [true_update(w, global_arrays) for w in weights]
+    assert_arrays_close(
+        record_to_numpy(arrays), model_from_updates(global_arrays, updates, [c / sum(COUNTS) for c in COUNTS])
+    )
     assert [row.decision for row in log.for_round(1)] == ["accepted"] * N
 
 
-@pytest.mark.parametrize("wrap,keep", [("krum", 1), ("multikrum", 5)])
-def test_norm_clip_in_front_of_krum(server_task_identity, wrap, keep):
+def test_norm_clip_in_front_of_the_median_sees_the_clipped_rows(server_task_identity):
+    global_arrays, weights = clipping_round(seed=2)
+    updates = np.stack([reference_clip(true_update(w, global_arrays), 1.0) for w in weights])
+    expected = unflatten(flatten(global_arrays, global_arrays) + np.median(updates, axis=0), global_arrays)
+    strategy, log = lab_strategy(NormClip(1.0, Median()), N)
+    start_round(strategy, global_arrays, N)
+    arrays, _ = strategy.aggregate_train(1, messages(weights, COUNTS))
+    assert_arrays_close(record_to_numpy(arrays), expected)
+    decisions = {row.partition_id: row.decision for row in log.for_round(1)}
+    assert decisions == {0: "accepted", 1: "clipped", 2: "accepted", 3: "clipped", 4: "clipped"}
+
+
+def test_norm_clip_passes_on_the_wrapped_rules_train_config(server_task_identity):
+    strategy, _ = lab_strategy(NormClip(None, FedProx(0.3)), 2)
+    arrays = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
+    sent = list(strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid(node_map(2).values())))
+    assert [message.content["config"]["proximal-mu"] for message in sent] == [0.3, 0.3]
+    assert "fedprox (mu=0.3)" in strategy.defense.describe()
+
+
+@pytest.mark.parametrize("wrap,rule,keep", [("krum", Krum, 1), ("multikrum", MultiKrum, 5)])
+def test_norm_clip_in_front_of_krum(server_task_identity, wrap, rule, keep):
     n, f = 7, 2
     config = experiment_config(
         {"strategy": "norm-clip", "clip-wrap": wrap, "num-clients": n, "krum-f": f, "clip-norm": "auto"}
@@ -181,8 +191,7 @@ def test_norm_clip_in_front_of_krum(server_task_identity, wrap, keep):
     sampler = PartitionSampler(node_map(n), per_round=n, seed=0)
     log = RoundLog(sampler.partition_of_node)
     strategy = build_strategy(config, sampler, log)
-    assert isinstance(strategy, LabNormClip) and isinstance(strategy.inner, LabMultiKrum)
-    assert strategy.inner.num_nodes_to_select == keep
+    assert isinstance(strategy.defense, NormClip) and type(strategy.defense.inner) is rule
 
     # Honest updates: a shared direction with small noise and norms 0.5..2; outliers: other directions.
     rng = np.random.default_rng(9)
@@ -201,16 +210,14 @@ def test_norm_clip_in_front_of_krum(server_task_identity, wrap, keep):
     clipped = np.stack([reference_clip(u, bound) for u in updates])
     selected = reference_multikrum(clipped, f, keep)
     assert not {2, 5} & set(selected)
-    expected = weighted_mean(
-        [clipped_weights(global_arrays, weights, bound)[i] for i in selected], [counts[i] for i in selected]
-    )
+    total = sum(counts[i] for i in selected)
+    expected = model_from_updates(global_arrays, [clipped[i] for i in selected], [counts[i] / total for i in selected])
 
     start_round(strategy, global_arrays, n)
     arrays, _ = strategy.aggregate_train(1, messages(weights, counts))
     assert_arrays_close(record_to_numpy(arrays), expected)
 
     rows = {row.partition_id: row for row in log.for_round(1)}
-    total = sum(counts[i] for i in selected)
     for pid, row in rows.items():
         assert row.bound == pytest.approx(bound, rel=1e-12)
         if pid in selected:

@@ -15,6 +15,7 @@ from flwr.serverapp import Grid
 from fl_poison.core import results
 from fl_poison.core.results import ResultFolder, read_csv, write_csv, write_json
 from fl_poison.core.round_log import CLIENT_COLUMNS, RoundLog
+from fl_poison.core.round_updates import decode_round
 from fl_poison.core.weights import flat_update, update_norm
 from strategies.sampling import PartitionSampler, SubsetGrid
 
@@ -164,8 +165,15 @@ def test_subset_grid_shows_only_the_subset_and_forwards_the_rest():
 
 def metadata_from(node_id: int) -> Metadata:
     return Metadata(
-        run_id=1, message_id="", src_node_id=node_id, dst_node_id=0, reply_to_message_id="",
-        group_id="1", created_at=0.0, ttl=60.0, message_type="train",
+        run_id=1,
+        message_id="",
+        src_node_id=node_id,
+        dst_node_id=0,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=0.0,
+        ttl=60.0,
+        message_type="train",
     )
 
 
@@ -187,18 +195,30 @@ GLOBAL = {"w": np.array([1.0, 2.0, 3.0], np.float32), "b": np.array([0.5], np.fl
 NODE_OF = {0: 100, 1: 101, 2: 102, 3: 103}
 
 
+def record(log: RoundLog, server_round: int, sampled: list[int], replies: list[Message]):
+    """Screen ``replies`` (decoding them) and record the round's rows, as the strategy does."""
+    _, screened = decode_round(replies, GLOBAL, log.partition_of)
+    return log.record_screening(server_round, sampled, screened)
+
+
 def test_round_log_records_replies_errors_and_missing_clients():
     log = RoundLog({node: pid for pid, node in NODE_OF.items()})
     replies = [
         # partition 2: update [0, -2, 1, 1.5] -> norm sqrt(0 + 4 + 1 + 2.25)
-        reply(102, {"w": np.array([1.0, 0.0, 4.0], np.float32), "b": np.array([2.0], np.float32)},
-              {"train_loss": 0.25, "num-examples": 40, "malicious": 1}),
+        reply(
+            102,
+            {"w": np.array([1.0, 0.0, 4.0], np.float32), "b": np.array([2.0], np.float32)},
+            {"train_loss": 0.25, "num-examples": 40, "malicious": 1},
+        ),
         # partition 0: update [1, 1, 1, 0] -> norm sqrt(3)
-        reply(100, {"w": np.array([2.0, 3.0, 4.0], np.float32), "b": np.array([0.5], np.float32)},
-              {"train_loss": 0.75, "num-examples": 30, "malicious": 0}),
+        reply(
+            100,
+            {"w": np.array([2.0, 3.0, 4.0], np.float32), "b": np.array([0.5], np.float32)},
+            {"train_loss": 0.75, "num-examples": 30, "malicious": 0},
+        ),
         error_reply(101),
     ]
-    rows = log.record_replies(4, GLOBAL, [0, 1, 2, 3], replies)
+    rows = record(log, 4, [0, 1, 2, 3], replies)
 
     assert [row.partition_id for row in rows] == [0, 1, 2, 3]
     by_pid = {row.partition_id: row for row in rows}
@@ -221,10 +241,12 @@ def test_round_log_records_replies_errors_and_missing_clients():
 def test_round_log_accumulates_rounds():
     log = RoundLog({node: pid for pid, node in NODE_OF.items()})
     same = {"train_loss": 0.1, "num-examples": 5}
-    log.record_replies(1, GLOBAL, [0], [reply(100, GLOBAL, same)])
-    log.record_replies(2, GLOBAL, [1, 3], [reply(103, GLOBAL, same)])
+    record(log, 1, [0], [reply(100, GLOBAL, same)])
+    record(log, 2, [1, 3], [reply(103, GLOBAL, same)])
     assert [(r["round"], r["partition_id"], r["status"]) for r in log.rows()] == [
-        (1, 0, "ok"), (2, 1, "failed"), (2, 3, "ok"),
+        (1, 0, "ok"),
+        (2, 1, "failed"),
+        (2, 3, "ok"),
     ]
     assert log.rows()[0]["norm_before"] == 0.0
 
@@ -287,7 +309,10 @@ def test_result_folder_clients_and_config(tmp_path):
     assert list(rows[0])[: len(CLIENT_COLUMNS)] == list(CLIENT_COLUMNS)
     assert rows[0]["norm_before"] == "" and rows[0]["x"] == "1"
     folder.write_config({"seed": 1}, {"versions": {"torch": "x"}})
-    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"settings": {"seed": 1}, "versions": {"torch": "x"}}
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {
+        "settings": {"seed": 1},
+        "versions": {"torch": "x"},
+    }
 
 
 def test_result_files_are_readable_by_everyone(tmp_path):

@@ -1,9 +1,11 @@
-"""Screening of client replies before aggregation: malformed or non-finite updates are rejected.
+"""The contract every train reply must meet before aggregation, one check per part of a reply.
 
 A reply is rejected when it carries an error, lacks exactly one ArrayRecord and one MetricRecord,
 has array names, shapes or dtypes other than the global model's, holds NaN/Inf, or has metric keys
-other than :data:`REPLY_METRIC_KEYS` (Flower refuses to aggregate replies whose keys differ). The round goes
-on with the remaining replies; with none left the global model stays as it was.
+other than :data:`REPLY_METRIC_KEYS` (Flower refuses to aggregate replies whose keys differ), or no
+positive finite ``num-examples``. The round goes on with the remaining replies; with none left the
+global model stays as it was. :func:`fl_poison.core.round_updates.decode_round` applies the checks
+in that order while it decodes each reply (once).
 """
 
 from __future__ import annotations
@@ -14,34 +16,43 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Message
 
-from fl_poison.core.weights import record_to_numpy
-
-
 REPLY_METRIC_KEYS = ("train_loss", "num-examples", "partition_id", "malicious", "attacked", "attack_target")
 
 
-def reply_problem(message: Message, global_arrays: Mapping[str, np.ndarray]) -> str | None:
-    """Why ``message`` cannot be aggregated with ``global_arrays`` (None when it can)."""
+def envelope_problem(message: Message) -> str | None:
+    """An error reply, or not exactly one ArrayRecord and one MetricRecord (None when fine)."""
     if message.has_error():
         return f"error reply: {message.error.reason}"
     content = message.content
     if len(content.array_records) != 1 or len(content.metric_records) != 1:
         return "expected one ArrayRecord and one MetricRecord"
-    arrays = record_to_numpy(next(iter(content.array_records.values())))
-    if set(arrays) != set(global_arrays):
-        return "array names differ from the global model's"
-    for name, reference in global_arrays.items():
-        array = arrays[name]
-        if array.shape != reference.shape:
-            return f"{name}: shape {array.shape} instead of {reference.shape}"
-        if array.dtype != reference.dtype:
-            return f"{name}: dtype {array.dtype} instead of {reference.dtype}"
-        if not np.all(np.isfinite(array)):
-            return f"{name}: non-finite values"
-    metrics = next(iter(content.metric_records.values()))
-    if set(metrics.keys()) != set(REPLY_METRIC_KEYS):
-        return f"metric keys {sorted(metrics.keys())} instead of {sorted(REPLY_METRIC_KEYS)}"
+    return None
+
+
+def array_problem(name: str, array: np.ndarray, reference: np.ndarray) -> str | None:
+    """``array`` has another shape or dtype than the global model's ``reference`` (None when not)."""
+    if array.shape != reference.shape:
+        return f"{name}: shape {array.shape} instead of {reference.shape}"
+    if array.dtype != reference.dtype:
+        return f"{name}: dtype {array.dtype} instead of {reference.dtype}"
+    return None
+
+
+def non_finite_problem(name: str) -> str:
+    """The problem of an array holding NaN or Inf."""
+    return f"{name}: non-finite values"
+
+
+def unreadable_problem(name: str, error: Exception) -> str:
+    """The problem of an array whose bytes are not a numpy payload."""
+    return f"{name}: unreadable array ({error})"
+
+
+def metrics_problem(metrics: Mapping[str, object]) -> str | None:
+    """Metric keys other than :data:`REPLY_METRIC_KEYS`, or no positive finite ``num-examples`` (None when fine)."""
+    if set(metrics) != set(REPLY_METRIC_KEYS):
+        return f"metric keys {sorted(metrics)} instead of {sorted(REPLY_METRIC_KEYS)}"
     count = metrics.get("num-examples")
-    if not isinstance(count, (int, float)) or not 0 < count < math.inf:  # a MetricRecord value may also be a list
-        return "num-examples missing or not positive"
+    if isinstance(count, bool) or not isinstance(count, (int, float)) or not 0 < count < math.inf:
+        return "num-examples missing or not positive"  # a MetricRecord value may also be a list
     return None

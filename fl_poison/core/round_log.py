@@ -1,8 +1,9 @@
 """What happened to every sampled client in every round, as rows for ``clients.csv``.
 
-The strategy calls :meth:`RoundLog.record_replies` with the global weights it sent and the replies
-it got, before aggregating. The malicious flag comes from the client's reply (the threat model's
-ground truth, for forensics only; no defense reads it).
+The strategy calls :meth:`RoundLog.record_screening` with what the screening of the round's
+replies found (:func:`fl_poison.core.round_updates.decode_round`), before aggregating, and
+:meth:`RoundLog.record_decisions` with what the defense did. The malicious flag comes from the
+client's reply (the threat model's ground truth, for forensics only; no defense reads it).
 """
 
 from __future__ import annotations
@@ -12,27 +13,46 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-import numpy as np
 from flwr.app import Message
 
-from fl_poison.core.reply_checks import reply_problem
-from fl_poison.core.weights import record_to_numpy, update_norm
+from fl_poison.core.round_updates import ScreenedReply
 
 CLIENT_COLUMNS = (
-    "round", "partition_id", "malicious", "attacked", "attack_target", "status", "reason",
-    "num_examples", "loss", "norm_before", "norm_after", "bound", "decision", "weight",
+    "round",
+    "partition_id",
+    "malicious",
+    "attacked",
+    "attack_target",
+    "status",
+    "reason",
+    "num_examples",
+    "loss",
+    "norm_before",
+    "norm_after",
+    "bound",
+    "decision",
+    "weight",
 )
 FLAGGED_DECISIONS = ("rejected", "clipped")
 
 
 class ClientDecisionLike(Protocol):
-    """What :meth:`RoundLog.record_decisions` reads (see :class:`strategies.lab.ClientDecision`)."""
+    """What :meth:`RoundLog.record_decisions` reads (see :class:`strategies.spec.ClientDecision`)."""
 
-    partition_id: int
-    decision: str
-    norm_after: float
-    bound: float
-    weight: float
+    @property
+    def partition_id(self) -> int: ...
+
+    @property
+    def decision(self) -> str: ...
+
+    @property
+    def norm_after(self) -> float: ...
+
+    @property
+    def bound(self) -> float: ...
+
+    @property
+    def weight(self) -> float: ...
 
 
 @dataclass
@@ -104,54 +124,26 @@ class RoundLog:
         """The partition id of the node that sent ``message``."""
         return self.partition_of_node.get(message.metadata.src_node_id, -1)
 
-    def record_replies(
-        self,
-        server_round: int,
-        global_arrays: Mapping[str, np.ndarray],
-        sampled_partitions: Sequence[int],
-        replies: Sequence[Message],
+    def record_screening(
+        self, server_round: int, sampled_partitions: Sequence[int], screened: Sequence[ScreenedReply]
     ) -> list[ClientRoundRecord]:
-        """Add a row per sampled client (clients that never answered are ``failed``); return the round's rows."""
-        rows = []
-        answered = set()
-        for message in replies:
-            partition_id = self.partition_of(message)
-            answered.add(partition_id)
-            rows.append(self._row(server_round, partition_id, global_arrays, message))
-        for partition_id in sampled_partitions:
-            if partition_id not in answered:
-                rows.append(_failed(server_round, partition_id, "no reply"))
+        """Add a row per sampled client (clients that never answered are ``failed``); return the round's rows.
+
+        Parameters
+        ----------
+        server_round : int
+            The round.
+        sampled_partitions : Sequence[int]
+            The partitions the round was sent to.
+        screened : Sequence[ScreenedReply]
+            What the screening found in every reply received.
+        """
+        rows = [_row(server_round, reply) for reply in screened]
+        answered = {reply.partition_id for reply in screened}
+        rows.extend(_failed(server_round, pid, "no reply") for pid in sampled_partitions if pid not in answered)
         rows.sort(key=lambda row: row.partition_id)
         self.records.extend(rows)
         return rows
-
-    @staticmethod
-    def _row(server_round: int, partition_id: int, global_arrays: Mapping[str, np.ndarray], message: Message) -> ClientRoundRecord:
-        if message.has_error():
-            return _failed(server_round, partition_id, message.error.reason)
-        problem = reply_problem(message, global_arrays)
-        metrics = next(iter(message.content.metric_records.values()), {})
-        norm = math.nan
-        if problem is None or "non-finite" in problem:
-            try:
-                norm = update_norm(record_to_numpy(next(iter(message.content.array_records.values()))), global_arrays)
-            except (KeyError, ValueError, StopIteration):
-                norm = math.nan
-        return ClientRoundRecord(
-            round=server_round,
-            partition_id=partition_id,
-            malicious=_metric_int(metrics, "malicious", 0),
-            attacked=_metric_int(metrics, "attacked", 0),
-            attack_target=_metric_int(metrics, "attack_target", -1),
-            status="ok" if problem is None else "rejected",
-            reason=problem or "",
-            num_examples=_metric_int(metrics, "num-examples", 0),
-            loss=_metric_float(metrics, "train_loss"),
-            norm_before=norm,
-            decision="" if problem is None else "rejected",
-            norm_after=math.nan if problem is None else 0.0,
-            weight=math.nan if problem is None else 0.0,
-        )
 
     def rows(self) -> list[dict[str, object]]:
         """All rows as dictionaries keyed by :data:`CLIENT_COLUMNS`."""
@@ -160,13 +152,6 @@ class RoundLog:
     def for_round(self, server_round: int) -> list[ClientRoundRecord]:
         """The rows of one round."""
         return [record for record in self.records if record.round == server_round]
-
-    def current_norm(self, partition_id: int) -> float:
-        """``norm_before`` of ``partition_id`` in the latest round it was recorded."""
-        for record in reversed(self.records):
-            if record.partition_id == partition_id:
-                return record.norm_before
-        return math.nan
 
     def record_decisions(self, server_round: int, decisions: Iterable[ClientDecisionLike]) -> None:
         """Store what the defense did with each client of ``server_round``."""
@@ -184,6 +169,27 @@ class RoundLog:
         """The most recent attack target any client reported (-1 when none did)."""
         targets = [record.attack_target for record in self.records if record.attacked and record.attack_target >= 0]
         return targets[-1] if targets else -1
+
+
+def _row(server_round: int, reply: ScreenedReply) -> ClientRoundRecord:
+    if reply.status == "failed":
+        return _failed(server_round, reply.partition_id, reply.reason)
+    ok = reply.status == "ok"
+    return ClientRoundRecord(
+        round=server_round,
+        partition_id=reply.partition_id,
+        malicious=_metric_int(reply.metrics, "malicious", 0),
+        attacked=_metric_int(reply.metrics, "attacked", 0),
+        attack_target=_metric_int(reply.metrics, "attack_target", -1),
+        status=reply.status,
+        reason=reply.reason,
+        num_examples=_metric_int(reply.metrics, "num-examples", 0),
+        loss=_metric_float(reply.metrics, "train_loss"),
+        norm_before=reply.norm,
+        decision="" if ok else "rejected",
+        norm_after=math.nan if ok else 0.0,
+        weight=math.nan if ok else 0.0,
+    )
 
 
 def _metric_float(metrics: Mapping[str, object], key: str) -> float:
