@@ -86,7 +86,7 @@ def round_of_replies(global_arrays: dict[str, np.ndarray]) -> tuple[list, dict[i
 
 
 @pytest.mark.parametrize("name", catalogue().defense_names())
-def test_every_defense_aggregates_a_round_and_records_every_client(name):
+def test_every_defense_aggregates_a_round_and_records_every_client(name, server_task_identity):
     config = experiment_config(in_use(catalogue().defense(name)))
     sampler = PartitionSampler(node_map(NUM_CLIENTS), NUM_CLIENTS, seed=0)
     round_log = RoundLog(sampler.partition_of_node)
