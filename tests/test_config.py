@@ -163,3 +163,10 @@ def test_fingerprint_is_the_same_in_another_process():
     environment = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
     assert other.stdout.strip() == parse_config({"seed": 3}).fingerprint()
+
+
+def test_a_parsed_configuration_is_remembered_but_types_are_not_confused():
+    assert parse_config({"seed": 3}) is parse_config({"seed": 3})
+    assert parse_config({"clients-per-round": 1}).sampled_per_round == 1
+    assert parse_config({"clients-per-round": 1.0}).sampled_per_round == 10
+    assert parse_config({"clients-per-round": 1}).sampled_per_round == 1

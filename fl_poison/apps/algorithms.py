@@ -35,8 +35,10 @@ def experiment_config(raw: Mapping[str, object]) -> ExperimentConfig:
     raw : Mapping[str, object]
         Setting values by kebab-case key; missing keys take their defaults.
     """
+    # The type is part of the key: 1 == 1.0 == True in Python, but clients-per-round=1 is one
+    # client and 1.0 all of them.
     try:
-        items = tuple(sorted(raw.items()))
+        items = tuple(sorted((key, type(value).__name__, value) for key, value in raw.items()))
         hash(items)
     except TypeError:
         return parse_config(raw, catalogue())
@@ -44,9 +46,9 @@ def experiment_config(raw: Mapping[str, object]) -> ExperimentConfig:
 
 
 @lru_cache(maxsize=64)
-def _parsed(items: tuple[tuple[str, object], ...]) -> ExperimentConfig:
-    """:func:`parse_config` of ``dict(items)`` against the catalogue, remembered."""
-    return parse_config(dict(items), catalogue())
+def _parsed(items: tuple[tuple[str, str, object], ...]) -> ExperimentConfig:
+    """:func:`parse_config` of the ``(key, type name, value)`` items against the catalogue, remembered."""
+    return parse_config({key: value for key, _, value in items}, catalogue())
 
 
 def check_attack_classes(config: ExperimentConfig, num_classes: int) -> None:
