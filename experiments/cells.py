@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import cast
 
-from fl_poison.core.results import atomic_write_bytes, read_csv, write_csv
+from fl_poison.core.results import atomic_write_bytes, read_csv, remove_unfinished_run, write_csv
+from fl_poison.core.settings import ConfigError
 from fl_poison.launch import CommandError, run_experiment
 
 SUMMARY_KEYS = (
@@ -95,8 +96,9 @@ def run_cells(selected: Iterable[tuple[str, str, dict[str, object]]], out: Path)
         if not (folder / "summary.json").is_file():
             print(f"[acceptance] {group}/{name}: running", flush=True)
             try:
+                remove_unfinished_run(folder)  # this script owns OUT/<name>: a failed attempt is cleared, a finished one kept
                 run_experiment({**settings, "save-model": False, "output-dir": str(out), "run-name": name}, 1.0, 0.0, False)
-            except CommandError as error:
+            except (CommandError, ConfigError) as error:
                 print(f"[acceptance] {group}/{name}: FAILED {error}", flush=True)
                 continue
         rows.append(cell_row(group, name, settings, folder))

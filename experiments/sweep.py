@@ -21,9 +21,11 @@ fail before Flower starts.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
+import re
 import threading
 import time
 import tomllib
@@ -34,9 +36,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
-from fl_poison.core.results import SUMMARY_METRICS, atomic_write_bytes, read_csv, write_csv, write_json
+from fl_poison.core.results import (
+    SUMMARY_METRICS,
+    atomic_write_bytes,
+    read_csv,
+    remove_unfinished_run,
+    write_csv,
+    write_json,
+)
 from fl_poison.core.settings import ConfigError
-from fl_poison.launch import run_experiment
+from fl_poison.launch import check_client_resources, run_experiment
 
 SWEEP_DEFINITION = "sweep.json"
 SWEEP_TABLE = "sweep.csv"
@@ -46,6 +55,12 @@ RESULT_COLUMNS = (
     *SUMMARY_METRICS, "asr", "mta", "ts_ata", "max_ata",
     "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
 )
+# A cell id is the 8 hex digits of ExperimentConfig.fingerprint(); it names the cell's folder and
+# its figures, so an id read back from a (possibly hand-edited) sweep.csv must be one.
+CELL_ID_PATTERN = re.compile(r"[0-9a-f]{8}")
+# A grid's name goes into sweep.csv (joined by ';') and into figure file names.
+GRID_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+GRID_NAME_ALLOWED = "up to 64 letters, digits, '_', '.' or '-', starting with a letter or a digit"
 Runner = Callable[[dict[str, object], float, float, bool], Path]
 Grids = dict[str, dict[str, object]]
 
@@ -92,6 +107,11 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
     unknown_tables = sorted(set(document) - {"base", "grid"})
     if unknown_tables:
         raise ConfigError(f"sweep file: unknown table [{unknown_tables[0]}]; allowed: [base], [grid] or [grid.NAME]")
+    for table_name in ("base", "grid"):
+        if not isinstance(document.get(table_name, {}), dict):
+            raise ConfigError(
+                f"{table_name}: bad value {document[table_name]!r} in the sweep file; allowed: a table [{table_name}] of settings"
+            )
     base = dict(document.get("base", {}))
     _check_keys(list(base))
     table = dict(document.get("grid", {}))
@@ -101,6 +121,9 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
     if named and len(named) != len(table):
         plain = next(key for key in table if key not in named)
         raise ConfigError(f"grid: {plain!r} sits beside named grids; allowed: either [grid] with lists or only [grid.NAME] tables")
+    for name in named:
+        if not GRID_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"grid: bad grid name {name!r}; allowed: {GRID_NAME_ALLOWED}")
     grids: Grids = {name: dict(values) for name, values in table.items()} if named else {SINGLE_GRID: table}
     for name, grid in grids.items():
         _check_keys(list(grid))
@@ -177,6 +200,31 @@ def expand_sweep(base: Mapping[str, object], grids: Grids) -> list[SweepCell]:
     return list(merged.values())
 
 
+def prepare_out(out: Path) -> Path:
+    """The sweep folder ``out``, absolute, created when missing.
+
+    Parameters
+    ----------
+    out : Path
+        The ``--out`` folder.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``--out`` when it is a file (or lies under one) or cannot be created.
+    """
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError.bad_value("--out", str(out), "a folder (new, or one this sweep wrote); this is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError.bad_value("--out", str(out), f"a folder this user can create and write ({error.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError.bad_value("--out", str(out), "a folder this user can write")
+    return out
+
+
 def check_folder(out: Path, base: Mapping[str, object], grids: Grids) -> None:
     """Refuse an output folder that already holds a different sweep; record this one."""
     definition = {"base": dict(base), "grids": dict(grids)}
@@ -184,7 +232,7 @@ def check_folder(out: Path, base: Mapping[str, object], grids: Grids) -> None:
     if stored.is_file():
         try:
             previous = json.loads(stored.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             previous = None
         if previous != json.loads(json.dumps(definition)):
             raise ConfigError(f"--out: {str(out)!r} holds a different sweep; allowed: its own sweep file or a new folder")
@@ -220,6 +268,40 @@ def write_cell_log(cell: SweepCell, out: Path, status: str, error: str, started:
     atomic_write_bytes(out / cell.cell_id / CELL_LOG, ("\n".join(lines) + "\n").encode())
 
 
+def read_table(path: Path) -> list[dict[str, str]]:
+    """The rows of an existing ``sweep.csv``, checked: a ``cell_id`` and a ``status`` column, every id a cell id.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, when it is not a readable table of the sweep's cells (e.g. edited by hand).
+    """
+    allowed = f"the {SWEEP_TABLE} fl-poison sweep writes (or a new --out folder)"
+    if path.is_symlink() or not path.is_file():
+        raise ConfigError(f"{SWEEP_TABLE}: {str(path)!r} is not a file; allowed: {allowed}")
+    try:
+        rows = read_csv(path)
+        with open(path, newline="") as stream:
+            header = next(csv.reader(stream), [])
+    except (OSError, csv.Error, UnicodeDecodeError) as error:
+        raise ConfigError(f"{SWEEP_TABLE}: cannot read {str(path)!r} ({error}); allowed: {allowed}") from None
+    missing = [column for column in ("cell_id", "status") if column not in header]
+    if missing:
+        raise ConfigError(f"{SWEEP_TABLE}: {str(path)!r} has no {missing[0]} column; allowed: {allowed}")
+    for number, row in enumerate(rows, start=2):
+        cell_id = row.get("cell_id")
+        if not isinstance(cell_id, str) or not CELL_ID_PATTERN.fullmatch(cell_id):
+            raise ConfigError(
+                f"{SWEEP_TABLE}: line {number} of {str(path)!r} has cell_id {cell_id!r}; allowed: a cell id of 8 hex digits ({allowed})"
+            )
+    return rows
+
+
 class SweepTable:
     """``sweep.csv``, kept in memory by cell id and rewritten atomically on every change.
 
@@ -235,20 +317,21 @@ class SweepTable:
     """
 
     def __init__(self, out: Path, setting_columns: list[str], order: list[str] | None = None) -> None:
+        self.out = out
         self.path = out / SWEEP_TABLE
         self.rank = {cell_id: position for position, cell_id in enumerate(order or [])}
         self.columns = ["cell_id", "grid", *setting_columns, "status", *RESULT_COLUMNS, "folder", "error"]
         self.rows: dict[str, dict[str, object]] = {}
-        if self.path.is_file():
-            self.rows = {row["cell_id"]: dict(row) for row in read_csv(self.path)}
+        if self.path.exists() or self.path.is_symlink():
+            self.rows = {row["cell_id"]: dict(row) for row in read_table(self.path)}
         self._lock = threading.Lock()
 
     def finished(self, cell: SweepCell) -> bool:
-        """True when the cell's row is ``ok`` and its summary is on disk."""
+        """True when the cell's row is ``ok`` and its summary is in the cell's folder ``DIR/<cell-id>``."""
         row = self.rows.get(cell.cell_id)
         if not row:
             return False
-        return row.get("status") == "ok" and Path(str(row.get("folder", ""))).joinpath("summary.json").is_file()
+        return row.get("status") == "ok" and (self.out / cell.cell_id / "summary.json").is_file()
 
     def record(self, row: dict[str, object]) -> None:
         """Store a cell's row and rewrite the file."""
@@ -349,16 +432,14 @@ def run_sweep(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
-    if gpus_per_client < 0:
-        raise ConfigError.bad_value("--gpus-per-client", gpus_per_client, "a number >= 0")
     base, grids = apply_overrides(*load_sweep(path), overrides or {})
     cells = expand_sweep(base, grids)
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    check_folder(out, base, grids)
-    table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
-    pending = [cell for cell in cells if not table.finished(cell)]
     workers = min(jobs, os.cpu_count() or 1)
+    check_client_resources(float(workers), gpus_per_client)
+    out = prepare_out(Path(out))
+    table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
+    check_folder(out, base, grids)
+    pending = [cell for cell in cells if not table.finished(cell)]
     progress(f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "
              f"{len(pending)} to run, {workers} at a time")
     bar = SweepProgress(len(cells), len(cells) - len(pending), progress)
@@ -369,6 +450,9 @@ def run_sweep(
         bar.start(cell)
         started, clock = datetime.now(UTC), time.monotonic()
         try:
+            # the sweep owns DIR/<cell-id>: an earlier failed or unfinished attempt is cleared, a
+            # run is never written over another's files
+            remove_unfinished_run(out / cell.cell_id, finished_too=True)
             runner(settings, cpus_per_client, gpus_per_client, False)
             status, error = "ok", ""
         except Exception as failure:  # noqa: BLE001 - any failure of one cell is recorded, the sweep goes on

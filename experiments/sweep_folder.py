@@ -13,20 +13,30 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.sweep import RESULT_COLUMNS, SWEEP_DEFINITION, SWEEP_TABLE
+from experiments.sweep import (
+    CELL_ID_PATTERN,
+    GRID_NAME_ALLOWED,
+    GRID_NAME_PATTERN,
+    RESULT_COLUMNS,
+    SINGLE_GRID,
+    SWEEP_DEFINITION,
+    SWEEP_TABLE,
+)
 from fl_poison.apps.algorithms import catalogue
 from fl_poison.core.results import read_csv
+from fl_poison.core.settings import ConfigError
 from fl_poison.launch import parse_value
 
 ALLOWED_FOLDER = "a folder written by fl-poison sweep"
 GRID_SEPARATOR = ";"
 
 
-class SweepFolderError(ValueError):
+class SweepFolderError(ConfigError):
     """A folder that is not a readable sweep folder; the message is one line.
 
     Parameters
@@ -152,7 +162,7 @@ class SweepFolder:
         """The cell's resolved settings: its ``config.json`` when readable, else base + overrides + table values."""
         try:
             stored = json.loads((cell.folder / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             stored = {}
         if isinstance(stored, dict) and isinstance(stored.get("settings"), dict):
             return dict(stored["settings"])
@@ -181,7 +191,7 @@ def read_definition(path: Path) -> SweepDefinition:
         document = json.loads(path.read_text())
     except OSError:
         raise SweepFolderError(folder, f"no readable {SWEEP_DEFINITION}") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SweepFolderError(folder, f"{SWEEP_DEFINITION} is not JSON ({error})") from None
     if not isinstance(document, dict) or set(document) != {"base", "grids"}:
         keys = sorted(document) if isinstance(document, dict) else type(document).__name__
@@ -192,6 +202,8 @@ def read_definition(path: Path) -> SweepDefinition:
     for name, table in grids.items():
         if not isinstance(table, dict):
             raise SweepFolderError(folder, f"{SWEEP_DEFINITION}: grid {name!r} is not an object of settings")
+        if name != SINGLE_GRID and not GRID_NAME_PATTERN.fullmatch(name):
+            raise SweepFolderError(folder, f"{SWEEP_DEFINITION}: bad grid name {name!r} (allowed: {GRID_NAME_ALLOWED})")
     return SweepDefinition(base=dict(base), grids={name: dict(table) for name, table in grids.items()})
 
 
@@ -256,19 +268,22 @@ def cell_row(row: Mapping[str, str], folder: Path, setting_columns: Sequence[str
         The sweep definition.
     """
     cell_id = row.get("cell_id") or ""
+    if not CELL_ID_PATTERN.fullmatch(cell_id):
+        raise SweepFolderError(folder, f"{SWEEP_TABLE} has cell_id {cell_id!r}, not a cell id of 8 hex digits")
     grids = tuple(name.strip() for name in (row.get("grid") or "").split(GRID_SEPARATOR) if name.strip())
     values = {
         key: typed_value(key, row[key], definition) if row.get(key) not in (None, "") else default_value(key, grids, definition)
         for key in setting_columns
     }
-    recorded = Path(row.get("folder") or folder / cell_id)
     return CellRow(
         cell_id=cell_id,
         grids=grids,
         values=values,
         status=row.get("status") or "",
         metrics={name: metric_value(row.get(name)) for name in RESULT_COLUMNS},
-        folder=recorded if recorded.is_dir() else folder / cell_id,
+        # always the sweep's own DIR/<cell-id> (the table's folder column is not trusted: it may
+        # name another machine's path or have been edited)
+        folder=folder / cell_id,
         error=row.get("error") or "",
     )
 
@@ -305,15 +320,58 @@ def read_sweep_folder(folder: Path) -> SweepFolder:
     setting_columns = [column for column in header if column in known]
     absolute = folder.resolve()
     cells = [cell_row(row, absolute, setting_columns, definition) for row in rows]
+    for cell in cells:  # every table a figure reads is checked before the first figure is drawn
+        if cell.ok:
+            read_cell_table(cell, "rounds.csv")
+            read_cell_table(cell, "clients.csv")
     return SweepFolder(path=absolute, definition=definition, cells=cells, setting_columns=setting_columns)
 
 
 def read_cell_table(cell: CellRow, name: str) -> list[dict[str, str]]:
-    """The rows of the cell's ``name`` (``rounds.csv``, ``clients.csv``); empty when missing or unreadable."""
+    """The rows of the cell's ``name`` (``rounds.csv``, ``clients.csv``), checked; empty when missing or unreadable.
+
+    Every row's ``round`` must be an integer >= 0 (in ``rounds.csv`` every row has one), and
+    every value of ``rounds.csv`` a number or empty: the figures read them as such.
+
+    Parameters
+    ----------
+    cell : CellRow
+        The cell.
+    name : str
+        The file in the cell's folder.
+
+    Raises
+    ------
+    SweepFolderError
+        Naming the file, the line and the value that is not a number.
+    """
+    path = cell.folder / name
     try:
-        return read_csv(cell.folder / name)
+        rows = read_csv(path)
     except (OSError, csv.Error, UnicodeDecodeError):
         return []
+    sweep = cell.folder.parent
+    for number, row in enumerate(rows, start=2):
+        text = row.get("round")
+        if text in (None, "") and name != "rounds.csv":
+            continue
+        if text is None or not re.fullmatch(r"\s*[0-9]+\s*", text):
+            raise SweepFolderError(sweep, f"{path}: line {number} has round {text!r}, not an integer >= 0")
+        if name == "rounds.csv":
+            for column, value in row.items():
+                if value not in (None, "") and not _is_number(value):
+                    raise SweepFolderError(sweep, f"{path}: line {number} has {column} {value!r}, not a number")
+    return rows
+
+
+def _is_number(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def varying_settings(cells: Sequence[CellRow], columns: Sequence[str]) -> list[str]:

@@ -56,6 +56,7 @@ from experiments.sweep_aggregates import (  # noqa: E402
 from experiments.sweep_folder import (  # noqa: E402
     CellRow,
     SweepFolder,
+    SweepFolderError,
     describe,
     read_cell_table,
     read_sweep_folder,
@@ -70,6 +71,7 @@ from fl_poison.core.settings import ConfigError  # noqa: E402
 CORE_DEFAULTS = {setting.key: setting.default for setting in CORE_SETTINGS}
 
 PLOTS_FOLDER = "plots"
+PLOT_SUBFOLDERS = ("cells", "norms", "labels")
 FORMATS = ("png", "pdf")
 PANELS_PER_FIGURE = 4
 RATE_METRICS = ("accuracy", "asr")
@@ -446,6 +448,29 @@ def plot_sweep(folder: Path, warn: Warn = warn_on_stderr) -> SweepFigures:
     return draw_sweep(read_sweep_folder(folder), warn)
 
 
+def check_plot_folders(folder: Path, out: Path) -> None:
+    """Refuse to draw when ``out`` (``DIR/plots``) or one of its sub-folders is a link or a file.
+
+    Figures are written only inside the sweep folder: a link (made by hand, or by anyone who
+    could write the folder) would send them elsewhere.
+
+    Parameters
+    ----------
+    folder : Path
+        The sweep folder.
+    out : Path
+        Its plots folder.
+
+    Raises
+    ------
+    SweepFolderError
+        Naming the link or file.
+    """
+    for path in (out, *(out / name for name in PLOT_SUBFOLDERS)):
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise SweepFolderError(folder, f"{path} is a link or a file, not a folder of figures")
+
+
 def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
     """Draw every figure of ``sweep`` into its ``plots`` folder (see the module docstring).
 
@@ -457,6 +482,7 @@ def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
         Receives one line per figure that had to be skipped.
     """
     out = sweep.path / PLOTS_FOLDER
+    check_plot_folders(sweep.path, out)
     figures = SweepFigures(folder=sweep.path)
     varying_by_grid = {grid: varying_settings(sweep.cells_of(grid), sweep.setting_columns) for grid in sweep.definition.grids}
     heatmap_drawn = False

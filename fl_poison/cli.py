@@ -7,6 +7,12 @@
 ``fl-poison deploy certs|keys|connection|trial`` helps run across machines (:mod:`fl_poison.deploy.commands`).
 ``fl-poison plot DIR`` draws a sweep folder's figures into ``DIR/plots`` (:mod:`experiments.sweep_plots`)
 and ``fl-poison report DIR`` redraws them and writes ``DIR/report.md`` (:mod:`experiments.sweep_report`).
+
+Bad input never ends in a traceback: :func:`main` turns a :class:`~fl_poison.core.settings.ConfigError`
+(a bad setting, sweep file, sweep folder or dataset; a sweep folder's error is one) and an
+``OSError`` about a named file (a folder that cannot be written, a file that cannot be read) into
+one line ``fl-poison: error: ...`` and exit status 2; a run that did not complete
+(:class:`~fl_poison.launch.CommandError`) exits 1. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from fl_poison.apps.algorithms import catalogue
 from fl_poison.core.settings import ConfigError
 from fl_poison.core.settings_docs import settings_markdown, settings_text, settings_toml, write_settings_docs
 from fl_poison.deploy.commands import add_deploy_parser, deploy_command
-from fl_poison.launch import CommandError, app_directory, parse_assignments, run_experiment
+from fl_poison.launch import CommandError, app_directory, check_client_resources, parse_assignments, run_experiment
 
 
 def settings_command(markdown: bool, toml: bool, write_docs: bool) -> int:
@@ -61,9 +67,6 @@ def sweep_command(file: Path, out: Path, jobs: int, assignments: Sequence[str], 
     try:
         overrides = parse_assignments(assignments)
         table = run_sweep(file, out, jobs, overrides=overrides, gpus_per_client=gpus_per_client)
-    except ConfigError as error:
-        print(f"fl-poison: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"fl-poison: interrupted; finished cells are kept in {out / SWEEP_TABLE}; run again to resume", file=sys.stderr)
         return 130
@@ -74,18 +77,13 @@ def sweep_command(file: Path, out: Path, jobs: int, assignments: Sequence[str], 
 
 def sweep_folder_command(command: str, folder: Path) -> int:
     """``fl-poison plot`` / ``fl-poison report``: figures (and the report) of a sweep folder."""
-    from experiments.sweep_folder import SweepFolderError
     from experiments.sweep_plots import plot_sweep
     from experiments.sweep_report import write_report
 
-    try:
-        if command == "report":
-            print(write_report(folder))
-            return 0
-        figures = plot_sweep(folder)
-    except SweepFolderError as error:
-        print(f"fl-poison: error: {error}", file=sys.stderr)
-        return 2
+    if command == "report":
+        print(write_report(folder))
+        return 0
+    figures = plot_sweep(folder)
     print(f"{len(figures.files)} files (PNG and PDF) in {figures.folder / 'plots'}")
     return 0
 
@@ -121,9 +119,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fl-poison`` console script."""
-    arguments = build_parser().parse_args(argv)
+def run_command(settings: Sequence[str], cpus: float, gpus: float, verbose: bool) -> int:
+    """``fl-poison run``: one experiment; prints the result folder.
+
+    Parameters
+    ----------
+    settings : Sequence[str]
+        ``KEY=VALUE`` settings.
+    cpus : float
+        Ray CPUs per virtual client.
+    gpus : float
+        GPU share per virtual client.
+    verbose : bool
+        Echo Flower's whole log.
+    """
+    check_client_resources(cpus, gpus)
+    try:
+        folder = run_experiment(parse_assignments(settings), cpus, gpus, verbose)
+    except CommandError as error:
+        print(f"fl-poison: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fl-poison: interrupted; a Flower run in progress was stopped", file=sys.stderr)
+        return 130
+    print(folder)
+    return 0
+
+
+def dispatch(arguments: argparse.Namespace) -> int:
+    """Run the command that ``arguments`` name; returns the exit code.
+
+    Parameters
+    ----------
+    arguments : argparse.Namespace
+        The parsed command line.
+    """
     if arguments.command == "settings":
         return settings_command(arguments.markdown, arguments.toml, arguments.write_docs)
     if arguments.command == "deploy":
@@ -132,22 +162,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sweep_folder_command(arguments.command, arguments.folder)
     if arguments.command == "sweep":
         return sweep_command(arguments.file, arguments.out, arguments.jobs, arguments.assignments, arguments.gpus_per_client)
+    return run_command(arguments.settings, arguments.cpus_per_client, arguments.gpus_per_client, arguments.verbose)
+
+
+def user_error_line(error: BaseException) -> str | None:
+    """The one line to print for an error caused by the user's input, or None for anything else (a bug).
+
+    A :class:`ConfigError` (bad setting, sweep file or folder, dataset; one line by contract) is
+    the user's; so is an ``OSError`` about a named file (``error.filename``: a folder that cannot
+    be written, a file that cannot be read). An ``OSError`` without a file name (a socket, a
+    process) and every other exception are not: they keep their traceback.
+
+    Parameters
+    ----------
+    error : BaseException
+        What the command raised.
+    """
+    if isinstance(error, ConfigError):
+        return " ".join(str(error).split("\n"))
+    if isinstance(error, OSError) and error.filename is not None:
+        target = f"{error.filename!s}" + (f" -> {error.filename2!s}" if error.filename2 is not None else "")
+        return f"{target}: {error.strerror or type(error).__name__}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fl-poison`` console script; bad input gives one line and exit status 2.
+
+    Parameters
+    ----------
+    argv : Sequence[str] | None
+        The arguments (default: ``sys.argv[1:]``).
+    """
+    arguments = build_parser().parse_args(argv)
     try:
-        if arguments.cpus_per_client <= 0:
-            raise ConfigError.bad_value("--cpus-per-client", arguments.cpus_per_client, "a number > 0")
-        if arguments.gpus_per_client < 0:
-            raise ConfigError.bad_value("--gpus-per-client", arguments.gpus_per_client, "a number >= 0")
-        folder = run_experiment(
-            parse_assignments(arguments.settings),
-            arguments.cpus_per_client,
-            arguments.gpus_per_client,
-            arguments.verbose,
-        )
-    except (ConfigError, CommandError) as error:
-        print(f"fl-poison: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
-    print(folder)
-    return 0
+        return dispatch(arguments)
+    except (ConfigError, OSError) as error:
+        line = user_error_line(error)
+        if line is None:
+            raise
+        print(f"fl-poison: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

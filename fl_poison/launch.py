@@ -17,6 +17,7 @@ command line (:mod:`fl_poison.cli`), which both import it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -25,9 +26,10 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from fl_poison.apps.algorithms import check_attack_classes, experiment_config
+from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.config import ExperimentConfig
 from fl_poison.core.provenance import default_run_name
+from fl_poison.core.results import check_new_run_folder
 from fl_poison.core.settings import ConfigError, toml_literal
 
 RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
@@ -220,9 +222,11 @@ def stop_run(run_id: str, environment: dict[str, str]) -> None:
 
 
 def check_against_data(config: ExperimentConfig) -> None:
-    """For data on this machine (digits, local folders), check the class settings before starting Flower.
+    """For data on this machine (digits, local folders), check the run against its data before starting Flower.
 
-    Hub datasets are checked by the ServerApp, which loads them anyway, before the first round.
+    The labels, images and partition plan, the model against the input shape and the attack's
+    classes (see :func:`fl_poison.apps.data_checks.check_run_against_data`). Hub datasets are
+    checked by the ServerApp, which loads them anyway, before the first round.
 
     Parameters
     ----------
@@ -231,13 +235,75 @@ def check_against_data(config: ExperimentConfig) -> None:
     """
     if config.dataset != "digits" and not os.path.isdir(config.dataset):
         return
-    from fl_poison.core.data import DataSpec, dataset_info
+    from fl_poison.apps.data_checks import check_run_against_data
 
-    check_attack_classes(config, dataset_info(DataSpec.from_config(config)).num_classes)
+    check_run_against_data(config)
+
+
+def check_client_resources(cpus: float, gpus: float) -> None:
+    """Check the Ray resources of a virtual client (``--cpus-per-client``, ``--gpus-per-client``).
+
+    Ray cannot place a client that asks for more CPUs than the machine has (the run would wait
+    for ever), nor use a GPU the machine lacks; a client trains on one device, so it never needs
+    more than one GPU.
+
+    Parameters
+    ----------
+    cpus : float
+        CPUs per virtual client: finite, > 0 and at most the machine's cores.
+    gpus : float
+        GPU share per virtual client: finite, in [0, 1], and 0 without a visible GPU.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option, the value and what is allowed.
+    """
+    cores = os.cpu_count() or 1
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not math.isfinite(cpus) or not 0 < cpus <= cores:
+        raise ConfigError.bad_value("--cpus-per-client", cpus, f"a number in (0, {cores}] (this machine's CPU cores)")
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or not 0 <= gpus <= 1:
+        raise ConfigError.bad_value("--gpus-per-client", gpus, "a number in [0, 1] (a share of one GPU; 0 = CPU)")
+    if gpus > 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError.bad_value("--gpus-per-client", gpus, "0 (this machine has no visible GPU)")
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Check that a run's folder can be created under ``output_dir``, without creating anything.
+
+    ``output_dir`` must be a folder, or not exist yet under a folder (its nearest existing
+    ancestor), that this user can write into.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The absolute ``output-dir``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``output-dir`` when it is a file, lies under a file, or cannot be written.
+    """
+    existing = output_dir
+    while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError.bad_value("output-dir", str(output_dir), f"a writable folder ({str(existing)!r} is a broken link)")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError.bad_value("output-dir", str(output_dir), f"a writable folder ({str(existing)!r} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError.bad_value("output-dir", str(output_dir), f"a folder this user can write ({str(existing)!r} is not writable)")
 
 
 def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
     """Validate ``given``, run it through ``flwr run``, and return the result folder.
+
+    Everything that can be checked here is checked before Flower starts: every setting, the
+    client resources, the output folder (writable, and the run's folder not existing yet: an
+    earlier run is never overwritten) and, for data on this machine, the run against its data.
 
     Parameters
     ----------
@@ -258,9 +324,13 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
         When the run did not start or did not complete.
     """
     config = experiment_config(given)
-    check_against_data(config)
+    check_client_resources(cpus, gpus)
     overrides = run_overrides(config, given)
-    folder = Path(str(overrides["output-dir"])) / str(overrides["run-name"])
+    output_dir = Path(str(overrides["output-dir"]))
+    check_output_dir(output_dir)
+    folder = output_dir / str(overrides["run-name"])
+    check_new_run_folder(folder)
+    check_against_data(config)
     environment = {**os.environ, **{k: v for k, v in FLOWER_ENVIRONMENT.items() if k not in os.environ}}
     command = flower_command(app_directory(), overrides, config.num_clients, cpus, gpus)
     code, run_id, lines = follow(command, environment, verbose)
@@ -268,8 +338,29 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
         tail = "".join(lines[-15:]).strip()
         raise CommandError(f"flwr run did not start the run (exit {code}):\n{tail}")
     status, details = run_status(run_id, environment)
-    if folder.is_dir():
-        (folder / "flower.log").write_text("".join(lines))
+    save_flower_log(folder, lines)
     if status != "finished:completed":
         raise CommandError(f"run {run_id} {status}: {details.splitlines()[0] if details else 'no details'}")
     return folder
+
+
+def save_flower_log(folder: Path, lines: Sequence[str]) -> None:
+    """Write Flower's log as ``flower.log`` into the run's folder, when the run created it.
+
+    Nothing is written when the folder does not exist (the run failed before creating it), is
+    a link, or already holds a ``flower.log``.
+
+    Parameters
+    ----------
+    folder : Path
+        The run's folder.
+    lines : Sequence[str]
+        Flower's log lines.
+    """
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    try:
+        with open(folder / "flower.log", "x") as stream:
+            stream.write("".join(lines))
+    except FileExistsError:
+        pass

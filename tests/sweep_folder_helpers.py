@@ -12,6 +12,7 @@ a clipping bound. The final metrics follow formulas simple enough to average by 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -27,7 +28,7 @@ GRIDS = {
 }
 FAILED = ("krum", "badnets", 2)
 FAILED_ERROR = "run 7 finished:failed: boom | the pipe is escaped"
-CLIP_CELL = "clip0001"
+CLIP_CELL = "c11b0001"  # cell ids are 8 hex digits, as fl-poison sweep writes them
 RESULT_COLUMNS = (
     "accuracy", "macro_f1", "kappa", "roc_auc", "loss", "asr", "mta", "ts_ata", "max_ata",
     "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
@@ -45,8 +46,8 @@ def final_asr(strategy: str, attack: str, malicious: int) -> float:
 
 
 def main_cell_id(strategy: str, attack: str, malicious: int) -> str:
-    """The id the hand-made sweep gives a cell of grid ``main``."""
-    return f"{strategy}-{attack}-{malicious}"
+    """The id the hand-made sweep gives a cell of grid ``main``: 8 hex digits, like the ids fl-poison sweep writes."""
+    return hashlib.sha256(f"{strategy}-{attack}-{malicious}".encode()).hexdigest()[:8]
 
 
 def clip_clients() -> list[dict[str, object]]:

@@ -155,10 +155,10 @@ def test_without_a_grid_varying_both_the_heatmap_covers_all_finished_cells(tmp_p
     grids = {"strategies": {"strategy": ["fedavg", "krum", "median"]}, "attacks": {"attack": ["label-flip", "badnets"]}}
     (folder / "sweep.json").write_text(json.dumps({"base": BASE, "grids": grids}))
     rows = [
-        {"cell_id": "a", "grid": "strategies;attacks", "strategy": "fedavg", "attack": "label-flip", "status": "ok", "accuracy": 0.9},
-        {"cell_id": "b", "grid": "strategies", "strategy": "krum", "attack": "label-flip", "status": "ok", "accuracy": 0.8},
-        {"cell_id": "c", "grid": "attacks", "strategy": "fedavg", "attack": "badnets", "status": "ok", "accuracy": 0.7},
-        {"cell_id": "d", "grid": "strategies", "strategy": "median", "attack": "label-flip", "status": "failed", "error": "x"},
+        {"cell_id": "0000000a", "grid": "strategies;attacks", "strategy": "fedavg", "attack": "label-flip", "status": "ok", "accuracy": 0.9},
+        {"cell_id": "0000000b", "grid": "strategies", "strategy": "krum", "attack": "label-flip", "status": "ok", "accuracy": 0.8},
+        {"cell_id": "0000000c", "grid": "attacks", "strategy": "fedavg", "attack": "badnets", "status": "ok", "accuracy": 0.7},
+        {"cell_id": "0000000d", "grid": "strategies", "strategy": "median", "attack": "label-flip", "status": "failed", "error": "x"},
     ]
     write_csv(folder / "sweep.csv", rows, ["cell_id", "grid", "strategy", "attack", "status", "accuracy", "asr", "folder", "error"])
     monkeypatch.setattr("experiments.sweep_plots.plot_label_distributions_of", lambda *args: None)

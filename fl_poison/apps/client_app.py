@@ -1,6 +1,7 @@
 """The Flower ClientApp: one app for benign and malicious clients, in simulation and deployment.
 
-``query``: checks the node config against the run config and tells the server this node's
+``query``: the node's join check (:func:`fl_poison.apps.node.check_node`: its whole effective
+config, its attack's classes and its data, before any training) and tells the server this node's
 partition id (Flower node ids are random per run), whether it trains on its own data folder and
 whether it sees a GPU. ``train``: loads the global weights, asks :mod:`clients.registry` for
 this client's behaviour in this round (benign, or what the attack modules of
@@ -22,7 +23,7 @@ from flwr.clientapp import ClientApp
 
 from clients.base import TrainingJob
 from clients.registry import behaviour_for
-from fl_poison.apps.node import NodeIdentity, config_for_node
+from fl_poison.apps.node import NodeIdentity, check_node, config_for_node
 from fl_poison.core.data import DatasetInfo, DataSpec, LabeledTensors, client_data, dataset_info, node_data
 from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.reply_checks import REPLY_METRIC_KEYS
@@ -49,7 +50,11 @@ def client_seed(seed: int, server_round: int, partition_id: int) -> int:
 
 @app.query()
 def describe(msg: Message, context: Context) -> Message:
-    """Check the node config; reply with the partition id, number of partitions, own data and GPU visibility.
+    """Check the node (:func:`~fl_poison.apps.node.check_node`); reply with its partition id, number of partitions, own data and GPU visibility.
+
+    The whole effective config and the node's data are checked here, before any training: when
+    the query's ``config`` record carries ``num-classes`` and ``input-shape`` (as the train
+    messages do), the node's data is checked against them, otherwise against the run's dataset.
 
     Parameters
     ----------
@@ -58,8 +63,9 @@ def describe(msg: Message, context: Context) -> Message:
     context : Context
         This node's context (run config, node config, per-client state).
     """
-    identity = NodeIdentity.from_node_config(context.node_config)
-    identity.check_against(config_for_node(context.run_config, context.node_config))
+    query_config = msg.content.config_records.get("config")
+    info = dataset_info_from_server(query_config) if query_config is not None else None
+    identity, _ = check_node(context.run_config, context.node_config, info)
     metrics = MetricRecord(
         {
             "partition-id": identity.partition_id,

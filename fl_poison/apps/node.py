@@ -15,6 +15,12 @@ on real machines the operator passes the node config with ``--node-config``:
   forensics.
 
 Any other key is refused, so that a typo does not silently leave a node benign.
+
+:func:`check_node` is the node's join check (the ClientApp's ``query``, before any training):
+the node's whole effective config (the run's settings with the node's own attack settings),
+its attack's classes against the data's number of classes, and its data (its partition, or its
+own folder: it exists, is readable, holds images of the run's shape and labels of the run's
+classes).
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fl_poison.apps.algorithms import catalogue, experiment_config
+from fl_poison.apps.algorithms import catalogue, check_attack_classes, experiment_config
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.settings import ConfigError, boolean
+from fl_poison.core.data import DatasetInfo, DataSpec, client_data, dataset_info, node_data
+from fl_poison.core.settings import ConfigError, boolean, integer
 
 IDENTITY_KEYS = ("partition-id", "num-partitions", "data-path", "malicious")
 NODE_CONFIG_HELP = (
@@ -73,13 +80,8 @@ class NodeIdentity:
         missing = [key for key in required if key not in node_config]
         if missing:
             raise ConfigError(f"node config: missing {missing[0]}; allowed: {NODE_CONFIG_HELP}")
-        try:
-            partition_id = int(node_config["partition-id"])  # type: ignore[call-overload]
-            num_partitions = int(node_config.get("num-partitions", 0))  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"node config: bad partition-id/num-partitions {dict(node_config)!r}; allowed: integers"
-            ) from None
+        partition_id = integer(0)("partition-id", node_config["partition-id"])
+        num_partitions = integer(0)("num-partitions", node_config.get("num-partitions", 0))
         if partition_id < 0 or (num_partitions and partition_id >= num_partitions):
             allowed = f"0 .. {num_partitions - 1}" if num_partitions else "an integer >= 0"
             raise ConfigError(f"partition-id: bad value {partition_id}; allowed: {allowed}")
@@ -158,3 +160,53 @@ def config_for_node(run_config: Mapping[str, object], node_config: Mapping[str, 
         return experiment_config({**run_config, **overrides})
     except ConfigError as error:
         raise ConfigError(f"node config {error}") from None
+
+
+def check_node(
+    run_config: Mapping[str, object], node_config: Mapping[str, object], info: DatasetInfo | None = None
+) -> tuple[NodeIdentity, ExperimentConfig]:
+    """The node's join check: its whole effective config and its data, before any training.
+
+    Parameters
+    ----------
+    run_config : Mapping[str, object]
+        The run config (``context.run_config``).
+    node_config : Mapping[str, object]
+        The node config (``context.node_config``).
+    info : DatasetInfo | None
+        The run's classes and input shape as the server sends them; None to read them from the
+        run's dataset (a node with its own folder that cannot read the run's dataset then checks
+        its folder alone).
+
+    Returns
+    -------
+    tuple[NodeIdentity, ExperimentConfig]
+        Who the node is, and the run's settings with the node's attack settings in place.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key at fault (starting with ``node config`` for a key of the node
+        config): a bad or unknown key, a partition that does not fit the run, an attack class the
+        data lacks, a data folder that is missing, unreadable, of the wrong image shape or labels.
+    """
+    identity = NodeIdentity.from_node_config(node_config)
+    config = config_for_node(run_config, node_config)
+    identity.check_against(config)
+    spec = DataSpec.from_config(config)
+    if info is None:
+        try:
+            info = dataset_info(spec)
+        except ConfigError:
+            if not identity.has_own_data:
+                raise
+    if info is not None:
+        try:
+            check_attack_classes(config, info.num_classes)
+        except ConfigError as error:
+            raise ConfigError(f"node config {error}" if node_attack_settings(node_config) else str(error)) from None
+    if identity.has_own_data:
+        node_data(identity.data_path, spec.image_column, spec.label_column, info)
+    else:
+        client_data(spec, identity.partition_id)
+    return identity, config

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,9 +27,9 @@ from fl_poison.core.settings import (
     boolean,
     choice,
     clients_per_round,
+    folder_path,
     id_list,
     integer,
-    non_negative_number,
     number_in,
     positive_number,
     run_name,
@@ -51,6 +52,17 @@ NO_ATTACK = "none"
 AUTO_UPDATE_ATTACK = "auto"
 # Placeholders the catalogue fills with the registered names (see catalogue.settings_of).
 ATTACK_NAMES, UPDATE_ATTACK_NAMES, STRATEGY_NAMES = "{attacks}", "{update-attacks}", "{strategies}"
+# A Hugging Face hub id as the hub accepts them: owner/name, each part letters, digits, '_', '-'
+# and '.', starting with a letter or a digit (so no '..' path and nothing a shell reads).
+HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+# Bounds of the local optimizer. A learning rate above 1e3 moves a weight by more than a thousand
+# for a unit gradient: no model of the lab trains with it, and a few such steps (times SGD's
+# momentum accumulation) leave float32's range (3.4e38), so such a value is a typo (1e300) or a
+# unit mix-up, never an experiment. Heavy-ball momentum must stay below 1 for the velocity to
+# decay, and a weight decay above 1 shrinks weights by more than the learning rate per step.
+MAX_LEARNING_RATE = 1e3
+# Waits longer than a week are typos (a timeout of 1e300 s overflows the clocks Flower adds it to).
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 
 
 def dataset_source(key: str, value: object) -> str:
@@ -68,8 +80,7 @@ def dataset_source(key: str, value: object) -> str:
         return os.path.abspath(expanded)
     if name.startswith(("/", ".", "~")):
         raise ConfigError(f"{key}: local dataset path {name!r} does not exist; allowed: {allowed}")
-    parts = name.split("/")
-    if len(parts) == 2 and all(parts):
+    if HUB_ID_PATTERN.fullmatch(name) and ".." not in name:
         return name
     raise ConfigError.bad_value(key, value, allowed)
 
@@ -96,16 +107,16 @@ CORE_SETTINGS: tuple[Setting[Any], ...] = (
     Setting("num-rounds", 20, "Federated rounds.", integer(1)),
     Setting("local-epochs", 2, "Local epochs per round.", integer(1)),
     Setting("batch-size", 32, "Local mini-batch size.", integer(1)),
-    Setting("learning-rate", 0.05, "Local learning rate.", positive_number),
+    Setting("learning-rate", 0.05, "Local learning rate.", number_in(0, MAX_LEARNING_RATE, False, True)),
     Setting("optimizer", "sgd", "Local optimizer: sgd or adam.", choice(*OPTIMIZERS)),
-    Setting("momentum", 0.9, "SGD momentum.", non_negative_number),
-    Setting("weight-decay", 0.0, "L2 weight decay of the local optimizer.", non_negative_number),
+    Setting("momentum", 0.9, "SGD momentum.", number_in(0, 1, True, False)),
+    Setting("weight-decay", 0.0, "L2 weight decay of the local optimizer.", number_in(0, 1, True, True)),
     Setting("strategy", "fedavg", "Server aggregation rule: " + STRATEGY_NAMES + ".", algorithm_name),
     Setting("device", "auto", "auto (CUDA when the process sees a GPU), cpu or cuda.", choice(*DEVICES)),
     Setting("eval-batch-size", 512, "Batch size of centralized evaluation.", integer(1)),
-    Setting("round-timeout", 600.0, "Seconds the server waits for the replies of one round.", positive_number),
-    Setting("node-wait-timeout", 120.0, "Seconds the server waits for all num-clients nodes to connect.", positive_number),
-    Setting("output-dir", "results", "Folder that receives one result folder per run (relative paths resolve against the SuperLink's working directory; fl-poison run makes them absolute).", text),
+    Setting("round-timeout", 600.0, "Seconds the server waits for the replies of one round.", number_in(0, MAX_TIMEOUT_SECONDS, False, True)),
+    Setting("node-wait-timeout", 120.0, "Seconds the server waits for all num-clients nodes to connect.", number_in(0, MAX_TIMEOUT_SECONDS, False, True)),
+    Setting("output-dir", "results", "Folder that receives one result folder per run (relative paths resolve against the SuperLink's working directory; fl-poison run makes them absolute).", folder_path),
     Setting("run-name", "", "Result folder name; empty = timestamp plus a short config hash.", run_name),
     Setting("save-model", True, "Save the final global weights (model.pt).", boolean),
     Setting("plot-round", 0, "Round whose update norms before/after the defense are plotted; 0 = the last round.", integer(0)),

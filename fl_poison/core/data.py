@@ -17,9 +17,15 @@ import numpy as np
 import torch
 from flwr_datasets.partitioner import Partitioner
 
-from fl_poison.core.config import ConfigError, ExperimentConfig
-from fl_poison.core.data_sources import SourceSplits, class_values, load_node_folder, load_source
-from fl_poison.core.partitioning import build_partitioner, partition_rows
+from fl_poison.core.config import DATASET_ALIASES, ConfigError, ExperimentConfig
+from fl_poison.core.data_sources import (
+    SourceSplits,
+    check_image_headers,
+    class_values,
+    load_node_folder,
+    load_source,
+)
+from fl_poison.core.partitioning import PartitionError, build_partitioner, partition_rows
 
 
 @dataclass(frozen=True)
@@ -128,24 +134,149 @@ def partitioner_of(spec: DataSpec) -> Partitioner:
 @lru_cache(maxsize=8)
 def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
     """Row indices of the training split for every partition id (memoised per process)."""
-    return tuple(tuple(rows) for rows in partition_rows(partitioner_of(spec), source_of(spec).train, spec.seed))
+    try:
+        rows = partition_rows(partitioner_of(spec), source_of(spec).train, spec.seed)
+    except PartitionError as error:
+        if spec.partitioning != "dirichlet":
+            raise
+        raise ConfigError(
+            f"min-partition-size: bad value {spec.min_partition_size}; allowed: a smaller one, a larger dirichlet-alpha "
+            f"({spec.dirichlet_alpha:g}) or fewer clients (the Dirichlet draws failed: {error.reason})"
+        ) from None
+    return tuple(tuple(members) for members in rows)
 
 
 @lru_cache(maxsize=64)
 def client_data(spec: DataSpec, partition_id: int) -> LabeledTensors:
-    """The tensors of one client's partition (memoised per process)."""
+    """The tensors of one client's partition (memoised per process).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+    partition_id : int
+        The client.
+
+    Raises
+    ------
+    ConfigError
+        For a partition id out of range, a partition that cannot be built or that is empty.
+    """
     if not 0 <= partition_id < spec.num_partitions:
         raise ConfigError.bad_value("partition-id", partition_id, f"0 .. {spec.num_partitions - 1}")
     source = source_of(spec)
     rows = all_partition_indices(spec)[partition_id]
+    if not rows:
+        raise empty_partition_error(spec, partition_id, len(source.train))
     return to_tensors(source.train.select(rows), source.image_column, source.label_column, source.pixel_max)
 
 
-def node_data(data_path: str, image_column: str, label_column: str, info: DatasetInfo) -> LabeledTensors:
-    """The tensors of a SuperNode's own data folder (``data-path`` in its node config).
+def empty_partition_error(spec: DataSpec, partition_id: int, rows: int) -> ConfigError:
+    """The one-line error for a partition plan that leaves ``partition_id`` without samples.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+    partition_id : int
+        The client left empty.
+    rows : int
+        Rows of the training split.
+    """
+    where = f"{spec.partitioning} partitioning of the {rows} training rows leaves client {partition_id} without samples"
+    if spec.partitioning == "dirichlet" and spec.min_partition_size == 0:
+        return ConfigError(f"min-partition-size: bad value 0; allowed: an integer >= 1 ({where} at dirichlet-alpha {spec.dirichlet_alpha:g})")
+    return ConfigError(f"num-clients: bad value {spec.num_partitions}; allowed: fewer clients ({where})")
+
+
+def check_partition_plan(spec: DataSpec) -> None:
+    """Check that ``spec``'s partitioning gives every client samples, before any client asks for them.
+
+    Impossible plans are refused from the sizes first (more clients than training rows,
+    ``num-clients × min-partition-size`` above the rows, more classes per client than the data
+    has, more samples per client than rows); then every partition is computed (memoised, as the
+    clients would) and none may be empty.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the setting at fault, its value and what is allowed.
+    """
+    source = source_of(spec)
+    rows = len(source.train)
+    if spec.partitioning != "random-subsets" and spec.num_partitions > rows:
+        raise ConfigError.bad_value(
+            "num-clients", spec.num_partitions, f"at most the {rows} training rows of {spec.dataset!r} ({spec.partitioning} partitioning)"
+        )
+    if spec.partitioning == "dirichlet" and spec.num_partitions * spec.min_partition_size > rows:
+        raise ConfigError.bad_value(
+            "min-partition-size",
+            spec.min_partition_size,
+            f"0 .. {rows // spec.num_partitions} ({rows} training rows shared by {spec.num_partitions} clients)",
+        )
+    partitions = all_partition_indices(spec)
+    empty = next((pid for pid, members in enumerate(partitions) if not members), None)
+    if empty is not None:
+        raise empty_partition_error(spec, empty, rows)
+
+
+def check_data(spec: DataSpec) -> DatasetInfo:
+    """Check everything about ``spec``'s data that training relies on; return its classes and input shape.
+
+    The labels of every split are checked when the source is loaded
+    (:func:`fl_poison.core.data_sources.checked_labels`); here the images of a local folder or of
+    a hub dataset other than the built-in aliases are checked from their headers (readable, one
+    size and mode, no decompression bomb) and the partition plan is computed
+    (:func:`check_partition_plan`).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the setting at fault.
+    """
+    source = source_of(spec)
+    if spec.dataset != "digits" and spec.dataset not in DATASET_ALIASES:
+        headers = {
+            name: check_image_headers(split, source.image_column, "dataset", spec.dataset)
+            for name, split in (("train", source.train), ("test", source.test))
+            if len(split)
+        }
+        if len(set(headers.values())) > 1:
+            raise ConfigError(
+                f"dataset: the train and test images of {spec.dataset!r} differ in size or mode ({headers}); allowed: images of one size and mode"
+            )
+        if None in headers.values():  # arrays, not images: decode them to compare shapes
+            shapes = {
+                tuple(to_tensors(split, source.image_column, source.label_column, source.pixel_max).x.shape[1:])
+                for split in (source.train, source.test)
+                if len(split)
+            }
+            if len(shapes) > 1:
+                raise ConfigError(
+                    f"dataset: the train and test images of {spec.dataset!r} have different shapes {sorted(shapes)}; allowed: images of one size"
+                )
+    info = dataset_info(spec)
+    check_partition_plan(spec)
+    return info
+
+
+@lru_cache(maxsize=8)
+def node_data(data_path: str, image_column: str, label_column: str, info: DatasetInfo | None) -> LabeledTensors:
+    """The tensors of a SuperNode's own data folder (``data-path`` in its node config), memoised per process.
 
     Classes named by integers (``imagefolder`` sub-folders ``0`` .. ``9``) keep their numbers;
-    the images must have the run's input shape and the labels be classes of the run.
+    the images must be readable and of one size (checked from their headers before decoding),
+    have the run's input shape and the labels be classes of the run.
 
     Parameters
     ----------
@@ -153,16 +284,25 @@ def node_data(data_path: str, image_column: str, label_column: str, info: Datase
         The folder (see :func:`fl_poison.core.data_sources.load_node_folder`).
     image_column, label_column : str
         Columns to read (``image-column``, ``label-column``).
-    info : DatasetInfo
-        Number of classes and input shape of the run's dataset.
+    info : DatasetInfo | None
+        Number of classes and input shape of the run's dataset; None when the node cannot know
+        them (then only the folder itself is checked).
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``data-path`` (or the column setting) and what is wrong.
     """
     datasets.disable_progress_bars()
     source = load_node_folder(data_path, image_column, label_column)
-    data = to_tensors(source.train, source.image_column, source.label_column, source.pixel_max)
+    check_image_headers(source.train, source.image_column, "data-path", data_path)
+    data = to_tensors(source.train, source.image_column, source.label_column, source.pixel_max, key="data-path")
     values = class_values(source.train, source.label_column)
     labels = torch.from_numpy(values)[data.y] if values is not None else data.y
     if len(data) == 0:
         raise ConfigError(f"data-path: {data_path!r} holds no images; allowed: a folder with training images")
+    if info is None:
+        return LabeledTensors(x=data.x, y=labels)
     shape = tuple(int(size) for size in data.x.shape[1:])
     if shape != info.input_shape:
         raise ConfigError(
@@ -170,8 +310,9 @@ def node_data(data_path: str, image_column: str, label_column: str, info: Datase
             f"dataset {info.input_shape} (channels, height, width)"
         )
     if int(labels.min()) < 0 or int(labels.max()) >= info.num_classes:
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
         raise ConfigError(
-            f"data-path: labels of {data_path!r} reach {int(labels.max())}; allowed: classes 0 .. {info.num_classes - 1}"
+            f"data-path: {data_path!r} has label {bad}; allowed: classes 0 .. {info.num_classes - 1}"
         )
     return LabeledTensors(x=data.x, y=labels)
 
@@ -191,18 +332,47 @@ def dataset_info(spec: DataSpec) -> DatasetInfo:
     return DatasetInfo(num_classes=source.num_classes, input_shape=(int(channels), int(height), int(width)))
 
 
-def to_tensors(split: datasets.Dataset, image_column: str, label_column: str, pixel_max: float) -> LabeledTensors:
+def to_tensors(
+    split: datasets.Dataset, image_column: str, label_column: str, pixel_max: float, key: str = "dataset"
+) -> LabeledTensors:
     """Decode a split into ``float32`` images in [0, 1] laid out ``(N, C, H, W)`` and ``int64`` labels.
 
     Grayscale images ``(H, W)`` get one channel; colour images ``(H, W, C)`` are moved to
     channels-first.
+
+    Parameters
+    ----------
+    split : datasets.Dataset
+        The rows to decode.
+    image_column, label_column : str
+        The columns to read.
+    pixel_max : float
+        The value that maps to 1.0.
+    key : str
+        The setting the data comes from (``dataset`` or ``data-path``), named in errors.
+
+    Raises
+    ------
+    ConfigError
+        For images of different shapes or that are not numeric arrays.
     """
     columns = split.with_format("numpy", columns=[image_column, label_column])
-    images = [np.asarray(image) for image in columns[image_column]]
+    try:
+        images = [np.asarray(image) for image in columns[image_column]]
+    except (TypeError, ValueError):
+        images = []
+    if any(image.dtype.kind not in "biuf" for image in images) or (len(split) and not images):
+        raise ConfigError(
+            f"{key}: column {image_column!r} holds values that are not numeric images; allowed: images or arrays of numbers"
+        )
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         raise ConfigError(
-            f"dataset: images have different shapes {sorted(shapes)[:3]}; allowed: images of one size"
+            f"{key}: images have different shapes {sorted(shapes)[:3]}; allowed: images of one size"
+        )
+    if images and images[0].ndim not in (2, 3):
+        raise ConfigError(
+            f"{key}: images are shaped {images[0].shape}; allowed: images (height, width) or (height, width, channels)"
         )
     array = np.stack(images).astype(np.float32) / np.float32(pixel_max) if images else np.zeros((0, 1, 1, 1), np.float32)
     if array.ndim == 3:

@@ -13,6 +13,8 @@ seeded, so the same seed gives the same partitions in every process.
 
 from __future__ import annotations
 
+import warnings
+
 import datasets
 from flwr_datasets.partitioner import (
     DirichletPartitioner,
@@ -100,19 +102,45 @@ def assign_training_split(partitioner: Partitioner, train: datasets.Dataset, see
     partitioner.dataset = train.add_column("__row__", list(range(len(train)))).shuffle(seed=seed)
 
 
+class PartitionError(ConfigError):
+    """The partitioner could not divide the split; ``reason`` is the partitioner's own first line.
+
+    Parameters
+    ----------
+    reason : str
+        Why the partitioner failed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"partitioning: cannot build the partitions ({reason}); allowed: fewer clients or another partitioning")
+        self.reason = reason
+
+
 def partition_rows(partitioner: Partitioner, train: datasets.Dataset, seed: int) -> list[list[int]]:
     """Row indices of ``train`` for every partition id, in partition-id order.
 
     The split is assigned with :func:`assign_training_split`.
+
+    Parameters
+    ----------
+    partitioner : Partitioner
+        A partitioner from :func:`build_partitioner` that has no dataset yet.
+    train : datasets.Dataset
+        The training split.
+    seed : int
+        Seed of the shuffle.
+
+    Raises
+    ------
+    PartitionError
+        When the partitioner fails (e.g. Dirichlet draws that never reach the minimum size).
     """
     assign_training_split(partitioner, train, seed)
     try:
-        return [
-            list(partitioner.load_partition(pid)["__row__"])
-            for pid in range(partitioner.num_partitions)
-        ]
-    except ValueError as error:
-        raise ConfigError(
-            f"partitioning: cannot build the partitions ({str(error).splitlines()[0]}); allowed: "
-            "fewer clients, a larger dirichlet-alpha or a smaller min-partition-size"
-        ) from None
+        with warnings.catch_warnings():
+            # flwr-datasets warns per failed Dirichlet draw and per unused class; the outcome is
+            # what matters (an error below, or partitions that check_partition_plan checks)
+            warnings.simplefilter("ignore", UserWarning)
+            return [list(partitioner.load_partition(pid)["__row__"]) for pid in range(partitioner.num_partitions)]
+    except (ValueError, IndexError) as error:
+        raise PartitionError((str(error).splitlines() or [type(error).__name__])[0]) from None

@@ -3,7 +3,9 @@
 Every file is written atomically: to a temporary file in the same folder, then renamed over the
 target, so a reader (or a crash) never sees half a file. ``rounds.csv`` and ``clients.csv`` are
 rewritten after every round, so a long run can be watched (and survives an interruption with
-everything up to the last finished round).
+everything up to the last finished round). A run's folder is never reused: it is created by
+:func:`create_result_folder`, which refuses an existing one, so an earlier run's results are
+never overwritten nor mixed with a new run's.
 """
 
 from __future__ import annotations
@@ -17,10 +19,129 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from fl_poison.core.settings import ConfigError
+
 SUMMARY_METRICS = ("accuracy", "macro_f1", "kappa", "roc_auc", "loss")
 ATTACK_SUMMARY_METRICS = ("asr", "mta", "ts_ata", "max_ata")
 # mkstemp creates files readable by their owner only; results are meant to be shared
 RESULT_FILE_MODE = 0o644
+# What a run (and a sweep cell) writes into its folder: what remove_unfinished_run may delete.
+RUN_FILES = (
+    "config.json",
+    "rounds.csv",
+    "clients.csv",
+    "summary.json",
+    "model.pt",
+    "accuracy_loss.png",
+    "update_norms.png",
+    "flower.log",
+    "cell.log",
+)
+
+
+def run_folder_taken(folder: Path) -> ConfigError:
+    """The one-line error for a run folder that already exists (naming ``run-name``).
+
+    Parameters
+    ----------
+    folder : Path
+        The run's folder ``output-dir/run-name``.
+    """
+    return ConfigError(
+        f"run-name: bad value {folder.name!r}; allowed: a name not used yet in output-dir {str(folder.parent)!r} "
+        "(an existing run folder is never overwritten)"
+    )
+
+
+def check_new_run_folder(folder: Path) -> None:
+    """Refuse ``folder`` when anything (a folder, a file, a link) already has its name.
+
+    Parameters
+    ----------
+    folder : Path
+        The run's folder ``output-dir/run-name``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``run-name``, when the folder exists.
+    """
+    if folder.exists() or folder.is_symlink():
+        raise run_folder_taken(folder)
+
+
+def create_result_folder(folder: Path) -> ResultFolder:
+    """Create a run's folder, never reusing an existing one, and return its :class:`ResultFolder`.
+
+    The ServerApp calls this before writing anything: two runs with the same ``run-name`` in the
+    same ``output-dir`` cannot mix their files, and a finished run is never overwritten.
+
+    Parameters
+    ----------
+    folder : Path
+        The run's folder ``output-dir/run-name`` (see :func:`fl_poison.core.provenance.result_folder_path`);
+        its parent is created when missing.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``run-name`` when the folder exists, or ``output-dir`` when it cannot be created.
+    """
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"output-dir: bad value {str(folder.parent)!r}; allowed: a folder this user can create and write ({error.strerror})"
+        ) from None
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        raise run_folder_taken(folder) from None
+    except OSError as error:
+        raise ConfigError(
+            f"output-dir: bad value {str(folder.parent)!r}; allowed: a folder this user can write ({error.strerror})"
+        ) from None
+    return ResultFolder(folder)
+
+
+def remove_unfinished_run(folder: Path, finished_too: bool = False) -> None:
+    """Delete a run folder that a tool owns and reruns (a failed sweep cell), after checking it is one.
+
+    Only the files a run writes (:data:`RUN_FILES`, and temporary files of atomic writes) are
+    deleted; a folder holding anything else, or a link, is left alone and refused.
+
+    Parameters
+    ----------
+    folder : Path
+        The run folder; nothing happens when it does not exist.
+    finished_too : bool
+        Also delete a folder holding ``summary.json`` (a run its owner recorded as failed).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``run-name``, for a link, a file, a folder of a finished run (unless
+        ``finished_too``) or a folder holding files no run writes.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise run_folder_taken(folder)
+    if (folder / "summary.json").exists() and not finished_too:
+        raise run_folder_taken(folder)
+    entries = list(folder.iterdir())
+    for entry in entries:
+        temporary = entry.name.startswith(".") and entry.name.endswith(".tmp")
+        if entry.is_symlink() or not entry.is_file() or not (entry.name in RUN_FILES or temporary):
+            raise ConfigError(
+                f"run-name: bad value {folder.name!r}; allowed: a run folder holding only a run's files "
+                f"({str(entry)!r} is not one; nothing was deleted)"
+            )
+    for entry in entries:
+        entry.unlink()
+    folder.rmdir()
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

@@ -13,18 +13,33 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import IO, Generic, TypeVar
 
 T = TypeVar("T")
+
+# Flower's run config carries integers as signed 64-bit numbers (and numpy and torch seeds must
+# fit in 64 bits): a larger integer cannot reach the apps, so no integer setting may exceed it.
+MAX_INTEGER = 2**63 - 1
+# A result folder name: letters, digits, '.', '_' and '-', starting with a letter or a digit (no
+# hidden folders, nothing a shell or a path would read specially), at most 100 characters.
+RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RUN_NAME_ALLOWED = "up to 100 letters, digits, '.', '_' or '-', starting with a letter or a digit (empty = automatic)"
+# Images larger than this (per side) are refused before PIL decodes them: inputs of the lab's
+# models are at most a few hundred pixels a side, and a larger image (a trigger, a dataset
+# image) is either a mistake or a decompression bomb.
+MAX_IMAGE_SIDE = 4096
+MAX_PATH_LENGTH = 4096
 
 
 class ConfigError(ValueError):
     """A setting is unknown or has a value that is not allowed; the message is one line."""
 
     @classmethod
-    def bad_value(cls, key: str, value: object, allowed: str) -> "ConfigError":
+    def bad_value(cls, key: str, value: object, allowed: str) -> ConfigError:
         """Build the standard message: ``key: bad value 'v'; allowed: ...``."""
         return cls(f"{key}: bad value {value!r}; allowed: {allowed}")
 
@@ -60,7 +75,7 @@ class Setting(Generic[T]):
         return self.key.replace("-", "_")
 
 
-def _as_int(key: str, value: object, minimum: int | None = None) -> int:
+def _as_int(key: str, value: object, minimum: int | None = None, maximum: int = MAX_INTEGER) -> int:
     if isinstance(value, bool):
         raise ConfigError.bad_value(key, value, "an integer")
     if isinstance(value, float) and value.is_integer():
@@ -74,6 +89,9 @@ def _as_int(key: str, value: object, minimum: int | None = None) -> int:
         raise ConfigError.bad_value(key, value, "an integer")
     if minimum is not None and value < minimum:
         raise ConfigError.bad_value(key, value, f"an integer >= {minimum}")
+    if value > maximum:
+        low = f"{minimum} .. " if minimum is not None else "at most "
+        raise ConfigError.bad_value(key, value, f"an integer {low}{maximum}")
     return value
 
 
@@ -89,9 +107,17 @@ def _as_float(key: str, value: object) -> float:
     return number
 
 
-def integer(minimum: int) -> Callable[[str, object], int]:
-    """A validator for integers ``>= minimum``."""
-    return lambda key, value: _as_int(key, value, minimum)
+def integer(minimum: int, maximum: int = MAX_INTEGER) -> Callable[[str, object], int]:
+    """A validator for integers in ``minimum .. maximum``.
+
+    Parameters
+    ----------
+    minimum : int
+        The smallest allowed value.
+    maximum : int
+        The largest allowed value (default :data:`MAX_INTEGER`, what Flower's run config holds).
+    """
+    return lambda key, value: _as_int(key, value, minimum, maximum)
 
 
 def positive_number(key: str, value: object) -> float:
@@ -157,11 +183,23 @@ def text(key: str, value: object) -> str:
 
 
 def run_name(key: str, value: object) -> str:
-    """A validator for a result folder name: no path separators."""
+    """A validator for a result folder name: empty, or :data:`RUN_NAME_PATTERN` (no path, quote or control character)."""
     name = text(key, value)
-    if "/" in name or "\\" in name or name in (".", ".."):
-        raise ConfigError.bad_value(key, value, "a folder name without '/' (empty = automatic)")
+    if name and not RUN_NAME_PATTERN.fullmatch(name):
+        raise ConfigError.bad_value(key, value, RUN_NAME_ALLOWED)
     return name
+
+
+def folder_path(key: str, value: object) -> str:
+    """A validator for a folder path: non-empty text without control characters, at most :data:`MAX_PATH_LENGTH` characters.
+
+    Whether the folder can be written is checked where it is used (see
+    :func:`fl_poison.launch.check_output_dir`).
+    """
+    path = text(key, value)
+    if not path or len(path) > MAX_PATH_LENGTH or any(ord(character) < 32 or ord(character) == 127 for character in path):
+        raise ConfigError.bad_value(key, value, f"a folder path of 1 to {MAX_PATH_LENGTH} characters without control characters")
+    return path
 
 
 def clients_per_round(key: str, value: object) -> int | float:
@@ -216,18 +254,58 @@ def id_list(key: str, value: object) -> tuple[int, ...]:
     return tuple(ids)
 
 
+def image_header(key: str, source: str | IO[bytes], name: str) -> tuple[tuple[int, int], str]:
+    """The size ``(width, height)`` and PIL mode of an image, read from its header only, nothing decoded.
+
+    Parameters
+    ----------
+    key : str
+        The setting the image comes from (named in the error).
+    source : str | IO[bytes]
+        A file path or an open binary stream.
+    name : str
+        How to name the image in the error (its path, or a row of a dataset).
+
+    Raises
+    ------
+    ConfigError
+        When PIL cannot identify the image, or it is larger than :data:`MAX_IMAGE_SIDE` pixels a
+        side (PIL's decompression-bomb error and warning included).
+    """
+    from PIL import Image
+
+    allowed = f"an image of at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                size, mode = (int(image.size[0]), int(image.size[1])), str(image.mode)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ConfigError(f"{key}: image {name!r} is a decompression bomb (too many pixels); allowed: {allowed}") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ConfigError(f"{key}: cannot read image {name!r}; allowed: a readable image file (PNG, JPEG, ...)") from None
+    if max(size) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"{key}: image {name!r} is {size[0]}x{size[1]} pixels; allowed: {allowed}")
+    return size, mode
+
+
 def readable_image(key: str, value: object) -> str:
-    """An image file that PIL can open, or empty for the built-in trigger."""
+    """An image file that PIL can open, at most :data:`MAX_IMAGE_SIDE` pixels a side, or empty for the built-in trigger."""
     path = text(key, value)
     if not path:
         return ""
     expanded = os.path.abspath(os.path.expanduser(path))
-    try:
-        from PIL import Image
+    if "\x00" in expanded or not os.path.isfile(expanded):
+        raise ConfigError(f"{key}: cannot read image {path!r}; allowed: a readable image file (PNG, JPEG, ...)")
+    image_header(key, expanded, path)
+    from PIL import Image
 
-        with Image.open(expanded) as image:
-            image.verify()
-    except (OSError, SyntaxError, ValueError):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(expanded) as image:
+                image.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ConfigError(f"{key}: cannot read image {path!r}; allowed: a readable image file (PNG, JPEG, ...)") from None
     return expanded
 
