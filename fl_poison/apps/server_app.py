@@ -20,16 +20,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, M
 from flwr.serverapp import Grid, ServerApp
 
 from clients.registry import evaluation_for
-from fl_poison.apps.algorithms import check_attack_classes, experiment_config
+from fl_poison.apps.algorithms import experiment_config
+from fl_poison.apps.data_checks import check_run_against_data
 from fl_poison.core.config import ConfigError, ExperimentConfig
-from fl_poison.core.data import DataSpec, dataset_info, test_data
+from fl_poison.core.data import DatasetInfo, DataSpec, test_data
 from fl_poison.core.detection import detection_scores
 from fl_poison.core.evaluation import predict_probabilities
 from fl_poison.core.metrics import classification_metrics
 from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
-from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder
+from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, create_result_folder
 from fl_poison.core.round_log import CLIENT_COLUMNS, RoundLog
 from fl_poison.core.training import resolve_device
 from fl_poison.core.weights import load_array_record, to_array_record
@@ -45,21 +46,20 @@ def main(grid: Grid, context: Context) -> None:
     started = time.monotonic()
     config = experiment_config(context.run_config)
     spec = DataSpec.from_config(config)
-    info = dataset_info(spec)
+    info = check_run_against_data(config)
+    folder = create_result_folder(result_folder_path(config))
     model_name = resolve_model_name(config.model, config.dataset)
     device = resolve_device(config.device)
-    check_attack_classes(config, info.num_classes)
     test_set = test_data(spec)
     attack_evaluation = evaluation_for(config, test_set, info.num_classes)
 
-    node_of_partition, cuda_partitions, own_data_partitions = discover_partitions(grid, config)
+    node_of_partition, cuda_partitions, own_data_partitions = discover_partitions(grid, config, info)
     sampler = PartitionSampler(node_of_partition, config.sampled_per_round, config.seed)
     round_log = RoundLog(sampler.partition_of_node)
     strategy = build_strategy(config, sampler, round_log)
 
     torch.manual_seed(config.seed)
     model = build_model(model_name, info.input_shape, info.num_classes)
-    folder = ResultFolder(result_folder_path(config))
     folder.write_config(
         config.to_dict(),
         {
@@ -115,9 +115,7 @@ def main(grid: Grid, context: Context) -> None:
         initial_arrays=to_array_record(model),
         num_rounds=config.num_rounds,
         timeout=config.round_timeout,
-        train_config=ConfigRecord(
-            {"num-classes": info.num_classes, "input-shape": ",".join(str(size) for size in info.input_shape)}
-        ),
+        train_config=dataset_record(info),
         evaluate_fn=evaluate,
     )
     # ``model`` holds the global weights of the last evaluation, i.e. the final global model
@@ -141,11 +139,23 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int, int], list[int], list[int]]:
-    """Wait for ``num-clients`` nodes and ask each who it is.
+def discover_partitions(
+    grid: Grid, config: ExperimentConfig, info: DatasetInfo
+) -> tuple[dict[int, int], list[int], list[int]]:
+    """Wait for ``num-clients`` nodes and ask each who it is (each checks its node config and data then).
 
     Returns the node id of every partition id, the partition ids whose ClientApp sees a GPU, and
     those of nodes training on their own data folder (``data-path``).
+
+    Parameters
+    ----------
+    grid : Grid
+        The run's grid.
+    config : ExperimentConfig
+        The run's settings.
+    info : DatasetInfo
+        The run's classes and input shape, sent with the query so that a node with its own data
+        folder checks it against them.
     """
     deadline = time.monotonic() + config.node_wait_timeout
     while len(node_ids := list(grid.get_node_ids())) < config.num_clients:
@@ -157,7 +167,7 @@ def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int,
             )
         time.sleep(0.5)
     messages = [
-        Message(RecordDict({"config": ConfigRecord()}), dst_node_id=node_id, message_type=MessageType.QUERY)
+        Message(RecordDict({"config": dataset_record(info)}), dst_node_id=node_id, message_type=MessageType.QUERY)
         for node_id in node_ids
     ]
     replies = list(grid.send_and_receive(messages, timeout=config.node_wait_timeout))
@@ -166,10 +176,13 @@ def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int,
     own_data_partitions: list[int] = []
     for reply in replies:
         if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} failed to describe itself: {reply.error.reason}")
-        metrics = reply.content["metrics"]
-        partition_id, num_partitions = int(metrics["partition-id"]), int(metrics["num-partitions"])
-        own_data = bool(int(metrics.get("own-data", 0)))
+            lines = [line for line in (reply.error.reason or "").strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else "no reason given"
+            raise RuntimeError(f"node {reply.metadata.src_node_id} refused to join: {reason}")
+        node = reply.metadata.src_node_id
+        metrics = reply.content.metric_records.get("metrics", MetricRecord())
+        partition_id, num_partitions = _reply_int(metrics, "partition-id", node), _reply_int(metrics, "num-partitions", node)
+        own_data = bool(_reply_int(metrics, "own-data", node))
         if not own_data and num_partitions != config.num_clients:
             raise ConfigError(
                 f"num-clients: bad value {config.num_clients}; allowed: the federation's number of "
@@ -180,10 +193,39 @@ def discover_partitions(grid: Grid, config: ExperimentConfig) -> tuple[dict[int,
         node_of_partition[partition_id] = reply.metadata.src_node_id
         if own_data:
             own_data_partitions.append(partition_id)
-        if int(metrics["cuda-available"]):
+        if _reply_int(metrics, "cuda-available", node):
             cuda_partitions.append(partition_id)
     if len(node_of_partition) != config.num_clients:
         raise RuntimeError(
             f"only {len(node_of_partition)} of {config.num_clients} nodes answered within {config.node_wait_timeout:g}s"
         )
     return node_of_partition, sorted(cuda_partitions), sorted(own_data_partitions)
+
+
+def _reply_int(metrics: MetricRecord, key: str, node: int) -> int:
+    """The integer ``key`` of a node's query reply; a missing or non-integer value fails the run in one line.
+
+    Parameters
+    ----------
+    metrics : MetricRecord
+        The reply's metrics.
+    key : str
+        The metric read.
+    node : int
+        The node's id, for the message.
+    """
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise RuntimeError(f"node {node} described itself with {key}={value!r}; allowed: an integer")
+    return int(value)
+
+
+def dataset_record(info: DatasetInfo) -> ConfigRecord:
+    """The run's number of classes and input shape as the ClientApp reads them (``num-classes``, ``input-shape``).
+
+    Parameters
+    ----------
+    info : DatasetInfo
+        The run's data description.
+    """
+    return ConfigRecord({"num-classes": info.num_classes, "input-shape": ",".join(str(size) for size in info.input_shape)})
