@@ -66,3 +66,18 @@ def test_an_out_of_range_class_is_refused_before_flower_starts(flower_env: dict[
     assert completed.returncode == 2
     assert completed.stderr.strip() == "fl-poison: error: target-class: bad value 12; allowed: 0 .. 9"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_in_which_no_update_is_aggregated_fails_loudly(flower_env: dict[str, str], tmp_path: Path) -> None:
+    completed = fl_poison_run(
+        flower_env, "attack=nan-weights", "num-malicious=3", "num-clients=3", "num-rounds=2",
+        f"output-dir={tmp_path}", "run-name=all-nan", "save-model=true",
+    )
+    assert completed.returncode != 0
+    folder = tmp_path / "all-nan"
+    failure = json.loads((folder / "failed.json").read_text())
+    assert failure["status"] == "failed"
+    assert "no client update was aggregated in 2 round(s)" in failure["error"] and "non-finite" in failure["error"]
+    assert not (folder / "summary.json").exists() and not (folder / "model.pt").exists()
+    rounds = read_rows(folder / "rounds.csv")
+    assert [row["aggregated"] for row in rounds if row["round"] != "0"] == ["0", "0"]

@@ -8,7 +8,9 @@ Flow of one run:
 3. build the global model (seeded) and the strategy named by ``strategy``;
 4. run ``num-rounds`` rounds; after round 0 and every round, evaluate the global model on the
    held-out test set and rewrite ``rounds.csv`` / ``clients.csv``;
-5. write ``summary.json``, the final weights and the plots.
+5. write ``summary.json`` (with the number of rounds in which no update was aggregated), the
+   final weights and the plots; a run in which no client update was aggregated at all fails
+   instead, with ``failed.json`` naming the first client error, and no summary.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
 from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, create_result_folder
-from fl_poison.core.round_log import CLIENT_COLUMNS, RoundLog
+from fl_poison.core.round_log import AGGREGATED_DECISIONS, CLIENT_COLUMNS, RoundLog, first_client_error
 from fl_poison.core.training import resolve_device
 from fl_poison.core.weights import load_array_record, to_array_record
 from strategies.registry import build_strategy
@@ -92,6 +94,7 @@ def main(grid: Grid, context: Context) -> None:
             **metrics,
             "sampled": len(clients),
             "accepted": sum(1 for c in clients if c.status == "ok"),
+            "aggregated": sum(1 for c in clients if c.decision in AGGREGATED_DECISIONS),
             "rejected": sum(1 for c in clients if c.status == "rejected"),
             "failures": sum(1 for c in clients if c.status == "failed"),
             "attackers": sum(1 for c in clients if c.attacked),
@@ -118,13 +121,21 @@ def main(grid: Grid, context: Context) -> None:
         train_config=dataset_record(info),
         evaluate_fn=evaluate,
     )
+    if not any(record.decision in AGGREGATED_DECISIONS for record in round_log.records):
+        cause = first_client_error(round_log.records) or "every reply was rejected by the defense"
+        reason = f"no client update was aggregated in {config.num_rounds} round(s); first client error: {cause}"
+        folder.mark_failed(reason)
+        raise RuntimeError(reason)
     # ``model`` holds the global weights of the last evaluation, i.e. the final global model
     # (Flower's result.arrays stays empty when no round could aggregate anything).
     final = folder.round_rows[-1]
     summary = {name: final[name] for name in SUMMARY_METRICS}
     summary.update({name: final[name] for name in ATTACK_SUMMARY_METRICS if name in final})
     summary.update(detection_scores(round_log.records))
-    summary.update({"rounds": config.num_rounds, "wall_seconds": round(time.monotonic() - started, 3)})
+    idle_rounds = sum(1 for row in folder.round_rows if int(str(row["round"])) > 0 and row["aggregated"] == 0)
+    summary.update(
+        {"rounds": config.num_rounds, "rounds_without_update": idle_rounds, "wall_seconds": round(time.monotonic() - started, 3)}
+    )
     folder.write_summary(summary)
     if config.save_model:
         folder.save_model(model.state_dict())

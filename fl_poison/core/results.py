@@ -205,6 +205,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+FAILED_FILE = "failed.json"
+
+
 class ResultFolder:
     """The files of one run, kept up to date round by round.
 
@@ -236,6 +239,16 @@ class ResultFolder:
     def write_summary(self, summary: Mapping[str, object]) -> None:
         """``summary.json``: the final metrics of the run."""
         write_json(self.path / "summary.json", summary)
+
+    def mark_failed(self, reason: str) -> None:
+        """``failed.json``: the run produced no meaningful result, and why (a failed run has no ``summary.json``).
+
+        Parameters
+        ----------
+        reason : str
+            One line naming the cause.
+        """
+        write_json(self.path / FAILED_FILE, {"status": "failed", "error": reason})
 
     def save_model(self, state_dict: Mapping[str, object]) -> None:
         """``model.pt``: the final global state dict (``torch.load`` reads it)."""

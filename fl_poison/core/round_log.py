@@ -34,6 +34,7 @@ CLIENT_COLUMNS = (
     "weight",
 )
 FLAGGED_DECISIONS = ("rejected", "clipped")
+AGGREGATED_DECISIONS = ("accepted", "clipped")  # the update entered the new global model
 
 
 class ClientDecisionLike(Protocol):
@@ -206,3 +207,14 @@ def _metric_int(metrics: Mapping[str, object], key: str, default: int) -> int:
 
 def _failed(server_round: int, partition_id: int, reason: str) -> ClientRoundRecord:
     return ClientRoundRecord(server_round, partition_id, 0, 0, -1, "failed", reason, 0, math.nan, math.nan)
+
+
+def first_client_error(records: Iterable[ClientRoundRecord]) -> str:
+    """The reason of the first failed or rejected reply among ``records`` ("" when there is none).
+
+    Parameters
+    ----------
+    records : Iterable[ClientRoundRecord]
+        Rows in the order they were recorded.
+    """
+    return next((record.reason for record in records if record.status != "ok" and record.reason), "")
