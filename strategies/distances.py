@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from fl_poison.core.round_updates import COORDINATE_BLOCK, RoundUpdates
@@ -72,7 +73,11 @@ def _gram_distances(updates: RoundUpdates, rows: Sequence[int]) -> tuple[torch.T
     """Squared distances from the Gram matrix of the centred rows, and S_ij = G_ii + G_jj (CPU float64)."""
     gram = torch.zeros((len(rows), len(rows)), dtype=torch.float64, device=updates.device)
     for _, _, values in updates.blocks(rows):
-        values -= values.mean(dim=0).to(torch.float32).to(torch.float64)
+        if values.device.type == "cpu":  # centring in numpy (one thread), the product in BLAS
+            array = values.numpy()
+            array -= array.mean(axis=0).astype(np.float32)
+        else:
+            values -= values.mean(dim=0).to(torch.float32)
         gram.addmm_(values, values.T)
     gram = gram.cpu()
     gram = (gram + gram.T) / 2.0  # exactly symmetric (BLAS may round G_ij and G_ji apart): equal pairs tie
@@ -120,6 +125,11 @@ def _exact_squared_distances(
     for _, _, values in updates.blocks([rows[position] for position in needed], size=COORDINATE_BLOCK):
         for start in range(0, len(pairs), PAIRS_PER_PASS):
             stop = start + PAIRS_PER_PASS
-            differences = values[first[start:stop]] - values[second[start:stop]]
-            totals[start:stop] += (differences * differences).sum(dim=1)
+            if values.device.type == "cpu":
+                array = values.numpy()
+                differences = array[first[start:stop].numpy()] - array[second[start:stop].numpy()]
+                totals.numpy()[start:stop] += np.einsum("ij,ij->i", differences, differences)
+            else:
+                differences = values[first[start:stop]].sub_(values[second[start:stop]])
+                totals[start:stop] += differences.square_().sum(dim=1)
     return totals.cpu().tolist()

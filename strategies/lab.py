@@ -9,7 +9,8 @@
 2. ``aggregate_train`` orders the replies by partition id (so that floating-point sums, and hence
    results, do not depend on arrival order), decodes them once
    (:func:`fl_poison.core.round_updates.decode_round`: screening, update norms and the matrix of
-   updates), records every client in the :class:`~fl_poison.core.round_log.RoundLog`, lets the
+   updates, written into a matrix kept from round to round), records every client in the
+   :class:`~fl_poison.core.round_log.RoundLog`, lets the
    :class:`~strategies.spec.Defense` aggregate the usable updates, records what it decided for
    each client and returns the global model plus the aggregated update (in float64, rounded
    once to the model's dtype) and the example-weighted train metrics of the clients that made
@@ -28,7 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fl_poison.core.round_log import RoundLog
-from fl_poison.core.round_updates import decode_round
+from fl_poison.core.round_updates import UpdateLayout, decode_round
 from fl_poison.core.weights import record_to_numpy
 from strategies.sampling import PartitionSampler, SubsetGrid
 from strategies.spec import Defense
@@ -73,6 +74,7 @@ class LabStrategy(FedAvg):
         self.device = torch.device(device)
         self._global_arrays: dict[str, np.ndarray] = {}
         self._sampled: list[int] = []
+        self._workspace: torch.Tensor | None = None
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -90,7 +92,10 @@ class LabStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Decode and record every reply, let the defense aggregate the usable ones, record its decisions."""
         ordered = sorted(replies, key=self.round_log.partition_of)
-        updates, screened = decode_round(ordered, self._global_arrays, self.round_log.partition_of, self.device)
+        workspace = self._workspace_for(len(ordered), UpdateLayout(self._global_arrays).size)
+        updates, screened = decode_round(
+            ordered, self._global_arrays, self.round_log.partition_of, self.device, workspace
+        )
         self.round_log.record_screening(server_round, self._sampled, screened)
         if updates.count == 0:
             return None, None
@@ -105,6 +110,17 @@ class LabStrategy(FedAvg):
         contents = [updates.contents[row] for row in outcome.metric_rows]
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         return arrays, metrics
+
+    def _workspace_for(self, rows: int, size: int) -> torch.Tensor:
+        """The float32 matrix the round's updates are decoded into, kept from round to round (grown when needed).
+
+        Keeping it costs its memory between rounds (n × d × 4 bytes) and saves touching that much
+        fresh memory in every round, which costs about as much as decoding the replies.
+        """
+        if self._workspace is None or self._workspace.shape[0] < rows or self._workspace.shape[1] != size:
+            self._workspace = None  # release the old one before allocating its successor
+            self._workspace = torch.empty((max(rows, 1), size), dtype=torch.float32, device=self.device)
+        return self._workspace
 
     def summary(self) -> None:
         """Log the defense, then Flower's strategy settings."""

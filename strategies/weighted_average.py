@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from fl_poison.core.round_updates import COORDINATE_BLOCK, RoundUpdates
@@ -34,6 +35,9 @@ def client_weights(updates: RoundUpdates, rows: Sequence[int]) -> list[float]:
 def weighted_sum(updates: RoundUpdates, rows: Sequence[int], weights: Sequence[float]) -> torch.Tensor:
     """``sum_i weights[i] * row_i`` over ``rows`` as rows are seen (scaled), accumulated in float64 blockwise.
 
+    Every row of the matrix is read (the others with weight 0), which costs less than gathering
+    the chosen rows block by block.
+
     Parameters
     ----------
     updates : RoundUpdates
@@ -43,15 +47,23 @@ def weighted_sum(updates: RoundUpdates, rows: Sequence[int], weights: Sequence[f
     weights : Sequence[float]
         One weight per row of ``rows``.
     """
-    coefficients = torch.tensor(list(weights), dtype=torch.float64, device=updates.device)
+    coefficients = torch.zeros(updates.count, dtype=torch.float64, device=updates.device)
+    coefficients[list(rows)] = torch.tensor(list(weights), dtype=torch.float64, device=updates.device)
     total = torch.empty(updates.size, dtype=torch.float64, device=updates.device)
-    for start, stop, values in updates.blocks(rows, size=COORDINATE_BLOCK // 4):
-        torch.mv(values.T, coefficients, out=total[start:stop])
+    on_cpu = updates.device.type == "cpu"
+    for start, stop, values in updates.blocks(size=COORDINATE_BLOCK // 4):
+        if on_cpu:  # numpy: one thread (see strategies/coordinatewise.py)
+            np.einsum("i,ij->j", coefficients.numpy(), values.numpy(), out=total.numpy()[start:stop])
+        else:
+            torch.mv(values.T, coefficients, out=total[start:stop])
     return total
 
 
 def average_of(updates: RoundUpdates, kept: Sequence[int]) -> Outcome:
     """FedAvg over the rows ``kept``: each accepted with its :func:`client_weights` share, the others rejected.
+
+    A single unscaled row is the aggregate itself (weight 1): its reply becomes the new model bit
+    for bit (``exact_row``).
 
     Parameters
     ----------
@@ -71,6 +83,9 @@ def average_of(updates: RoundUpdates, kept: Sequence[int]) -> Outcome:
     )
     if not kept:
         return Outcome(update=None, decisions=decisions, metric_rows=())
+    if len(kept) == 1 and updates.unscaled(kept):
+        row = updates.matrix[kept[0]]
+        update = torch.from_numpy(row.numpy().astype(np.float64)) if row.device.type == "cpu" else row.double()
+        return Outcome(update=update, decisions=decisions, metric_rows=tuple(kept), exact_row=kept[0])
     update = weighted_sum(updates, kept, [weights[row] for row in kept])
-    exact = kept[0] if len(kept) == 1 and updates.unscaled(kept) else None
-    return Outcome(update=update, decisions=decisions, metric_rows=tuple(kept), exact_row=exact)
+    return Outcome(update=update, decisions=decisions, metric_rows=tuple(kept))

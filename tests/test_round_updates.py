@@ -97,7 +97,7 @@ def test_blocks_cover_every_coordinate_with_row_factors():
     updates = decoded_round(np.zeros(size), [rng.standard_normal(size) for _ in range(3)])
     factors = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     scaled = updates.rescaled(factors)
-    pieces = list(scaled.blocks([2, 0]))
+    pieces = [(start, stop, values.clone()) for start, stop, values in scaled.blocks([2, 0])]  # a reused buffer
     assert [(start, stop) for start, stop, _ in pieces] == [
         (0, COORDINATE_BLOCK),
         (COORDINATE_BLOCK, 2 * COORDINATE_BLOCK),

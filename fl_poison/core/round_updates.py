@@ -214,8 +214,11 @@ class RoundUpdates:
         self, rows: Sequence[int] | None = None, size: int = COORDINATE_BLOCK
     ) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(start, stop, values)`` over the coordinates, ``values`` the float64 ``(len(rows), stop - start)``
-        block of ``scale[i] * matrix[i, start:stop]`` for the rows (all rows when None), on :attr:`device`
-        (a new tensor each time: callers may modify it).
+        block of ``scale[i] * matrix[i, start:stop]`` for the rows (all rows when None), on :attr:`device`.
+
+        ``values`` is a view of one buffer reused for every block (fresh multi-megabyte allocations
+        per block cost more than the arithmetic on them): callers may modify it in place but must
+        not keep it past the next iteration.
 
         Parameters
         ----------
@@ -227,22 +230,46 @@ class RoundUpdates:
         index = None if rows is None else torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
         factors = self.scale if index is None else self.scale[index]
         uniform = bool(torch.all(factors == 1.0))
-        for start in range(0, self.size, size):
-            stop = min(start + size, self.size)
-            part = self.matrix[:, start:stop] if index is None else self.matrix[index, start:stop]
-            values = part.to(torch.float64, copy=True)
-            if not uniform:
-                values.mul_(factors[:, None])
+        buffer = torch.empty((len(factors), min(size, self.size)), dtype=torch.float64, device=self.device)
+        on_cpu = self.device.type == "cpu"
+        column = factors.cpu().numpy()[:, None]
+        for start, stop, part in self.float32_blocks(rows, size):
+            values = buffer[:, : stop - start]
+            if on_cpu:  # numpy: one thread, no waiting on a second core that another process may hold
+                target = values.numpy()
+                np.copyto(target, part.numpy())
+                if not uniform:
+                    np.multiply(target, column, out=target)
+            else:
+                values.copy_(part)
+                if not uniform:
+                    values.mul_(factors[:, None])
             yield start, stop, values
 
     def float32_blocks(
         self, rows: Sequence[int] | None = None, size: int = COORDINATE_BLOCK
     ) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """Like :meth:`blocks`, but the float32 matrix values themselves, without the row factors."""
+        """Like :meth:`blocks`, but the float32 matrix values themselves, without the row factors.
+
+        With all rows, ``values`` is a view of the matrix; with some, a view of a reused buffer
+        (modify neither, keep neither past the next iteration).
+        """
         index = None if rows is None else torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
+        gathered = None
         for start in range(0, self.size, size):
             stop = min(start + size, self.size)
-            yield start, stop, self.matrix[:, start:stop] if index is None else self.matrix[index, start:stop]
+            if index is None:
+                yield start, stop, self.matrix[:, start:stop]
+                continue
+            if gathered is None or gathered.shape[1] != stop - start:
+                gathered = torch.empty((len(index), stop - start), dtype=torch.float32, device=self.device)
+            if self.device.type == "cpu":  # row by row: np.take on the strided block copies all of it first
+                target, source = gathered.numpy(), self.matrix[:, start:stop].numpy()
+                for position, row in enumerate(index.tolist()):
+                    target[position] = source[row]
+            else:
+                torch.index_select(self.matrix[:, start:stop], 0, index, out=gathered)
+            yield start, stop, gathered
 
 
 def npy_payload(array: Array) -> np.ndarray:
@@ -286,6 +313,7 @@ def decode_round(
     global_arrays: Mapping[str, np.ndarray],
     partition_of: Callable[[Message], int],
     device: torch.device | str = "cpu",
+    workspace: torch.Tensor | None = None,
 ) -> tuple[RoundUpdates, list[ScreenedReply]]:
     """Screen ``replies`` and decode the usable ones into a :class:`RoundUpdates`, each read once.
 
@@ -299,6 +327,10 @@ def decode_round(
         The partition id of a reply's sender.
     device : torch.device | str
         Where the matrix is kept (a CUDA device when the server has one).
+    workspace : torch.Tensor | None
+        A float32 tensor on ``device`` with at least ``len(replies)`` rows of the model's float size
+        to write the rows into (a strategy keeps one across rounds: touching fresh memory for
+        every round costs about as much as decoding); None allocates the matrix.
 
     Returns
     -------
@@ -310,12 +342,19 @@ def decode_round(
     """
     layout = UpdateLayout(dict(global_arrays))
     device = torch.device(device)
-    matrix = torch.empty((len(replies), layout.size), dtype=torch.float32, device=device)
+    if workspace is None:
+        workspace = torch.empty((len(replies), layout.size), dtype=torch.float32, device=device)
+    if workspace.shape[0] < len(replies) or workspace.shape[1] != layout.size or workspace.device != device:
+        raise ValueError(
+            f"workspace of shape {tuple(workspace.shape)} on {workspace.device} for {len(replies)} rows of {layout.size} on {device}"
+        )
+    matrix = workspace
     staging = matrix if device.type == "cpu" else torch.empty((1, layout.size), dtype=torch.float32)
     references = {slot.name: np.asarray(global_arrays[slot.name]).reshape(-1) for slot in layout.slots}
     screened: list[ScreenedReply] = []
     norms: list[float] = []
     kept: list[Message] = []
+    buffer = np.empty(COORDINATE_BLOCK, dtype=np.float64)
     for message in replies:
         partition_id = partition_of(message)
         if message.has_error():
@@ -323,7 +362,7 @@ def decode_round(
             continue
         row = len(kept)
         target = staging[row if device.type == "cpu" else 0].numpy()
-        problem, norm = _decode_reply(message, layout, references, target)
+        problem, norm = _decode_reply(message, layout, references, target, buffer)
         metrics = _metric_values(message)
         if problem is None:
             problem = metrics_problem(metrics)
@@ -352,9 +391,13 @@ def decode_round(
 
 
 def _decode_reply(
-    message: Message, layout: UpdateLayout, references: Mapping[str, np.ndarray], target: np.ndarray
+    message: Message,
+    layout: UpdateLayout,
+    references: Mapping[str, np.ndarray],
+    target: np.ndarray,
+    buffer: np.ndarray,
 ) -> tuple[str | None, float]:
-    """Check one reply's envelope and arrays, writing its float update into ``target``.
+    """Check one reply's envelope and arrays, writing its float update into ``target`` (``buffer``: float64 scratch).
 
     Returns the first problem (None when the arrays are usable) and the update norm. After a
     non-finite array the others are still read, so that the norm says how large (inf) or how
@@ -384,18 +427,22 @@ def _decode_reply(
             continue
         segment = target[slot.start : slot.stop]
         np.subtract(values.reshape(-1), references[name], out=segment)
-        segment_squared = _squared_norm(segment)
+        segment_squared = _squared_norm(segment, buffer)
         if problem is None and not math.isfinite(segment_squared):
             problem = non_finite_problem(name)
         squared += segment_squared
     return problem, math.sqrt(squared)
 
 
-def _squared_norm(segment: np.ndarray, block: int = COORDINATE_BLOCK * 16) -> float:
-    """Sum of squares of a float32 vector, accumulated in float64 blockwise."""
-    values = torch.from_numpy(segment)
+def _squared_norm(segment: np.ndarray, buffer: np.ndarray) -> float:
+    """Sum of squares of a float32 vector, accumulated in float64, through ``buffer`` (float64) block by block.
+
+    ``einsum`` rather than ``np.dot``: numpy's BLAS threads keep spinning after a call and starve
+    the torch threads that aggregate next on a machine with few cores.
+    """
     total = 0.0
-    for start in range(0, values.numel(), block):
-        part = values[start : start + block].to(torch.float64)
-        total += float(torch.dot(part, part))
+    for start in range(0, segment.size, buffer.size):
+        part = buffer[: min(buffer.size, segment.size - start)]
+        np.copyto(part, segment[start : start + buffer.size])
+        total += float(np.einsum("i,i->", part, part))
     return total
