@@ -33,10 +33,25 @@ from experiments.cells import acceptance_main, grouped_report
 DEFAULT_OUT = Path("experiments/results/attacks")
 # seed 001's set-up scaled to digits: 20 rounds instead of 5 (after 5 rounds the digits model has
 # barely left chance level, so a backdoor's ASR says nothing yet)
-SEED001 = {"num-clients": 6, "clients-per-round": 5, "num-rounds": 20, "local-epochs": 2, "target-class": 0, "poison-rate": 0.5}
+SEED001 = {
+    "num-clients": 6,
+    "clients-per-round": 5,
+    "num-rounds": 20,
+    "local-epochs": 2,
+    "target-class": 0,
+    "poison-rate": 0.5,
+}
 SEED004 = {
-    "num-clients": 20, "clients-per-round": 10, "num-rounds": 30, "local-epochs": 1, "batch-size": 16,
-    "optimizer": "adam", "learning-rate": 0.001, "source-class": 2, "num-malicious": 2, "attack-start-round": 10,
+    "num-clients": 20,
+    "clients-per-round": 10,
+    "num-rounds": 30,
+    "local-epochs": 1,
+    "batch-size": 16,
+    "optimizer": "adam",
+    "learning-rate": 0.001,
+    "source-class": 2,
+    "num-malicious": 2,
+    "attack-start-round": 10,
 }
 
 
@@ -47,16 +62,42 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
     listed.append(("badnets", "clean-6of5", dict(six)))
     listed.append(("badnets", "badnets-1of6", {**six, "attack": "badnets", "num-malicious": 1}))
     listed.append(("label-flip-random", "clean-5", {"num-clients": 5}))
-    listed.append(("label-flip-random", "lfr-2of5", {"num-clients": 5, "attack": "label-flip-random", "num-malicious": 2}))
-    listed.append(("dba", "dba-3of6", {"num-clients": 6, "clients-per-round": 6, "num-rounds": 20, "attack": "dba", "num-malicious": 3}))
+    listed.append(
+        ("label-flip-random", "lfr-2of5", {"num-clients": 5, "attack": "label-flip-random", "num-malicious": 2})
+    )
+    listed.append(
+        (
+            "dba",
+            "dba-3of6",
+            {"num-clients": 6, "clients-per-round": 6, "num-rounds": 20, "attack": "dba", "num-malicious": 3},
+        )
+    )
     for attackers in (1, 2, 3):
         listed.append(("blend", f"blend-{attackers}of6", {**SEED001, "attack": "blend", "num-malicious": attackers}))
-    listed.append(("scaling", "blend-scaling-1of6", {**SEED001, "attack": "blend", "num-malicious": 1, "update-attack": "scaling", "attack-start-round": 10}))
+    listed.append(
+        (
+            "scaling",
+            "blend-scaling-1of6",
+            {**SEED001, "attack": "blend", "num-malicious": 1, "update-attack": "scaling", "attack-start-round": 10},
+        )
+    )
     for target in range(10):
         if target == SEED004["source-class"]:
             continue
-        listed.append(("ada", f"lf-to-{target}", {**SEED004, "attack": "label-flip", "target-class": target, "update-attack": "none"}))
-        listed.append(("ada", f"ts-to-{target}", {**SEED004, "attack": "label-flip", "target-class": target, "update-attack": "train-and-scale"}))
+        listed.append(
+            (
+                "ada",
+                f"lf-to-{target}",
+                {**SEED004, "attack": "label-flip", "target-class": target, "update-attack": "none"},
+            )
+        )
+        listed.append(
+            (
+                "ada",
+                f"ts-to-{target}",
+                {**SEED004, "attack": "label-flip", "target-class": target, "update-attack": "train-and-scale"},
+            )
+        )
     listed.append(("ada", "ada-full", {**SEED004, "attack": "ada", "ada-knowledge": "full"}))
     listed.append(("ada", "ada-partial", {**SEED004, "attack": "ada", "ada-knowledge": "partial"}))
     return listed
@@ -68,10 +109,25 @@ REPORT_COLUMNS = {
     "dba": ["cell", "accuracy", "asr", "asr_part_0", "asr_part_1", "asr_part_2"],
     "blend": ["cell", "accuracy", "asr", "mean_last5_accuracy", "mean_last5_asr", "max_asr"],
     "scaling": [
-        "cell", "accuracy", "asr", "median_attacked_norm", "median_benign_norm",
-        "min_attacked_over_round_benign_median", "median_attacked_over_round_benign_median",
+        "cell",
+        "accuracy",
+        "asr",
+        "median_attacked_norm",
+        "median_benign_norm",
+        "min_attacked_over_round_benign_median",
+        "median_attacked_over_round_benign_median",
     ],
-    "ada": ["cell", "attack_targets", "ts_ata", "max_ts_ata", "max_ata", "max_max_ata", "mta", "max_mta", "min_attacked_over_round_benign_median"],
+    "ada": [
+        "cell",
+        "attack_targets",
+        "ts_ata",
+        "max_ts_ata",
+        "max_ata",
+        "max_max_ata",
+        "mta",
+        "max_mta",
+        "min_attacked_over_round_benign_median",
+    ],
 }
 
 
@@ -103,13 +159,18 @@ def ada_summary(rows: list[dict[str, object]]) -> str:
     for label, prefix in (("LF", "lf-to-"), ("TS", "ts-to-")):
         group = [row for name, row in ada_rows.items() if name.startswith(prefix)]
         if group:
-            means = [statistics.mean(_number(row.get(key)) for row in group) for key in ("max_ts_ata", "max_max_ata", "max_mta")]
+            means = [
+                statistics.mean(_number(row.get(key)) for row in group)
+                for key in ("max_ts_ata", "max_max_ata", "max_mta")
+            ]
             lines.append(f"| {label} (mean of {len(group)}) | " + " | ".join(f"{m:.3f}" for m in means) + " | all |")
     for label, name in (("ADA full", "ada-full"), ("ADA partial (FLAME)", "ada-partial")):
         row = ada_rows.get(name)
         if row is not None:
             values = [_number(row.get(key)) for key in ("max_ts_ata", "max_max_ata", "max_mta")]
-            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {row.get('attack_targets', '')} |")
+            lines.append(
+                f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {row.get('attack_targets', '')} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -131,7 +131,9 @@ def plain_loop(
         eval_device = resolve_device(config.device)
         train_device = train_device or eval_device
         test_set = test_data(spec)
-        sampler = PartitionSampler({pid: pid for pid in range(config.num_clients)}, config.sampled_per_round, config.seed)
+        sampler = PartitionSampler(
+            {pid: pid for pid in range(config.num_clients)}, config.sampled_per_round, config.seed
+        )
         mu = cast(float, config.options["proximal-mu"]) if config.strategy == "fedprox" else 0.0
         training = LocalTraining.from_config(config, proximal_mu=mu)
 
@@ -182,8 +184,12 @@ def flower_run(given: dict[str, object], cpus: float, gpus: float) -> FlowerResu
     seconds = time.perf_counter() - started
     summary: dict[str, object] = json.loads((folder / "summary.json").read_text())
     rounds: list[dict[str, float]] = [
-        {"round": int(row["round"]), "accuracy": float(row["accuracy"]), "loss": float(row["loss"]),
-         "seconds": float(row["wall_seconds"])}
+        {
+            "round": int(row["round"]),
+            "accuracy": float(row["accuracy"]),
+            "loss": float(row["loss"]),
+            "seconds": float(row["wall_seconds"]),
+        }
         for row in read_csv(folder / "rounds.csv")
     ]
     return {"seconds": round(seconds, 3), "folder": str(folder), "summary": summary, "rounds": rounds}
@@ -212,7 +218,8 @@ def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, obj
         "loop_accuracy": loop["final"]["accuracy"],
         "max_round_accuracy_difference": (
             max(abs(f - lo) for f, lo in zip(flower_accuracies, loop_accuracies, strict=True))
-            if len(flower_accuracies) == len(loop_accuracies) else None
+            if len(flower_accuracies) == len(loop_accuracies)
+            else None
         ),
         "flower_result_folder": flower["folder"],
         "flower_rounds": flower["rounds"],

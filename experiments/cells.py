@@ -21,7 +21,16 @@ from fl_poison.core.settings import ConfigError
 from fl_poison.launch import CommandError, run_experiment
 
 SUMMARY_KEYS = (
-    "accuracy", "macro_f1", "asr", "mta", "ts_ata", "max_ata", "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
+    "accuracy",
+    "macro_f1",
+    "asr",
+    "mta",
+    "ts_ata",
+    "max_ata",
+    "detection_precision",
+    "detection_recall",
+    "detection_fpr",
+    "wall_seconds",
 )
 
 
@@ -57,7 +66,9 @@ def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -
     clients = read_csv(folder / "clients.csv")
     attacked = [float(c["norm_before"]) for c in clients if c["attacked"] == "1" and c["norm_before"]]
     benign = [float(c["norm_before"]) for c in clients if c["malicious"] == "0" and c["norm_before"]]
-    targets = sorted({int(c["attack_target"]) for c in clients if c["attacked"] == "1" and int(c["attack_target"]) >= 0})
+    targets = sorted(
+        {int(c["attack_target"]) for c in clients if c["attacked"] == "1" and int(c["attack_target"]) >= 0}
+    )
     row: dict[str, object] = {"group": group, "cell": name, **{f"set:{k}": v for k, v in settings.items()}}
     row.update({key: summary.get(key) for key in SUMMARY_KEYS})
     first_attack_round = int(cast("int | str", settings.get("attack-start-round", 1)))
@@ -77,7 +88,9 @@ def cell_row(group: str, name: str, settings: dict[str, object], folder: Path) -
     row["median_benign_norm"] = statistics.median(benign) if benign else None
     row["attack_targets"] = ";".join(map(str, targets))
     attacked_rows = [c for c in clients if c["attacked"] == "1"]
-    ratios = [float(c["norm_after"]) / float(c["bound"]) for c in attacked_rows if c.get("bound") and c.get("norm_after")]
+    ratios = [
+        float(c["norm_after"]) / float(c["bound"]) for c in attacked_rows if c.get("bound") and c.get("norm_after")
+    ]
     row["max_attacked_norm_after_over_bound"] = max(ratios) if ratios else None
     row["attacked_replies"] = len(attacked_rows)
     row["attacked_rejected"] = sum(1 for c in attacked_rows if c.get("decision") == "rejected")
@@ -96,8 +109,12 @@ def run_cells(selected: Iterable[tuple[str, str, dict[str, object]]], out: Path)
         if not (folder / "summary.json").is_file():
             print(f"[acceptance] {group}/{name}: running", flush=True)
             try:
-                remove_unfinished_run(folder)  # this script owns OUT/<name>: a failed attempt is cleared, a finished one kept
-                run_experiment({**settings, "save-model": False, "output-dir": str(out), "run-name": name}, 1.0, 0.0, False)
+                remove_unfinished_run(
+                    folder
+                )  # this script owns OUT/<name>: a failed attempt is cleared, a finished one kept
+                run_experiment(
+                    {**settings, "save-model": False, "output-dir": str(out), "run-name": name}, 1.0, 0.0, False
+                )
             except (CommandError, ConfigError) as error:
                 print(f"[acceptance] {group}/{name}: FAILED {error}", flush=True)
                 continue
@@ -107,6 +124,7 @@ def run_cells(selected: Iterable[tuple[str, str, dict[str, object]]], out: Path)
 
 def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:
     """A Markdown table of ``columns`` (numbers to 3 decimals, blanks for missing values)."""
+
     def cell(value: object) -> str:
         if isinstance(value, str) and "." in value:
             try:

@@ -41,16 +41,41 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
     badnets = {"attack": "badnets", "num-malicious": 1, "num-clients": 6, "clients-per-round": 5, "num-rounds": 20}
     for strategy in ("fedavg", "krum"):
         listed.append(("krum", f"badnets-{strategy}", {**badnets, "strategy": strategy}))
-    scaling = {"attack": "blend", "update-attack": "scaling", "scale-factor": 6, "num-malicious": 1, "num-clients": 6, "num-rounds": 10}
+    scaling = {
+        "attack": "blend",
+        "update-attack": "scaling",
+        "scale-factor": 6,
+        "num-malicious": 1,
+        "num-clients": 6,
+        "num-rounds": 10,
+    }
     for strategy in ("fedavg", "norm-clip"):
         listed.append(("clipping", f"blend-scaling-{strategy}", {**scaling, "strategy": strategy}))
     flipping = {"attack": "label-flip-random", "num-malicious": 2, "num-clients": 10}
     for partitioning in ("dirichlet", "iid"):
         for strategy in ("fedavg", "loss-filter"):
-            listed.append(("loss-filter", f"lfr-{partitioning}-{strategy}", {**flipping, "partitioning": partitioning, "strategy": strategy}))
+            listed.append(
+                (
+                    "loss-filter",
+                    f"lfr-{partitioning}-{strategy}",
+                    {**flipping, "partitioning": partitioning, "strategy": strategy},
+                )
+            )
     for strategy in catalogue().defense_names():
         clients = 8 if strategy == "bulyan" else 6  # Bulyan with f = 1 needs 7 valid replies
-        listed.append(("nan", f"nan-{strategy}", {"attack": "nan-weights", "num-malicious": 1, "num-clients": clients, "num-rounds": 5, "strategy": strategy}))
+        listed.append(
+            (
+                "nan",
+                f"nan-{strategy}",
+                {
+                    "attack": "nan-weights",
+                    "num-malicious": 1,
+                    "num-clients": clients,
+                    "num-rounds": 5,
+                    "strategy": strategy,
+                },
+            )
+        )
     for scenario, settings in SCENARIOS.items():
         for strategy in catalogue().defense_names():
             base = {"num-clients": 12, "num-rounds": 10, "krum-f": 2, "strategy": strategy}
@@ -60,7 +85,14 @@ def cells() -> list[tuple[str, str, dict[str, object]]]:
 
 REPORT_COLUMNS = {
     "krum": ["cell", "accuracy", "asr", "detection_recall", "detection_fpr"],
-    "clipping": ["cell", "accuracy", "asr", "max_attacked_norm_after_over_bound", "median_attacked_norm", "median_benign_norm"],
+    "clipping": [
+        "cell",
+        "accuracy",
+        "asr",
+        "max_attacked_norm_after_over_bound",
+        "median_attacked_norm",
+        "median_benign_norm",
+    ],
     "loss-filter": ["cell", "accuracy", "detection_precision", "detection_recall", "detection_fpr"],
     "nan": ["cell", "accuracy", "finite_metrics", "attacked_replies", "attacked_rejected"],
     "table": ["cell", "accuracy", "asr", "detection_recall", "detection_fpr"],

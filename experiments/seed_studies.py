@@ -30,12 +30,22 @@ MARGIN = 0.01
 
 # seed 000, CIFAR-10: (strategy, partitioning, attackers) -> final accuracy
 SEED000_ACCURACY = {
-    ("fedavg", "iid", 0): 0.750, ("fedavg", "iid", 1): 0.686, ("fedavg", "iid", 2): 0.564,
-    ("fedavg", "dirichlet", 0): 0.740, ("fedavg", "dirichlet", 1): 0.682, ("fedavg", "dirichlet", 2): 0.424,
-    ("fedprox", "iid", 0): 0.745, ("fedprox", "iid", 1): 0.673, ("fedprox", "iid", 2): 0.553,
-    ("fedprox", "dirichlet", 0): 0.750, ("fedprox", "dirichlet", 1): 0.717, ("fedprox", "dirichlet", 2): 0.562,
-    ("loss-filter", "iid", 1): 0.685, ("loss-filter", "iid", 2): 0.522,
-    ("loss-filter", "dirichlet", 1): 0.696, ("loss-filter", "dirichlet", 2): 0.499,
+    ("fedavg", "iid", 0): 0.750,
+    ("fedavg", "iid", 1): 0.686,
+    ("fedavg", "iid", 2): 0.564,
+    ("fedavg", "dirichlet", 0): 0.740,
+    ("fedavg", "dirichlet", 1): 0.682,
+    ("fedavg", "dirichlet", 2): 0.424,
+    ("fedprox", "iid", 0): 0.745,
+    ("fedprox", "iid", 1): 0.673,
+    ("fedprox", "iid", 2): 0.553,
+    ("fedprox", "dirichlet", 0): 0.750,
+    ("fedprox", "dirichlet", 1): 0.717,
+    ("fedprox", "dirichlet", 2): 0.562,
+    ("loss-filter", "iid", 1): 0.685,
+    ("loss-filter", "iid", 2): 0.522,
+    ("loss-filter", "dirichlet", 1): 0.696,
+    ("loss-filter", "dirichlet", 2): 0.499,
 }
 # seed 004, Table I (LF, TS, ADA-full) and Table II (ADA-partial), MNIST: fraction -> (ATA, MTA)
 SEED004_MNIST = {
@@ -108,13 +118,18 @@ def seed000(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
     ours = {(r["strategy"], r["partitioning"], int(r["num-malicious"])): r for r in rows}
     table = []
     for key, row in sorted(ours.items()):
-        table.append({
-            "strategy": key[0], "partitioning": key[1], "attackers": key[2],
-            "accuracy": number(row["accuracy"]), "accuracy_last5": last_rounds_mean(round_rows(row), "accuracy"),
-            "macro_f1": number(row["macro_f1"]),
-            "detection_recall": number(row.get("detection_recall")),
-            "seed000_cifar10_accuracy": SEED000_ACCURACY.get(key, math.nan),
-        })
+        table.append(
+            {
+                "strategy": key[0],
+                "partitioning": key[1],
+                "attackers": key[2],
+                "accuracy": number(row["accuracy"]),
+                "accuracy_last5": last_rounds_mean(round_rows(row), "accuracy"),
+                "macro_f1": number(row["macro_f1"]),
+                "detection_recall": number(row.get("detection_recall")),
+                "seed000_cifar10_accuracy": SEED000_ACCURACY.get(key, math.nan),
+            }
+        )
     acc = {key: number(row["accuracy"]) for key, row in ours.items()}
 
     def drop(strategy: str, partitioning: str, attackers: int) -> float:
@@ -124,20 +139,33 @@ def seed000(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         f"Label flipping hurts more with more attackers (FedAvg drop IID 1 → 2 attackers: {fmt(drop('fedavg', 'iid', 1))} → "
         f"{fmt(drop('fedavg', 'iid', 2))}; non-IID {fmt(drop('fedavg', 'dirichlet', 1))} → {fmt(drop('fedavg', 'dirichlet', 2))}): "
         + verdict(
-            exceeds(drop("fedavg", "iid", 2), drop("fedavg", "iid", 1)) and exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "dirichlet", 1)),
-            drop("fedavg", "iid", 2), drop("fedavg", "iid", 1), drop("fedavg", "dirichlet", 2), drop("fedavg", "dirichlet", 1),
+            exceeds(drop("fedavg", "iid", 2), drop("fedavg", "iid", 1))
+            and exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "dirichlet", 1)),
+            drop("fedavg", "iid", 2),
+            drop("fedavg", "iid", 1),
+            drop("fedavg", "dirichlet", 2),
+            drop("fedavg", "dirichlet", 1),
         ),
         f"Non-IID is more vulnerable with 2 attackers (FedAvg drop non-IID {fmt(drop('fedavg', 'dirichlet', 2))} vs IID "
-        f"{fmt(drop('fedavg', 'iid', 2))}; seed: 0.316 vs 0.186): " + verdict(exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "iid", 2)), drop("fedavg", "dirichlet", 2), drop("fedavg", "iid", 2)),
+        f"{fmt(drop('fedavg', 'iid', 2))}; seed: 0.316 vs 0.186): "
+        + verdict(
+            exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "iid", 2)),
+            drop("fedavg", "dirichlet", 2),
+            drop("fedavg", "iid", 2),
+        ),
         f"FedProx resists better on non-IID with 2 attackers (FedProx {fmt(acc.get(('fedprox', 'dirichlet', 2), math.nan))} vs FedAvg "
         f"{fmt(acc.get(('fedavg', 'dirichlet', 2), math.nan))}; seed: 0.562 vs 0.424): "
         + verdict(
             exceeds(acc.get(("fedprox", "dirichlet", 2), math.nan), acc.get(("fedavg", "dirichlet", 2), math.nan)),
-            acc.get(("fedprox", "dirichlet", 2), math.nan), acc.get(("fedavg", "dirichlet", 2), math.nan),
+            acc.get(("fedprox", "dirichlet", 2), math.nan),
+            acc.get(("fedavg", "dirichlet", 2), math.nan),
         ),
     ]
     for partitioning, seed_helps in (("dirichlet", True), ("iid", False)):
-        gains = [acc.get(("loss-filter", partitioning, n), math.nan) - acc.get(("fedavg", partitioning, n), math.nan) for n in (1, 2)]
+        gains = [
+            acc.get(("loss-filter", partitioning, n), math.nan) - acc.get(("fedavg", partitioning, n), math.nan)
+            for n in (1, 2)
+        ]
         holds = all(gain > MARGIN for gain in gains) if seed_helps else all(gain <= MARGIN for gain in gains)
         findings.append(
             f"The loss filter {'helps' if seed_helps else 'does not help'} on {partitioning} (gain over FedAvg with 1 / 2 attackers: "
@@ -153,23 +181,35 @@ def seed001(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
     for row in rows:
         history = round_rows(row)
         score = {
-            "asr": number(row["asr"]), "accuracy": number(row["accuracy"]),
-            "asr_last5": last_rounds_mean(history, "asr"), "accuracy_last5": last_rounds_mean(history, "accuracy"),
+            "asr": number(row["asr"]),
+            "accuracy": number(row["accuracy"]),
+            "asr_last5": last_rounds_mean(history, "asr"),
+            "accuracy_last5": last_rounds_mean(history, "accuracy"),
         }
         scores.append(score)
-        table.append({
-            "grid": row["grid"], "attack": row["attack"], "attackers": int(row["num-malicious"]),
-            "strategy": row["strategy"], "update_attack": row.get("update-attack", ""),
-            "clients_per_round": row.get("clients-per-round", ""),
-            **score,
-        })
+        table.append(
+            {
+                "grid": row["grid"],
+                "attack": row["attack"],
+                "attackers": int(row["num-malicious"]),
+                "strategy": row["strategy"],
+                "update_attack": row.get("update-attack", ""),
+                "clients_per_round": row.get("clients-per-round", ""),
+                **score,
+            }
+        )
 
     def pick(grid: str, **match: object) -> dict[str, float]:
         found = [
-            score for r, score in zip(table, scores, strict=True)
+            score
+            for r, score in zip(table, scores, strict=True)
             if grid in str(r["grid"]).split(";") and all(r[k] == v for k, v in match.items())
         ]
-        return found[0] if found else {"asr_last5": math.nan, "accuracy_last5": math.nan, "asr": math.nan, "accuracy": math.nan}
+        return (
+            found[0]
+            if found
+            else {"asr_last5": math.nan, "accuracy_last5": math.nan, "asr": math.nan, "accuracy": math.nan}
+        )
 
     ratio = [pick("blend-ratio", attackers=n)["asr_last5"] for n in (1, 2, 3)]
     fedavg, krum = pick("fedavg-vs-krum", strategy="fedavg"), pick("fedavg-vs-krum", strategy="krum")
@@ -177,12 +217,19 @@ def seed001(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
     scaled, clipped = pick("scaling-vs-clipping", strategy="fedavg"), pick("scaling-vs-clipping", strategy="norm-clip")
     findings = [
         f"More blend attackers, higher ASR (mean of the last {LAST_ROUNDS} rounds, 1 / 2 / 3 of 6: "
-        f"{' / '.join(fmt(v) for v in ratio)}): " + verdict(exceeds(ratio[1], ratio[0]) and exceeds(ratio[2], ratio[1]), *ratio),
+        f"{' / '.join(fmt(v) for v in ratio)}): "
+        + verdict(exceeds(ratio[1], ratio[0]) and exceeds(ratio[2], ratio[1]), *ratio),
         f"Krum stops the 1-attacker blend backdoor that FedAvg lets in (ASR FedAvg {fmt(fedavg['asr_last5'])}, Krum "
         f"{fmt(krum['asr_last5'])}; seed: over 0.9 vs near 0) with the same accuracy ({fmt(fedavg['accuracy_last5'])} vs "
-        f"{fmt(krum['accuracy_last5'])}): " + verdict(krum["asr_last5"] < 0.1 and exceeds(fedavg["asr_last5"], krum["asr_last5"]), krum["asr_last5"], fedavg["asr_last5"]),
+        f"{fmt(krum['accuracy_last5'])}): "
+        + verdict(
+            krum["asr_last5"] < 0.1 and exceeds(fedavg["asr_last5"], krum["asr_last5"]),
+            krum["asr_last5"],
+            fedavg["asr_last5"],
+        ),
         f"DBA with 3 of 6 is more successful than blend with 3 of 6 (ASR {fmt(dba['asr_last5'])} vs {fmt(blend3['asr_last5'])}; "
-        f"seed: DBA 0.996): " + verdict(exceeds(dba["asr_last5"], blend3["asr_last5"]), dba["asr_last5"], blend3["asr_last5"]),
+        f"seed: DBA 0.996): "
+        + verdict(exceeds(dba["asr_last5"], blend3["asr_last5"]), dba["asr_last5"], blend3["asr_last5"]),
         f"Clipping to the median norm does not stop model replacement (ASR scaled {fmt(scaled['asr_last5'])}, clipped "
         f"{fmt(clipped['asr_last5'])}; accuracy {fmt(scaled['accuracy_last5'])} vs {fmt(clipped['accuracy_last5'])}; seed: ASR "
         "dropped but stayed high, accuracy stayed low): " + verdict(clipped["asr_last5"] > 0.5, clipped["asr_last5"]),
@@ -202,7 +249,13 @@ def method_of(row: dict[str, str]) -> str:
 def attack_targets(row: dict[str, str]) -> list[int]:
     """The target classes the cell's attackers used (``attack_target`` of attacked clients; ADA chooses its own)."""
     clients = read_csv(Path(row["folder"]) / "clients.csv")
-    return sorted({int(entry["attack_target"]) for entry in clients if entry.get("attacked") == "1" and int(entry["attack_target"]) >= 0})
+    return sorted(
+        {
+            int(entry["attack_target"])
+            for entry in clients
+            if entry.get("attacked") == "1" and int(entry["attack_target"]) >= 0
+        }
+    )
 
 
 def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
@@ -233,11 +286,16 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
     for (method, fraction), values in sorted(grouped.items(), key=lambda item: (item[0][1], item[0][0])):
         paper = SEED004_MNIST.get(method, {}).get(fraction, (math.nan, math.nan))
         means = by[(method, fraction)] = {"ata": mean(v[0] for v in values), "mta": mean(v[1] for v in values)}
-        table.append({
-            "fraction": fraction, "method": method, "cells": len(values),
-            **means,
-            "paper_mnist_ata": paper[0], "paper_mnist_mta": paper[1],
-        })
+        table.append(
+            {
+                "fraction": fraction,
+                "method": method,
+                "cells": len(values),
+                **means,
+                "paper_mnist_ata": paper[0],
+                "paper_mnist_mta": paper[1],
+            }
+        )
     findings = []
     for fraction in (0.01, 0.05, 0.1):
         ada = by.get(("ada-full", fraction), {}).get("ata", math.nan)
@@ -256,7 +314,9 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
                 + verdict(ada >= ts, ada, ts)
             )
     for method, targets in sorted(chosen.items()):
-        findings.append(f"{method} chose target class(es) {', '.join(map(str, sorted(targets))) or 'none (never attacked)'}")
+        findings.append(
+            f"{method} chose target class(es) {', '.join(map(str, sorted(targets))) or 'none (never attacked)'}"
+        )
     for (method, fraction), atas in sorted(per_target.items(), key=lambda item: (item[0][1], item[0][0])):
         best = max(atas, key=lambda target: atas[target])
         listing = ", ".join(f"{target}: {fmt(value)}" for target, value in sorted(atas.items()))
@@ -267,8 +327,10 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         + verdict(lf_series[0] <= lf_series[1] <= lf_series[2] and exceeds(lf_series[2], lf_series[0]), *lf_series)
     )
     mtas = [means["mta"] for means in by.values()]
-    findings.append(f"MTA barely moves (range {fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990): "
-                    + verdict(max(mtas, default=math.nan) - min(mtas, default=math.nan) < 0.05, *(mtas or [math.nan])))
+    findings.append(
+        f"MTA barely moves (range {fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990): "
+        + verdict(max(mtas, default=math.nan) - min(mtas, default=math.nan) < 0.05, *(mtas or [math.nan]))
+    )
     return table, findings
 
 
@@ -295,7 +357,16 @@ def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -
     columns = list(table[0])
     write_csv(out / "comparison.csv", table, columns)
     sources = ", ".join(f"`{folder}`" for folder in folders)
-    text = [f"# {title}", "", f"From {sources}.", "", markdown_table(table, columns), "", "## The document's findings, checked on digits", ""]
+    text = [
+        f"# {title}",
+        "",
+        f"From {sources}.",
+        "",
+        markdown_table(table, columns),
+        "",
+        "## The document's findings, checked on digits",
+        "",
+    ]
     text += [f"- {finding}" for finding in findings]
     atomic_write_bytes(out / "comparison.md", ("\n".join(text) + "\n").encode())
     return out / "comparison.md"
@@ -306,11 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", choices=sorted(STUDIES))
     parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR", help="sweep folder(s) of the study")
-    parser.add_argument("--out", type=Path, default=None, help="folder for comparison.md/.csv (default: the first sweep folder)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for comparison.md/.csv (default: the first sweep folder)"
+    )
     arguments = parser.parse_args(argv)
     for folder in arguments.sweep_dirs:
         if not (folder / "sweep.csv").is_file():
-            print(f"seed_studies: error: {folder}: no sweep.csv; allowed: a folder written by fl-poison sweep", file=sys.stderr)
+            print(
+                f"seed_studies: error: {folder}: no sweep.csv; allowed: a folder written by fl-poison sweep",
+                file=sys.stderr,
+            )
             return 2
     print(write_comparison(arguments.study, arguments.sweep_dirs, arguments.out or arguments.sweep_dirs[0]))
     return 0

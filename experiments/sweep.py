@@ -52,8 +52,15 @@ SWEEP_TABLE = "sweep.csv"
 CELL_LOG = "cell.log"
 SINGLE_GRID = "grid"
 RESULT_COLUMNS = (
-    *SUMMARY_METRICS, "asr", "mta", "ts_ata", "max_ata",
-    "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
+    *SUMMARY_METRICS,
+    "asr",
+    "mta",
+    "ts_ata",
+    "max_ata",
+    "detection_precision",
+    "detection_recall",
+    "detection_fpr",
+    "wall_seconds",
 )
 # A cell id is the 8 hex digits of ExperimentConfig.fingerprint(); it names the cell's folder and
 # its figures, so an id read back from a (possibly hand-edited) sweep.csv must be one.
@@ -103,7 +110,9 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
     try:
         document = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"sweep file: cannot read {str(path)!r} ({error}); allowed: a TOML file with [base] and [grid]") from None
+        raise ConfigError(
+            f"sweep file: cannot read {str(path)!r} ({error}); allowed: a TOML file with [base] and [grid]"
+        ) from None
     unknown_tables = sorted(set(document) - {"base", "grid"})
     if unknown_tables:
         raise ConfigError(f"sweep file: unknown table [{unknown_tables[0]}]; allowed: [base], [grid] or [grid.NAME]")
@@ -116,11 +125,15 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
     _check_keys(list(base))
     table = dict(document.get("grid", {}))
     if not table:
-        raise ConfigError("grid: empty; allowed: at least one setting with a list of values, e.g. num-malicious = [0, 1, 2]")
+        raise ConfigError(
+            "grid: empty; allowed: at least one setting with a list of values, e.g. num-malicious = [0, 1, 2]"
+        )
     named = [key for key, value in table.items() if isinstance(value, dict)]
     if named and len(named) != len(table):
         plain = next(key for key in table if key not in named)
-        raise ConfigError(f"grid: {plain!r} sits beside named grids; allowed: either [grid] with lists or only [grid.NAME] tables")
+        raise ConfigError(
+            f"grid: {plain!r} sits beside named grids; allowed: either [grid] with lists or only [grid.NAME] tables"
+        )
     for name in named:
         if not GRID_NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"grid: bad grid name {name!r}; allowed: {GRID_NAME_ALLOWED}")
@@ -137,7 +150,9 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
     return base, grids
 
 
-def apply_overrides(base: Mapping[str, object], grids: Grids, overrides: Mapping[str, object]) -> tuple[dict[str, object], Grids]:
+def apply_overrides(
+    base: Mapping[str, object], grids: Grids, overrides: Mapping[str, object]
+) -> tuple[dict[str, object], Grids]:
     """Base and grids with ``--set`` values in place of the file's (e.g. ``dataset=cifar10``).
 
     A value replaces the base's and any grid's fixed value of that setting; a setting some grid
@@ -196,7 +211,9 @@ def expand_sweep(base: Mapping[str, object], grids: Grids) -> list[SweepCell]:
     for name, grid in grids.items():
         for cell in expand_grid(base, grid, name, keys):
             known = merged.get(cell.cell_id)
-            merged[cell.cell_id] = SweepCell(cell.cell_id, known.values, known.settings, (*known.grids, name)) if known else cell
+            merged[cell.cell_id] = (
+                SweepCell(cell.cell_id, known.values, known.settings, (*known.grids, name)) if known else cell
+            )
     return list(merged.values())
 
 
@@ -219,7 +236,9 @@ def prepare_out(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError.bad_value("--out", str(out), f"a folder this user can create and write ({error.strerror})") from None
+        raise ConfigError.bad_value(
+            "--out", str(out), f"a folder this user can create and write ({error.strerror})"
+        ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError.bad_value("--out", str(out), "a folder this user can write")
     return out
@@ -235,11 +254,15 @@ def check_folder(out: Path, base: Mapping[str, object], grids: Grids) -> None:
         except (OSError, ValueError):
             previous = None
         if previous != json.loads(json.dumps(definition)):
-            raise ConfigError(f"--out: {str(out)!r} holds a different sweep; allowed: its own sweep file or a new folder")
+            raise ConfigError(
+                f"--out: {str(out)!r} holds a different sweep; allowed: its own sweep file or a new folder"
+            )
     write_json(stored, definition)
 
 
-def cell_row(cell: SweepCell, out: Path, status: str, error: str = "", wall_seconds: float | None = None) -> dict[str, object]:
+def cell_row(
+    cell: SweepCell, out: Path, status: str, error: str = "", wall_seconds: float | None = None
+) -> dict[str, object]:
     """The ``sweep.csv`` row of a cell: grids, values, status, final metrics, folder, error."""
     folder = out / cell.cell_id
     row: dict[str, object] = {"cell_id": cell.cell_id, "grid": ";".join(cell.grids), **cell.values, "status": status}
@@ -440,8 +463,10 @@ def run_sweep(
     table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
     check_folder(out, base, grids)
     pending = [cell for cell in cells if not table.finished(cell)]
-    progress(f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "
-             f"{len(pending)} to run, {workers} at a time")
+    progress(
+        f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "
+        f"{len(pending)} to run, {workers} at a time"
+    )
     bar = SweepProgress(len(cells), len(cells) - len(pending), progress)
     cpus_per_client = float(workers)
 

@@ -111,7 +111,11 @@ def group_cells(cells: Sequence[CellRow], keys: Sequence[str]) -> dict[tuple[obj
     for cell in cells:
         groups.setdefault(tuple(cell.values.get(key) for key in keys), []).append(cell)
     orders = [ordered([cell.values.get(key) for cell in cells]) for key in keys]
-    return dict(sorted(groups.items(), key=lambda item: [order.index(value) for order, value in zip(orders, item[0], strict=True)]))
+    return dict(
+        sorted(
+            groups.items(), key=lambda item: [order.index(value) for order, value in zip(orders, item[0], strict=True)]
+        )
+    )
 
 
 def malicious_curves(
@@ -143,13 +147,23 @@ def malicious_curves(
             points = []
             for (attackers,), point_cells in group_cells(strategy_cells, [MALICIOUS_SETTING]).items():
                 values = [cell.metric(metric) for cell in point_cells]
-                points.append(CurvePoint(int(cast("int | str", attackers)), statistics.fmean(values), min(values), max(values), len(values)))
+                points.append(
+                    CurvePoint(
+                        int(cast("int | str", attackers)),
+                        statistics.fmean(values),
+                        min(values),
+                        max(values),
+                        len(values),
+                    )
+                )
             lines[strategy] = points
         curves[panel] = lines
     return curves
 
 
-def heatmap(cells: Sequence[CellRow], metric: str, row_key: str = STRATEGY_SETTING, column_key: str = ATTACK_SETTING) -> Heatmap:
+def heatmap(
+    cells: Sequence[CellRow], metric: str, row_key: str = STRATEGY_SETTING, column_key: str = ATTACK_SETTING
+) -> Heatmap:
     """Mean final ``metric`` for every (``row_key``, ``column_key``) pair, over the finished cells.
 
     Parameters
@@ -213,5 +227,7 @@ def norm_summary(client_rows: Sequence[Mapping[str, str]]) -> NormSummary:
                     _statistic([_number(row.get(f"norm_{stage}")) for row in members if int(row["round"]) == r], name)
                     for r in rounds
                 ]
-    bound = [_statistic([_number(row.get("bound")) for row in rows if int(row["round"]) == r], "median") for r in rounds]
+    bound = [
+        _statistic([_number(row.get("bound")) for row in rows if int(row["round"]) == r], "median") for r in rounds
+    ]
     return NormSummary(rounds, bound, curves)

@@ -253,7 +253,9 @@ def metric_value(text: str | None) -> float:
         return math.nan
 
 
-def cell_row(row: Mapping[str, str], folder: Path, setting_columns: Sequence[str], definition: SweepDefinition) -> CellRow:
+def cell_row(
+    row: Mapping[str, str], folder: Path, setting_columns: Sequence[str], definition: SweepDefinition
+) -> CellRow:
     """Type one ``sweep.csv`` row.
 
     Parameters
@@ -272,7 +274,9 @@ def cell_row(row: Mapping[str, str], folder: Path, setting_columns: Sequence[str
         raise SweepFolderError(folder, f"{SWEEP_TABLE} has cell_id {cell_id!r}, not a cell id of 8 hex digits")
     grids = tuple(name.strip() for name in (row.get("grid") or "").split(GRID_SEPARATOR) if name.strip())
     values = {
-        key: typed_value(key, row[key], definition) if row.get(key) not in (None, "") else default_value(key, grids, definition)
+        key: typed_value(key, row[key], definition)
+        if row.get(key) not in (None, "")
+        else default_value(key, grids, definition)
         for key in setting_columns
     }
     return CellRow(

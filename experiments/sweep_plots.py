@@ -163,16 +163,31 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
                 for strategy, points in curves[metric].get(panel, {}).items():
                     xs = [point.num_malicious for point in points]
                     means = [point.mean for point in points]
-                    errors = [[point.mean - point.low for point in points], [point.high - point.mean for point in points]]
-                    axis.errorbar(xs, means, yerr=errors if averaged else None, marker="o", capsize=3, label=str(strategy))
+                    errors = [
+                        [point.mean - point.low for point in points],
+                        [point.high - point.mean for point in points],
+                    ]
+                    axis.errorbar(
+                        xs, means, yerr=errors if averaged else None, marker="o", capsize=3, label=str(strategy)
+                    )
                 axis.set(xlabel="malicious clients", ylabel=f"final {metric}", ylim=(-0.02, 1.02))
                 axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-                axis.set_title(textwrap.fill(describe(dict(zip(panel_keys, panel, strict=True)), panel_keys), 45), fontsize=9)
+                axis.set_title(
+                    textwrap.fill(describe(dict(zip(panel_keys, panel, strict=True)), panel_keys), 45), fontsize=9
+                )
                 axis.grid(alpha=0.3)
                 if axis.has_data():
                     axis.legend(fontsize=7, title=STRATEGY_SETTING, title_fontsize=7)
                 else:
-                    axis.text(0.5, 0.5, f"no {metric} in these cells", ha="center", va="center", transform=axis.transAxes, color="gray")
+                    axis.text(
+                        0.5,
+                        0.5,
+                        f"no {metric} in these cells",
+                        ha="center",
+                        va="center",
+                        transform=axis.transAxes,
+                        color="gray",
+                    )
         title = f"grid {grid}: final {' and '.join(metrics)} vs malicious clients, one line per strategy"
         if averaged:
             title += f"; mean over {', '.join(averaged)} (bars: min to max)"
@@ -212,7 +227,9 @@ def plot_round_overlay(cells: Sequence[CellRow], varying: Sequence[str], grid: s
             if metric in rows[0]:
                 rounds = [int(row["round"]) for row in rows]
                 label = describe(cell.values, varying) or cell.cell_id
-                axis.plot(rounds, round_values(rows, metric), color=colours(index % colours.N), linewidth=1.2, label=label)
+                axis.plot(
+                    rounds, round_values(rows, metric), color=colours(index % colours.N), linewidth=1.2, label=label
+                )
         axis.set(xlabel="round", ylabel=metric, ylim=(-0.02, 1.02), title=f"{metric} per round")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
@@ -238,7 +255,13 @@ def draw_heatmap(axis: plt.Axes, table: Heatmap, metric: str) -> None:
     """
     colour_map = "viridis" if metric == "accuracy" else "Reds"
     image = axis.imshow(np.ma.masked_invalid(table.values), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto")
-    axis.set_xticks(range(len(table.column_labels)), [str(label) for label in table.column_labels], rotation=30, ha="right", fontsize=8)
+    axis.set_xticks(
+        range(len(table.column_labels)),
+        [str(label) for label in table.column_labels],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
     axis.set_yticks(range(len(table.row_labels)), [str(label) for label in table.row_labels], fontsize=8)
     axis.set(xlabel=ATTACK_SETTING, ylabel=STRATEGY_SETTING, title=f"final {metric}")
     for (row, column), value in np.ndenumerate(table.values):
@@ -269,7 +292,9 @@ def plot_heatmaps(cells: Sequence[CellRow], averaged: Sequence[str], scope: str,
         return []
     tables = {metric: heatmap(cells, metric) for metric in metrics}
     shape = tables[metrics[0]].values.shape
-    figure, axes = plt.subplots(1, len(metrics), figsize=(1.1 * shape[1] * len(metrics) + 4 * len(metrics), 0.5 * shape[0] + 3), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(metrics), figsize=(1.1 * shape[1] * len(metrics) + 4 * len(metrics), 0.5 * shape[0] + 3), squeeze=False
+    )
     for axis, metric in zip(axes[0], metrics, strict=True):
         draw_heatmap(axis, tables[metric], metric)
     over = f"mean over {', '.join(averaged)}" if averaged else "one cell each"
@@ -299,7 +324,15 @@ def plot_cell_norms(cell: CellRow, client_rows: Sequence[dict[str, str]], title:
     for axis, stage in zip(axes, ("before", "after"), strict=True):
         for (group, curve_stage, statistic), values in summary.curves.items():
             if curve_stage == stage and any(math.isfinite(value) for value in values):
-                axis.plot(summary.rounds, values, styles[statistic], color=colours[group], marker="o", markersize=3, label=f"{group} {statistic}")
+                axis.plot(
+                    summary.rounds,
+                    values,
+                    styles[statistic],
+                    color=colours[group],
+                    marker="o",
+                    markersize=3,
+                    label=f"{group} {statistic}",
+                )
         axis.plot(summary.rounds, summary.bound, "--", color="black", linewidth=1, label="bound")
         axis.set(xlabel="round", ylabel="update L2 norm", title=f"{stage} clipping")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -484,7 +517,9 @@ def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
     out = sweep.path / PLOTS_FOLDER
     check_plot_folders(sweep.path, out)
     figures = SweepFigures(folder=sweep.path)
-    varying_by_grid = {grid: varying_settings(sweep.cells_of(grid), sweep.setting_columns) for grid in sweep.definition.grids}
+    varying_by_grid = {
+        grid: varying_settings(sweep.cells_of(grid), sweep.setting_columns) for grid in sweep.definition.grids
+    }
     heatmap_drawn = False
     for grid, varying in varying_by_grid.items():
         cells = sweep.cells_of(grid)
@@ -500,14 +535,25 @@ def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
     strategies = ordered([cell.values.get(STRATEGY_SETTING) for cell in finished])
     attacks = ordered([cell.values.get(ATTACK_SETTING) for cell in finished])
     if not heatmap_drawn and len(strategies) >= 2 and len(attacks) >= 2:
-        averaged = [key for key in varying_settings(finished, sweep.setting_columns) if key not in (STRATEGY_SETTING, ATTACK_SETTING)]
-        figures.add(plot_heatmaps(finished, averaged, "all finished cells", "heatmap_all_cells", out), figures.sweep_wide)
+        averaged = [
+            key
+            for key in varying_settings(finished, sweep.setting_columns)
+            if key not in (STRATEGY_SETTING, ATTACK_SETTING)
+        ]
+        figures.add(
+            plot_heatmaps(finished, averaged, "all finished cells", "heatmap_all_cells", out), figures.sweep_wide
+        )
     for cell in finished:
         title = f"grid {', '.join(cell.grids)}: {describe(sweep.cell_settings(cell), sweep.grid_settings(cell))}"
         section = figures.by_cell.setdefault(cell.cell_id, [])
         rounds = read_cell_table(cell, "rounds.csv")
         if rounds:
-            figures.add(plot_training_curves(rounds, out / "cells" / f"{cell.cell_id}.png", f"cell {cell.cell_id}, {title}", FORMATS), section)
+            figures.add(
+                plot_training_curves(
+                    rounds, out / "cells" / f"{cell.cell_id}.png", f"cell {cell.cell_id}, {title}", FORMATS
+                ),
+                section,
+            )
         clients = read_cell_table(cell, "clients.csv")
         if has_clipping_bound(clients):
             figures.add(plot_cell_norms(cell, clients, title, out / "norms" / f"{cell.cell_id}.png"), section)

@@ -108,7 +108,10 @@ def grid_table(cells: Sequence[CellRow], axes: Sequence[str], folder: Path) -> l
 
 def settings_lines(settings: Mapping[str, object]) -> list[str]:
     """``- `key` = `value``` lines for ``settings``."""
-    return [f"- `{key}` = " + ", ".join(format_setting(v) for v in (value if isinstance(value, list) else [value])) for key, value in settings.items()]
+    return [
+        f"- `{key}` = " + ", ".join(format_setting(v) for v in (value if isinstance(value, list) else [value]))
+        for key, value in settings.items()
+    ]
 
 
 def grid_section(sweep: SweepFolder, grid: str, figures: SweepFigures) -> list[str]:
@@ -144,8 +147,13 @@ def cell_figure_lines(sweep: SweepFolder, figures: SweepFigures) -> list[str]:
     for cell in sweep.cells:
         paths = figures.by_cell.get(cell.cell_id, [])
         if paths:
-            links = ", ".join(f"[{CELL_FIGURE_NAMES.get(path.parent.name, path.stem)}]({relative_link(path, sweep.path)})" for path in paths)
-            lines.append(f"- `{cell.cell_id}` ({describe(sweep.cell_settings(cell), sweep.grid_settings(cell))}): {links}")
+            links = ", ".join(
+                f"[{CELL_FIGURE_NAMES.get(path.parent.name, path.stem)}]({relative_link(path, sweep.path)})"
+                for path in paths
+            )
+            lines.append(
+                f"- `{cell.cell_id}` ({describe(sweep.cell_settings(cell), sweep.grid_settings(cell))}): {links}"
+            )
     return lines
 
 
@@ -171,7 +179,9 @@ def report_text(sweep: SweepFolder, figures: SweepFigures) -> str:
     ]
     base = sweep.definition.base
     if base:
-        lines.extend(markdown_table(["setting", "value"], [[f"`{key}`", format_setting(value)] for key, value in base.items()]))
+        lines.extend(
+            markdown_table(["setting", "value"], [[f"`{key}`", format_setting(value)] for key, value in base.items()])
+        )
     else:
         lines.append("None: every setting that no grid sets has its default.")
     lines.append("")

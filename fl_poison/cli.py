@@ -45,7 +45,11 @@ def settings_command(markdown: bool, toml: bool, write_docs: bool) -> int:
     algorithms = catalogue()
     if write_docs:
         changed = write_settings_docs(app_directory(), algorithms)
-        print("updated: " + ", ".join(str(path) for path in changed) if changed else "README.md and pyproject.toml are up to date")
+        print(
+            "updated: " + ", ".join(str(path) for path in changed)
+            if changed
+            else "README.md and pyproject.toml are up to date"
+        )
     elif markdown:
         print(settings_markdown(algorithms), end="")
     elif toml:
@@ -68,7 +72,10 @@ def sweep_command(file: Path, out: Path, jobs: int, assignments: Sequence[str], 
         overrides = parse_assignments(assignments)
         table = run_sweep(file, out, jobs, overrides=overrides, gpus_per_client=gpus_per_client)
     except KeyboardInterrupt:
-        print(f"fl-poison: interrupted; finished cells are kept in {out / SWEEP_TABLE}; run again to resume", file=sys.stderr)
+        print(
+            f"fl-poison: interrupted; finished cells are kept in {out / SWEEP_TABLE}; run again to resume",
+            file=sys.stderr,
+        )
         return 130
     failed = [row for row in table.rows.values() if row.get("status") != "ok"]
     print(table.path)
@@ -95,17 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one experiment through the Flower simulation engine")
     run.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings (see `fl-poison settings`)")
     run.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client (default 1)")
-    run.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client, e.g. 0.25 (default 0: CPU)")
+    run.add_argument(
+        "--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client, e.g. 0.25 (default 0: CPU)"
+    )
     run.add_argument("--verbose", action="store_true", help="echo Flower's whole log")
     sweep = commands.add_parser("sweep", help="run a grid of experiments from a TOML sweep file (resumable)")
     sweep.add_argument("file", type=Path, help="sweep file with [base] and [grid] tables")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder (sweep.csv and one folder per cell)")
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
     sweep.add_argument(
-        "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="replace a setting of the sweep file in every cell, e.g. --set dataset=cifar10 (repeatable)",
     )
-    sweep.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0: CPU)")
+    sweep.add_argument(
+        "--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0: CPU)"
+    )
     plot = commands.add_parser("plot", help="draw a sweep folder's figures into DIR/plots (PNG and PDF)")
     plot.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
     report = commands.add_parser("report", help="redraw a sweep folder's figures and write DIR/report.md")
@@ -114,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     formats = settings.add_mutually_exclusive_group()
     formats.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     formats.add_argument("--toml", action="store_true", help="print the [tool.flwr.app.config] table of pyproject.toml")
-    formats.add_argument("--write-docs", action="store_true", help="regenerate both tables in README.md and pyproject.toml")
+    formats.add_argument(
+        "--write-docs", action="store_true", help="regenerate both tables in README.md and pyproject.toml"
+    )
     add_deploy_parser(commands)
     return parser
 
@@ -161,7 +178,9 @@ def dispatch(arguments: argparse.Namespace) -> int:
     if arguments.command in ("plot", "report"):
         return sweep_folder_command(arguments.command, arguments.folder)
     if arguments.command == "sweep":
-        return sweep_command(arguments.file, arguments.out, arguments.jobs, arguments.assignments, arguments.gpus_per_client)
+        return sweep_command(
+            arguments.file, arguments.out, arguments.jobs, arguments.assignments, arguments.gpus_per_client
+        )
     return run_command(arguments.settings, arguments.cpus_per_client, arguments.gpus_per_client, arguments.verbose)
 
 

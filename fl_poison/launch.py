@@ -160,7 +160,9 @@ def run_status(run_id: str, environment: dict[str, str]) -> tuple[str, str]:
     try:
         runs = json.loads(completed.stdout)["runs"]
     except (json.JSONDecodeError, KeyError):
-        raise CommandError(f"cannot read the status of run {run_id}: {completed.stdout.strip() or completed.stderr.strip()}") from None
+        raise CommandError(
+            f"cannot read the status of run {run_id}: {completed.stdout.strip() or completed.stderr.strip()}"
+        ) from None
     run = next((entry for entry in runs if str(entry.get("run-id")) == run_id), None)
     if run is None:
         raise CommandError(f"the SuperLink does not know run {run_id}")
@@ -290,12 +292,16 @@ def check_output_dir(output_dir: Path) -> None:
     existing = output_dir
     while not existing.exists():
         if existing.is_symlink():
-            raise ConfigError.bad_value("output-dir", str(output_dir), f"a writable folder ({str(existing)!r} is a broken link)")
+            raise ConfigError.bad_value(
+                "output-dir", str(output_dir), f"a writable folder ({str(existing)!r} is a broken link)"
+            )
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError.bad_value("output-dir", str(output_dir), f"a writable folder ({str(existing)!r} is a file)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError.bad_value("output-dir", str(output_dir), f"a folder this user can write ({str(existing)!r} is not writable)")
+        raise ConfigError.bad_value(
+            "output-dir", str(output_dir), f"a folder this user can write ({str(existing)!r} is not writable)"
+        )
 
 
 def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:

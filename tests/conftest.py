@@ -79,8 +79,16 @@ def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     log = open(home / "superlink.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
-            "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
-            "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation",
+            "flower-superlink",
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-runtime-dependency-installation",
         ],
         env=env,
         stdout=log,

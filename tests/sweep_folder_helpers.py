@@ -21,7 +21,14 @@ from fl_poison.cli import main
 from fl_poison.core.results import write_csv
 from fl_poison.core.round_log import CLIENT_COLUMNS
 
-BASE = {"num-clients": 8, "num-rounds": 3, "dataset": "digits", "partitioning": "dirichlet", "dirichlet-alpha": 0.5, "seed": 42}
+BASE = {
+    "num-clients": 8,
+    "num-rounds": 3,
+    "dataset": "digits",
+    "partitioning": "dirichlet",
+    "dirichlet-alpha": 0.5,
+    "seed": 42,
+}
 GRIDS = {
     "main": {"strategy": ["fedavg", "krum"], "attack": ["label-flip", "badnets"], "num-malicious": [0, 1, 2]},
     "clip": {"strategy": "norm-clip", "attack": "badnets", "num-malicious": [1]},
@@ -30,19 +37,34 @@ FAILED = ("krum", "badnets", 2)
 FAILED_ERROR = "run 7 finished:failed: boom | the pipe is escaped"
 CLIP_CELL = "c11b0001"  # cell ids are 8 hex digits, as fl-poison sweep writes them
 RESULT_COLUMNS = (
-    "accuracy", "macro_f1", "kappa", "roc_auc", "loss", "asr", "mta", "ts_ata", "max_ata",
-    "detection_precision", "detection_recall", "detection_fpr", "wall_seconds",
+    "accuracy",
+    "macro_f1",
+    "kappa",
+    "roc_auc",
+    "loss",
+    "asr",
+    "mta",
+    "ts_ata",
+    "max_ata",
+    "detection_precision",
+    "detection_recall",
+    "detection_fpr",
+    "wall_seconds",
 )
 
 
 def final_accuracy(strategy: str, attack: str, malicious: int) -> float:
     """The hand-made final accuracy of a cell."""
-    return round(0.9 - 0.1 * malicious - (0.05 if attack == "badnets" else 0.0) + (0.02 if strategy == "krum" else 0.0), 6)
+    return round(
+        0.9 - 0.1 * malicious - (0.05 if attack == "badnets" else 0.0) + (0.02 if strategy == "krum" else 0.0), 6
+    )
 
 
 def final_asr(strategy: str, attack: str, malicious: int) -> float:
     """The hand-made final ASR of a cell."""
-    return round(0.1 + 0.2 * malicious + (0.1 if attack == "badnets" else 0.0) - (0.05 if strategy == "krum" else 0.0), 6)
+    return round(
+        0.1 + 0.2 * malicious + (0.1 if attack == "badnets" else 0.0) - (0.05 if strategy == "krum" else 0.0), 6
+    )
 
 
 def main_cell_id(strategy: str, attack: str, malicious: int) -> str:
@@ -58,22 +80,51 @@ def clip_clients() -> list[dict[str, object]]:
     rows = []
     for round_ in (1, 2, 3):
         for partition, before in ((0, 10.0), (1, 1.0), (2, 2.0), (3, 3.0)):
-            rows.append({
-                "round": round_, "partition_id": partition, "malicious": int(partition == 0), "attacked": int(partition == 0),
-                "attack_target": -1, "status": "ok", "reason": "", "num_examples": 100, "loss": 0.5,
-                "norm_before": before, "norm_after": min(before, 2.0), "bound": 2.0,
-                "decision": "clipped" if before > 2.0 else "accepted", "weight": 0.25,
-            })
-    rows.append({"round": 3, "partition_id": 4, "malicious": 0, "attacked": 0, "attack_target": -1, "status": "failed",
-                 "reason": "timeout", "num_examples": 0, "loss": "", "norm_before": 100.0})
+            rows.append(
+                {
+                    "round": round_,
+                    "partition_id": partition,
+                    "malicious": int(partition == 0),
+                    "attacked": int(partition == 0),
+                    "attack_target": -1,
+                    "status": "ok",
+                    "reason": "",
+                    "num_examples": 100,
+                    "loss": 0.5,
+                    "norm_before": before,
+                    "norm_after": min(before, 2.0),
+                    "bound": 2.0,
+                    "decision": "clipped" if before > 2.0 else "accepted",
+                    "weight": 0.25,
+                }
+            )
+    rows.append(
+        {
+            "round": 3,
+            "partition_id": 4,
+            "malicious": 0,
+            "attacked": 0,
+            "attack_target": -1,
+            "status": "failed",
+            "reason": "timeout",
+            "num_examples": 0,
+            "loss": "",
+            "norm_before": 100.0,
+        }
+    )
     return rows
 
 
-def write_cell(folder: Path, settings: dict[str, object], accuracy: float, asr: float, clients: list[dict[str, object]]) -> None:
+def write_cell(
+    folder: Path, settings: dict[str, object], accuracy: float, asr: float, clients: list[dict[str, object]]
+) -> None:
     """A finished cell's ``config.json``, ``rounds.csv`` (3 rounds ending at the final values) and ``clients.csv``."""
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"settings": settings, "versions": {"flwr": "1.41"}}))
-    rounds = [{"round": r, "accuracy": accuracy - 0.1 * (3 - r), "loss": 1.0 / r, "asr": asr - 0.05 * (3 - r)} for r in (1, 2, 3)]
+    rounds = [
+        {"round": r, "accuracy": accuracy - 0.1 * (3 - r), "loss": 1.0 / r, "asr": asr - 0.05 * (3 - r)}
+        for r in (1, 2, 3)
+    ]
     write_csv(folder / "rounds.csv", rounds, ["round", "accuracy", "loss", "asr"])
     write_csv(folder / "clients.csv", clients, CLIENT_COLUMNS)
 
@@ -83,7 +134,9 @@ def build_sweep_folder(root: Path) -> Path:
     folder = root / "sweep"
     folder.mkdir(parents=True)
     (folder / "sweep.json").write_text(json.dumps({"base": BASE, "grids": GRIDS}))
-    benign_clients = [{"round": 1, "partition_id": 0, "malicious": 0, "status": "ok", "norm_before": 1.0, "norm_after": 1.0}]
+    benign_clients = [
+        {"round": 1, "partition_id": 0, "malicious": 0, "status": "ok", "norm_before": 1.0, "norm_after": 1.0}
+    ]
     rows = []
     for strategy in ("fedavg", "krum"):
         for attack in ("label-flip", "badnets"):
@@ -104,8 +157,18 @@ def build_sweep_folder(root: Path) -> Path:
                 rows.append({**row, "status": "ok", **metrics})
     clip_values = {"strategy": "norm-clip", "attack": "badnets", "num-malicious": 1}
     write_cell(folder / CLIP_CELL, {**BASE, **clip_values}, 0.8, 0.2, clip_clients())
-    rows.append({"cell_id": CLIP_CELL, "grid": "clip", **clip_values, "status": "ok", "accuracy": 0.8, "asr": 0.2,
-                 "wall_seconds": 9.0, "folder": str(folder / CLIP_CELL)})
+    rows.append(
+        {
+            "cell_id": CLIP_CELL,
+            "grid": "clip",
+            **clip_values,
+            "status": "ok",
+            "accuracy": 0.8,
+            "asr": 0.2,
+            "wall_seconds": 9.0,
+            "folder": str(folder / CLIP_CELL),
+        }
+    )
     columns = ["cell_id", "grid", "strategy", "attack", "num-malicious", "status", *RESULT_COLUMNS, "folder", "error"]
     write_csv(folder / "sweep.csv", rows, columns)
     return folder

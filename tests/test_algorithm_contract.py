@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import pytest
+from strategy_helpers import client_weights, make_global, node_map, reply, start_round, true_update
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
 from fl_poison.core.catalogue import UPDATE_TRANSFORM, AlgorithmSpec
@@ -27,7 +28,6 @@ from fl_poison.core.settings import ConfigError
 from fl_poison.core.weights import record_to_numpy
 from strategies.registry import build_strategy
 from strategies.sampling import PartitionSampler
-from strategy_helpers import client_weights, make_global, node_map, reply, start_round, true_update
 
 NUM_CLIENTS = 7
 ATTACKER = 5
@@ -81,7 +81,11 @@ def round_of_replies(global_arrays: dict[str, np.ndarray]) -> tuple[list, dict[i
         weights = client_weights(global_arrays, update)
         updates[partition_id] = true_update(weights, global_arrays)
         loss = 0.5 + 0.1 * partition_id
-        replies.append(reply(weights, partition_id, num_examples=10 + partition_id, loss=loss, attacked=int(partition_id == ATTACKER)))
+        replies.append(
+            reply(
+                weights, partition_id, num_examples=10 + partition_id, loss=loss, attacked=int(partition_id == ATTACKER)
+            )
+        )
     return replies, updates
 
 
@@ -105,11 +109,17 @@ def test_every_defense_aggregates_a_round_and_records_every_client(name, server_
         assert result[key].shape == value.shape and result[key].dtype == value.dtype
         assert np.all(np.isfinite(result[key]))
         stacked = np.stack([value] + [weights[key] for weights in clients]).astype(np.float64)
-        assert np.all(result[key] >= stacked.min(axis=0) - 1e-6) and np.all(result[key] <= stacked.max(axis=0) + 1e-6), key
+        assert np.all(result[key] >= stacked.min(axis=0) - 1e-6) and np.all(
+            result[key] <= stacked.max(axis=0) + 1e-6
+        ), key
     rows = {row.partition_id: row for row in round_log.for_round(1)}
     assert sorted(rows) == list(range(NUM_CLIENTS))
     for partition_id, row in rows.items():
         assert row.status == "ok" and row.decision in DECISIONS, (partition_id, row.decision)
         assert row.attacked == int(partition_id == ATTACKER)
         expected_norm = float(np.linalg.norm(updates[partition_id]))
-        assert math.isclose(row.norm_before, expected_norm, rel_tol=1e-6), (partition_id, row.norm_before, expected_norm)
+        assert math.isclose(row.norm_before, expected_norm, rel_tol=1e-6), (
+            partition_id,
+            row.norm_before,
+            expected_norm,
+        )

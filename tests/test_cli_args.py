@@ -7,8 +7,8 @@ import math
 import pytest
 
 from fl_poison import launch
-from fl_poison.cli import main
 from fl_poison.apps.algorithms import catalogue
+from fl_poison.cli import main
 from fl_poison.core.settings import ConfigError, toml_literal
 from fl_poison.launch import parse_assignments, parse_value
 
@@ -40,7 +40,9 @@ def test_parse_value(raw, expected):
 
 
 def test_parse_assignments_types_and_keys():
-    parsed = parse_assignments(["num-rounds=20", "strategy=fedprox", "learning-rate=0.5", "save-model=true", 'run-name="a b"', " seed = 3 "])
+    parsed = parse_assignments(
+        ["num-rounds=20", "strategy=fedprox", "learning-rate=0.5", "save-model=true", 'run-name="a b"', " seed = 3 "]
+    )
     assert parsed == {
         "num-rounds": 20,
         "strategy": "fedprox",

@@ -159,7 +159,9 @@ def test_fingerprint_is_stable_and_ignores_where_results_go():
 
 
 def test_fingerprint_is_the_same_in_another_process():
-    code = "from fl_poison.apps.algorithms import experiment_config; print(experiment_config({'seed': 3}).fingerprint())"
+    code = (
+        "from fl_poison.apps.algorithms import experiment_config; print(experiment_config({'seed': 3}).fingerprint())"
+    )
     environment = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
     assert other.stdout.strip() == parse_config({"seed": 3}).fingerprint()

@@ -13,9 +13,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from fl_poison.apps.algorithms import experiment_config
-from fl_poison.core.settings import ConfigError
 from fl_poison.core.data import DataSpec, all_partition_indices, client_data, dataset_info, source_of
 from fl_poison.core.data import test_data as held_out_data  # not named test_*: pytest would collect it
+from fl_poison.core.settings import ConfigError
 
 NUM_DIGITS = len(load_digits().target)  # 1797
 TEST_FRACTION = 0.2
@@ -82,7 +82,9 @@ def test_digits_tensors_are_float32_in_unit_range_and_match_sklearn():
     assert set(test.y.tolist()) == set(range(10))
     # Every test image, scaled back by 16, is one of sklearn's images with the same label.
     bunch = load_digits()
-    lookup = {image.astype(np.float32).tobytes(): int(label) for image, label in zip(bunch.images, bunch.target, strict=True)}
+    lookup = {
+        image.astype(np.float32).tobytes(): int(label) for image, label in zip(bunch.images, bunch.target, strict=True)
+    }
     for image, label in zip(test.x[:50], test.y[:50], strict=True):
         key = (image[0].numpy() * 16).astype(np.float32).tobytes()
         assert lookup[key] == int(label)

@@ -82,7 +82,11 @@ def extra_nodes() -> Iterator[list[ManagedProcess]]:
 def run_status(run_id: str, plan: TrialPlan, environment: dict[str, str]) -> dict:
     listing = subprocess.run(
         ["flwr", "list", plan.connection, "--run-id", run_id, "--format", "json"],
-        env=environment, capture_output=True, text=True, timeout=60, check=False,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return json.loads(listing.stdout)["runs"][0]
 
@@ -96,7 +100,11 @@ def test_krum_under_badnets_across_tls_supernodes(federation, tmp_path: Path) ->
     started = time.monotonic()
     submitted = subprocess.run(
         ["flwr", "run", str(app_directory()), plan.connection, "--run-config", settings, "--format", "json"],
-        env=environment, capture_output=True, text=True, timeout=120, check=False,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     run_id = str(json.loads(submitted.stdout)["run-id"])
@@ -107,10 +115,14 @@ def test_krum_under_badnets_across_tls_supernodes(federation, tmp_path: Path) ->
             break
         time.sleep(2)
     else:
-        subprocess.run(["flwr", "stop", run_id, plan.connection], env=environment, capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            ["flwr", "stop", run_id, plan.connection], env=environment, capture_output=True, timeout=60, check=False
+        )
     wall = time.monotonic() - started
     print(f"\n3-round Krum run over TLS + node authentication with {NUM_NODES} SuperNodes: {wall:.1f} s wall time")
-    assert status.get("status") == "finished:completed", f"{status}\n{(plan.folder / 'superlink.log').read_text()[-3000:]}"
+    assert status.get("status") == "finished:completed", (
+        f"{status}\n{(plan.folder / 'superlink.log').read_text()[-3000:]}"
+    )
 
     folder = tmp_path / "krum-badnets"
     for name in ("config.json", "rounds.csv", "clients.csv", "summary.json", "model.pt", "update_norms.png"):
@@ -129,7 +141,9 @@ def test_krum_under_badnets_across_tls_supernodes(federation, tmp_path: Path) ->
         decisions = sorted(row["decision"] for row in clients if row["round"] == server_round)
         assert decisions == ["accepted"] + ["rejected"] * (NUM_NODES - 1), decisions
     summary = json.loads((folder / "summary.json").read_text())
-    print(f"ServerApp wall_seconds {summary['wall_seconds']}, accuracy {summary['accuracy']:.3f}, asr {summary['asr']:.3f}")
+    print(
+        f"ServerApp wall_seconds {summary['wall_seconds']}, accuracy {summary['accuracy']:.3f}, asr {summary['asr']:.3f}"
+    )
 
 
 def wait_for_exit(node: ManagedProcess, timeout: float) -> int:
@@ -143,7 +157,9 @@ def wait_for_exit(node: ManagedProcess, timeout: float) -> int:
 def test_supernode_with_unregistered_key_is_refused(federation, extra_nodes, tmp_path: Path) -> None:
     plan, environment = federation
     write_node_key_pair(tmp_path / "stranger.key", tmp_path / "stranger.pub", "stranger")
-    command = supernode_command(plan, free_port(), f"partition-id=0 num-partitions={NUM_NODES}", tmp_path / "stranger.key")
+    command = supernode_command(
+        plan, free_port(), f"partition-id=0 num-partitions={NUM_NODES}", tmp_path / "stranger.key"
+    )
     node = start_process("stranger", command, tmp_path / "stranger.log", environment)
     extra_nodes.append(node)
     assert wait_for_exit(node, REFUSAL_SECONDS) != 0
@@ -154,7 +170,10 @@ def test_supernode_trusting_another_ca_is_refused(federation, extra_nodes, tmp_p
     plan, environment = federation
     write_certificates(tmp_path / "other_ca", ["127.0.0.1"])
     command = supernode_command(
-        plan, free_port(), f"partition-id=0 num-partitions={NUM_NODES}", plan.keys / "node-0-auth.key",
+        plan,
+        free_port(),
+        f"partition-id=0 num-partitions={NUM_NODES}",
+        plan.keys / "node-0-auth.key",
         root_certificates=tmp_path / "other_ca" / "ca.crt",
     )
     node = start_process("wrong-ca", command, tmp_path / "wrong-ca.log", environment)

@@ -30,7 +30,23 @@ from fl_poison.deploy.processes import descendants, start_process, stop_processe
 
 
 def test_certificates_name_the_server_hosts_and_chain_to_the_ca(tmp_path: Path) -> None:
-    assert main(["deploy", "certs", "--out", str(tmp_path), "--server-host", "10.0.0.5", "--server-host", "lab.example", "--nodes", "2"]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "certs",
+                "--out",
+                str(tmp_path),
+                "--server-host",
+                "10.0.0.5",
+                "--server-host",
+                "lab.example",
+                "--nodes",
+                "2",
+            ]
+        )
+        == 0
+    )
     ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
     for name in ("server", "node-0", "node-1"):
         certificate = x509.load_pem_x509_certificate((tmp_path / f"{name}.crt").read_bytes())
@@ -55,7 +71,20 @@ def test_node_keys_are_what_flower_reads(tmp_path: Path) -> None:
 def test_connection_is_read_by_flwr_and_keeps_the_local_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLWR_HOME", str(tmp_path))
     (tmp_path / "ca.crt").write_text("placeholder")
-    assert main(["deploy", "connection", "lab", "--address", "10.0.0.5:8000", "--root-certificates", str(tmp_path / "ca.crt")]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "connection",
+                "lab",
+                "--address",
+                "10.0.0.5:8000",
+                "--root-certificates",
+                str(tmp_path / "ca.crt"),
+            ]
+        )
+        == 0
+    )
     write_connection("closed-lab", "10.0.0.5:8000", None)
     lab = read_superlink_connection("lab")
     assert (lab.address, lab.root_certificates, lab.insecure) == ("10.0.0.5:8000", str(tmp_path / "ca.crt"), False)
@@ -92,7 +121,9 @@ def test_node_identity_must_fit_the_run() -> None:
 
 def test_node_attack_settings_override_the_run() -> None:
     run = {"num-clients": 5, "attack": "none", "poison-rate": 0.5}
-    config = config_for_node(run, {"partition-id": 1, "num-partitions": 5, "malicious": True, "attack": "badnets", "poison-rate": 0.9})
+    config = config_for_node(
+        run, {"partition-id": 1, "num-partitions": 5, "malicious": True, "attack": "badnets", "poison-rate": 0.9}
+    )
     assert (config.attack, config[POISON_RATE], config.num_clients) == ("badnets", 0.9, 5)
     with pytest.raises(ConfigError, match="^node config attack: bad value"):
         config_for_node(run, {"attack": "bogus"})
@@ -105,7 +136,9 @@ def write_image_folder(folder: Path, classes: list[int], shape: tuple[int, ...] 
     for label in classes:
         (folder / "train" / str(label)).mkdir(parents=True)
         for index in range(3):
-            Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode="L").save(folder / "train" / str(label) / f"{index}.png")
+            Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode="L").save(
+                folder / "train" / str(label) / f"{index}.png"
+            )
 
 
 @pytest.fixture
@@ -144,7 +177,9 @@ def test_trial_node_configs_and_commands(tmp_path: Path) -> None:
     assert plan.node_config(2) == "partition-id=2 data-path='/data/site2'"
     command = supernode_command(plan, 9095, plan.node_config(0), tmp_path / "keys" / "node-0-auth.key")
     assert command[command.index("--root-certificates") + 1] == str(tmp_path / "certs" / "ca.crt")
-    assert "--insecure" in supernode_command(TrialPlan(tmp_path, 1, secure=False), 9094, "partition-id=0 num-partitions=1")
+    assert "--insecure" in supernode_command(
+        TrialPlan(tmp_path, 1, secure=False), 9094, "partition-id=0 num-partitions=1"
+    )
 
 
 def test_stop_processes_reaches_children_in_their_own_session(tmp_path: Path) -> None:
@@ -167,8 +202,22 @@ def test_trial_options_become_a_plan(tmp_path: Path) -> None:
     from fl_poison.deploy.commands import trial_plan
 
     arguments = build_parser().parse_args(
-        ["deploy", "trial", "--nodes", "5", "--folder", str(tmp_path), "--malicious", "3", "--malicious-config",
-         "attack='badnets'", "--data-path", f"4={tmp_path / 'site4'}", "--port", "8123"]
+        [
+            "deploy",
+            "trial",
+            "--nodes",
+            "5",
+            "--folder",
+            str(tmp_path),
+            "--malicious",
+            "3",
+            "--malicious-config",
+            "attack='badnets'",
+            "--data-path",
+            f"4={tmp_path / 'site4'}",
+            "--port",
+            "8123",
+        ]
     )
     plan = trial_plan(arguments)
     assert (plan.num_nodes, plan.malicious, plan.superlink_port, plan.secure) == (5, (3,), 8123, True)
@@ -177,8 +226,18 @@ def test_trial_options_become_a_plan(tmp_path: Path) -> None:
 
 
 def test_digits_folder_is_a_node_data_folder(tmp_path: Path, private_hf_cache: None) -> None:
-    assert main(["deploy", "digits-folder", "--out", str(tmp_path / "site"), "--partition-id", "1", "--num-partitions", "3"]) == 0
+    assert (
+        main(
+            ["deploy", "digits-folder", "--out", str(tmp_path / "site"), "--partition-id", "1", "--num-partitions", "3"]
+        )
+        == 0
+    )
     data = node_data(str(tmp_path / "site"), "auto", "label", DatasetInfo(10, (1, 8, 8)))
     assert len(data) == len(list((tmp_path / "site" / "train").rglob("*.png")))
     assert sorted(set(data.y.tolist())) == list(range(10))
-    assert main(["deploy", "digits-folder", "--out", str(tmp_path / "site"), "--partition-id", "1", "--num-partitions", "3"]) == 1
+    assert (
+        main(
+            ["deploy", "digits-folder", "--out", str(tmp_path / "site"), "--partition-id", "1", "--num-partitions", "3"]
+        )
+        == 1
+    )

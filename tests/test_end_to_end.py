@@ -28,7 +28,15 @@ def fedavg_run(flower_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
 
 
 def test_run_writes_every_result_file(fedavg_run: Path) -> None:
-    for name in ("config.json", "rounds.csv", "clients.csv", "summary.json", "model.pt", "accuracy_loss.png", "flower.log"):
+    for name in (
+        "config.json",
+        "rounds.csv",
+        "clients.csv",
+        "summary.json",
+        "model.pt",
+        "accuracy_loss.png",
+        "flower.log",
+    ):
         assert (fedavg_run / name).is_file(), name
     config = json.loads((fedavg_run / "config.json").read_text())
     assert config["settings"]["num-clients"] == 4
@@ -67,8 +75,15 @@ def test_same_seed_gives_identical_metrics(fedavg_run: Path, flower_env: dict[st
 
 def test_fedprox_with_partial_participation(flower_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env, "strategy=fedprox", "proximal-mu=0.1", "partitioning=dirichlet", "num-clients=5",
-        "clients-per-round=2", "num-rounds=3", f"output-dir={tmp_path}", "run-name=prox",
+        flower_env,
+        "strategy=fedprox",
+        "proximal-mu=0.1",
+        "partitioning=dirichlet",
+        "num-clients=5",
+        "clients-per-round=2",
+        "num-rounds=3",
+        f"output-dir={tmp_path}",
+        "run-name=prox",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     clients = read_rows(tmp_path / "prox" / "clients.csv")
@@ -83,17 +98,32 @@ def test_flwr_run_with_a_bad_setting_fails_with_its_message(flower_env: dict[str
     """Plain ``flwr run`` takes the same keys; a bad value fails the run with the one-line message."""
     completed = subprocess.run(
         [
-            "flwr", "run", str(app_directory()), "--run-config", f"strategy='fedavgx' output-dir='{tmp_path}'",
-            "--federation-config", "num-supernodes=2", "--format", "json",
+            "flwr",
+            "run",
+            str(app_directory()),
+            "--run-config",
+            f"strategy='fedavgx' output-dir='{tmp_path}'",
+            "--federation-config",
+            "num-supernodes=2",
+            "--format",
+            "json",
         ],
-        env=flower_env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
+        env=flower_env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
     )
     run_id = str(json.loads(completed.stdout)["run-id"])
     status = {}
     for _ in range(120):
         listing = subprocess.run(
             ["flwr", "list", "--run-id", run_id, "--format", "json"],
-            env=flower_env, capture_output=True, text=True, timeout=60, check=False,
+            env=flower_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         status = json.loads(listing.stdout)["runs"][0]
         if status["status"].startswith("finished"):

@@ -15,8 +15,15 @@ pytestmark = pytest.mark.e2e
 
 def test_badnets_under_krum_records_attackers_and_decisions(flower_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env, "strategy=krum", "attack=badnets", "malicious-ids=3", "num-clients=5", "num-rounds=2",
-        f"output-dir={tmp_path}", "run-name=krum", "save-model=false",
+        flower_env,
+        "strategy=krum",
+        "attack=badnets",
+        "malicious-ids=3",
+        "num-clients=5",
+        "num-rounds=2",
+        f"output-dir={tmp_path}",
+        "run-name=krum",
+        "save-model=false",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     clients = read_rows(tmp_path / "krum" / "clients.csv")
@@ -35,8 +42,14 @@ def test_badnets_under_krum_records_attackers_and_decisions(flower_env: dict[str
 
 def test_nan_client_is_rejected_and_the_model_stays_finite(flower_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env, "attack=nan-weights", "malicious-ids=1", "num-clients=4", "num-rounds=2",
-        f"output-dir={tmp_path}", "run-name=nan", "save-model=true",
+        flower_env,
+        "attack=nan-weights",
+        "malicious-ids=1",
+        "num-clients=4",
+        "num-rounds=2",
+        f"output-dir={tmp_path}",
+        "run-name=nan",
+        "save-model=true",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     folder = tmp_path / "nan"
@@ -70,8 +83,14 @@ def test_an_out_of_range_class_is_refused_before_flower_starts(flower_env: dict[
 
 def test_a_run_in_which_no_update_is_aggregated_fails_loudly(flower_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env, "attack=nan-weights", "num-malicious=3", "num-clients=3", "num-rounds=2",
-        f"output-dir={tmp_path}", "run-name=all-nan", "save-model=true",
+        flower_env,
+        "attack=nan-weights",
+        "num-malicious=3",
+        "num-clients=3",
+        "num-rounds=2",
+        f"output-dir={tmp_path}",
+        "run-name=all-nan",
+        "save-model=true",
     )
     assert completed.returncode != 0
     folder = tmp_path / "all-nan"

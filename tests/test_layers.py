@@ -110,11 +110,7 @@ def project_files(root: Path, folders: Iterable[str]) -> dict[str, Path]:
     folders : Iterable[str]
         Top-level folders to walk.
     """
-    return {
-        module_name(path, root): path
-        for folder in folders
-        for path in sorted((root / folder).rglob("*.py"))
-    }
+    return {module_name(path, root): path for folder in folders for path in sorted((root / folder).rglob("*.py"))}
 
 
 def imported_names(source: str, module: str, is_package: bool) -> set[str]:

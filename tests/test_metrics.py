@@ -73,8 +73,14 @@ def test_three_class_example_by_hand():
     assert metrics["class_2_accuracy"] == pytest.approx(1 / 2)
 
     assert set(metrics) == {
-        "accuracy", "macro_f1", "kappa", "roc_auc", "loss",
-        "class_0_accuracy", "class_1_accuracy", "class_2_accuracy",
+        "accuracy",
+        "macro_f1",
+        "kappa",
+        "roc_auc",
+        "loss",
+        "class_0_accuracy",
+        "class_1_accuracy",
+        "class_2_accuracy",
     }
 
 

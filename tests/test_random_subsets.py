@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fl_poison.apps.algorithms import experiment_config
-from fl_poison.core.settings import ConfigError
 from fl_poison.core.data import DataSpec, all_partition_indices, client_data
 from fl_poison.core.partitioning import build_partitioner
 from fl_poison.core.random_subsets import RandomSubsetPartitioner
+from fl_poison.core.settings import ConfigError
 
 
 def numbered(rows: int) -> datasets.Dataset:
@@ -50,7 +50,9 @@ def test_bad_requests_are_refused(pid, size):
 
 
 def test_the_setting_builds_it_and_digits_clients_get_their_rows():
-    assert isinstance(build_partitioner("random-subsets", 3, "label", 1, samples_per_client=40), RandomSubsetPartitioner)
+    assert isinstance(
+        build_partitioner("random-subsets", 3, "label", 1, samples_per_client=40), RandomSubsetPartitioner
+    )
     config = experiment_config({"partitioning": "random-subsets", "samples-per-client": 300, "num-clients": 100})
     spec = DataSpec.from_config(config)
     rows = all_partition_indices(spec)

@@ -50,8 +50,12 @@ def test_generated_toml_parses_to_every_default_with_its_type():
 
 
 def test_write_settings_docs_rewrites_stale_tables_and_keeps_the_rest(tmp_path):
-    (tmp_path / "README.md").write_text(f"# Title\n\nbefore\n{README_BEGIN}\n| old | table |\n{README_END}\nafter\n", encoding="utf-8")
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.flwr.app.config]\nold = 1\n\n[tool.other]\nkept = true\n', encoding="utf-8")
+    (tmp_path / "README.md").write_text(
+        f"# Title\n\nbefore\n{README_BEGIN}\n| old | table |\n{README_END}\nafter\n", encoding="utf-8"
+    )
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.flwr.app.config]\nold = 1\n\n[tool.other]\nkept = true\n', encoding="utf-8"
+    )
     changed = write_settings_docs(tmp_path, catalogue())
     assert sorted(path.name for path in changed) == ["README.md", "pyproject.toml"]
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")

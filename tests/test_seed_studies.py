@@ -11,7 +11,16 @@ from experiments.seed_studies import SEED000_ACCURACY, last_rounds_mean, main, m
 from fl_poison.core.results import read_csv, write_csv
 from fl_poison.core.round_log import CLIENT_COLUMNS
 
-SETTING_COLUMNS = ["strategy", "partitioning", "num-malicious", "attack", "update-attack", "ada-knowledge", "target-class", "clients-per-round"]
+SETTING_COLUMNS = [
+    "strategy",
+    "partitioning",
+    "num-malicious",
+    "attack",
+    "update-attack",
+    "ada-knowledge",
+    "target-class",
+    "clients-per-round",
+]
 
 
 def make_sweep(root: Path, cells: list[dict[str, object]], prefix: str = "cell") -> Path:
@@ -27,10 +36,24 @@ def make_sweep(root: Path, cells: list[dict[str, object]], prefix: str = "cell")
         write_csv(folder / "rounds.csv", [{"round": 0, "accuracy": 0.1}, *rounds], columns)
         write_csv(folder / "clients.csv", cell.get("clients", []), CLIENT_COLUMNS)
         final = rounds[-1]
-        rows.append({**cell["values"], "cell_id": f"{prefix}{index}", "grid": cell.get("grid", "grid"), "status": "ok", "folder": str(folder),
-                     "accuracy": final.get("accuracy", ""), "asr": final.get("asr", ""), "macro_f1": 0.5})
+        rows.append(
+            {
+                **cell["values"],
+                "cell_id": f"{prefix}{index}",
+                "grid": cell.get("grid", "grid"),
+                "status": "ok",
+                "folder": str(folder),
+                "accuracy": final.get("accuracy", ""),
+                "asr": final.get("asr", ""),
+                "macro_f1": 0.5,
+            }
+        )
     rows.append({"status": "failed", "folder": str(root / "missing"), "grid": "grid"})
-    write_csv(root / "sweep.csv", rows, ["cell_id", "grid", *SETTING_COLUMNS, "status", "accuracy", "asr", "macro_f1", "folder"])
+    write_csv(
+        root / "sweep.csv",
+        rows,
+        ["cell_id", "grid", *SETTING_COLUMNS, "status", "accuracy", "asr", "macro_f1", "folder"],
+    )
     return root
 
 
@@ -39,7 +62,9 @@ def final_only(accuracy: float) -> list[dict[str, object]]:
 
 
 def test_max_from_and_last_rounds_mean_by_hand(tmp_path):
-    rounds = [{"round": r, "asr": value} for r, value in zip(range(1, 8), [0.9, 0.1, 0.2, "", 0.4, 0.5, 0.3], strict=True)]
+    rounds = [
+        {"round": r, "asr": value} for r, value in zip(range(1, 8), [0.9, 0.1, 0.2, "", 0.4, 0.5, 0.3], strict=True)
+    ]
     make_sweep(tmp_path, [{"values": {}, "rounds": rounds}])
     history = round_rows(read_csv(tmp_path / "sweep.csv")[0])
     assert max_from(history, "asr", 2) == pytest.approx(0.5)
@@ -50,17 +75,29 @@ def test_max_from_and_last_rounds_mean_by_hand(tmp_path):
 
 def test_seed000_table_and_findings(tmp_path):
     accuracy = {
-        ("fedavg", "iid", 0): 0.97, ("fedavg", "iid", 1): 0.95, ("fedavg", "iid", 2): 0.90,
-        ("fedavg", "dirichlet", 0): 0.96, ("fedavg", "dirichlet", 1): 0.90, ("fedavg", "dirichlet", 2): 0.70,
-        ("fedprox", "dirichlet", 2): 0.80, ("loss-filter", "dirichlet", 1): 0.93, ("loss-filter", "dirichlet", 2): 0.75,
-        ("loss-filter", "iid", 1): 0.951, ("loss-filter", "iid", 2): 0.89,
+        ("fedavg", "iid", 0): 0.97,
+        ("fedavg", "iid", 1): 0.95,
+        ("fedavg", "iid", 2): 0.90,
+        ("fedavg", "dirichlet", 0): 0.96,
+        ("fedavg", "dirichlet", 1): 0.90,
+        ("fedavg", "dirichlet", 2): 0.70,
+        ("fedprox", "dirichlet", 2): 0.80,
+        ("loss-filter", "dirichlet", 1): 0.93,
+        ("loss-filter", "dirichlet", 2): 0.75,
+        ("loss-filter", "iid", 1): 0.951,
+        ("loss-filter", "iid", 2): 0.89,
     }
-    cells = [{"values": {"strategy": s, "partitioning": p, "num-malicious": n}, "rounds": final_only(a)} for (s, p, n), a in accuracy.items()]
+    cells = [
+        {"values": {"strategy": s, "partitioning": p, "num-malicious": n}, "rounds": final_only(a)}
+        for (s, p, n), a in accuracy.items()
+    ]
     make_sweep(tmp_path, cells)
     text = write_comparison("seed000", tmp_path, tmp_path / "out").read_text()
     table = read_csv(tmp_path / "out" / "comparison.csv")
     assert len(table) == len(accuracy)
-    fedavg_dir2 = next(r for r in table if (r["strategy"], r["partitioning"], r["attackers"]) == ("fedavg", "dirichlet", "2"))
+    fedavg_dir2 = next(
+        r for r in table if (r["strategy"], r["partitioning"], r["attackers"]) == ("fedavg", "dirichlet", "2")
+    )
     assert float(fedavg_dir2["accuracy"]) == pytest.approx(0.70)
     assert float(fedavg_dir2["seed000_cifar10_accuracy"]) == SEED000_ACCURACY[("fedavg", "dirichlet", 2)] == 0.424
     findings = [line for line in text.splitlines() if line.startswith("- ")]
@@ -76,7 +113,11 @@ def test_seed000_table_and_findings(tmp_path):
 def test_seed001_findings_use_the_last_rounds(tmp_path):
     def cell(grid, attack, n, strategy, asr_values, cpr=5):
         rounds = [{"round": r + 1, "asr": a, "accuracy": 0.9} for r, a in enumerate(asr_values)]
-        return {"grid": grid, "values": {"attack": attack, "num-malicious": n, "strategy": strategy, "clients-per-round": cpr}, "rounds": rounds}
+        return {
+            "grid": grid,
+            "values": {"attack": attack, "num-malicious": n, "strategy": strategy, "clients-per-round": cpr},
+            "rounds": rounds,
+        }
 
     cells = [
         cell("blend-ratio", "blend", 1, "fedavg", [0.0] * 5 + [0.1] * 5),
@@ -90,7 +131,11 @@ def test_seed001_findings_use_the_last_rounds(tmp_path):
         cell("scaling-vs-clipping", "blend", 1, "norm-clip", [0.6, 0.9, 0.9, 0.9, 0.9, 0.9]),
     ]
     make_sweep(tmp_path, cells[1:])
-    findings = [line for line in write_comparison("seed001", tmp_path, tmp_path).read_text().splitlines() if line.startswith("- ")]
+    findings = [
+        line
+        for line in write_comparison("seed001", tmp_path, tmp_path).read_text().splitlines()
+        if line.startswith("- ")
+    ]
     # blend 3: last five of [0.9, 0.1, 0.5, 0.6, 0.7, 0.8, 0.9] = 0.7
     assert "0.100 / 0.300 / 0.700" in findings[0] and findings[0].endswith("**agrees**")
     assert "ASR FedAvg 0.100, Krum 0.020" in findings[1] and findings[1].endswith("**agrees**")
@@ -100,8 +145,16 @@ def test_seed001_findings_use_the_last_rounds(tmp_path):
 
 def test_seed004_takes_the_maximum_after_the_attack_starts_and_averages_targets(tmp_path):
     def cell(attack, update, knowledge, n, target, ata_values, mta_values, chosen=()):
-        rounds = [{"round": r + 1, "ts_ata": a, "mta": m} for r, (a, m) in enumerate(zip(ata_values, mta_values, strict=True))]
-        values = {"attack": attack, "update-attack": update, "ada-knowledge": knowledge, "num-malicious": n, "target-class": target}
+        rounds = [
+            {"round": r + 1, "ts_ata": a, "mta": m} for r, (a, m) in enumerate(zip(ata_values, mta_values, strict=True))
+        ]
+        values = {
+            "attack": attack,
+            "update-attack": update,
+            "ada-knowledge": knowledge,
+            "num-malicious": n,
+            "target-class": target,
+        }
         clients = [{"round": 3, "partition_id": 7, "malicious": 1, "attacked": 1, "attack_target": c} for c in chosen]
         clients.append({"round": 2, "partition_id": 1, "malicious": 0, "attacked": 0, "attack_target": -1})
         return {"values": values, "rounds": rounds, "start": 3, "clients": clients}
@@ -138,19 +191,34 @@ def test_a_folder_without_sweep_csv_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_findings_without_their_cells_are_not_measured_and_small_gaps_are_no_difference(tmp_path):
-    accuracy = {("fedavg", "iid", 0): 0.97, ("fedavg", "iid", 1): 0.965, ("fedavg", "iid", 2): 0.962,
-                ("fedavg", "dirichlet", 0): 0.96, ("fedavg", "dirichlet", 1): 0.90, ("fedavg", "dirichlet", 2): 0.70}
-    cells = [{"values": {"strategy": s, "partitioning": p, "num-malicious": n}, "rounds": final_only(a)} for (s, p, n), a in accuracy.items()]
+    accuracy = {
+        ("fedavg", "iid", 0): 0.97,
+        ("fedavg", "iid", 1): 0.965,
+        ("fedavg", "iid", 2): 0.962,
+        ("fedavg", "dirichlet", 0): 0.96,
+        ("fedavg", "dirichlet", 1): 0.90,
+        ("fedavg", "dirichlet", 2): 0.70,
+    }
+    cells = [
+        {"values": {"strategy": s, "partitioning": p, "num-malicious": n}, "rounds": final_only(a)}
+        for (s, p, n), a in accuracy.items()
+    ]
     make_sweep(tmp_path, cells)
-    findings = [line for line in write_comparison("seed000", tmp_path, tmp_path).read_text().splitlines() if line.startswith("- ")]
+    findings = [
+        line
+        for line in write_comparison("seed000", tmp_path, tmp_path).read_text().splitlines()
+        if line.startswith("- ")
+    ]
     # IID drops 0.005 -> 0.008 differ by less than a point: no growth
     assert findings[0].endswith("**differs**")
     assert findings[2].endswith("**not measured**") and findings[3].endswith("**not measured**")
 
 
 def test_a_moved_sweep_folder_is_read_from_where_it_is_now(tmp_path):
-    make_sweep(tmp_path / "old", [{"values": {"strategy": "fedavg", "partitioning": "iid", "num-malicious": 0},
-                                   "rounds": final_only(0.97)}])
+    make_sweep(
+        tmp_path / "old",
+        [{"values": {"strategy": "fedavg", "partitioning": "iid", "num-malicious": 0}, "rounds": final_only(0.97)}],
+    )
     (tmp_path / "old").rename(tmp_path / "new")
     write_comparison("seed000", tmp_path / "new", tmp_path)
     assert float(read_csv(tmp_path / "comparison.csv")[0]["accuracy_last5"]) == pytest.approx(0.97)

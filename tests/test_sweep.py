@@ -13,8 +13,8 @@ import pytest
 
 from experiments.sweep import CELL_LOG, SWEEP_TABLE, SweepProgress, expand_grid, expand_sweep, load_sweep, run_sweep
 from fl_poison.apps.algorithms import experiment_config
-from fl_poison.core.settings import ConfigError
 from fl_poison.core.results import read_csv
+from fl_poison.core.settings import ConfigError
 from fl_poison.launch import CommandError
 
 SWEEP = """
@@ -56,7 +56,12 @@ def test_grid_expands_to_the_cartesian_product_in_grid_order(tmp_path):
     base, grids = load_sweep(write_sweep(tmp_path))
     cells = expand_grid(base, grids["grid"])
     assert [(c.values["strategy"], c.values["num-malicious"]) for c in cells] == [
-        ("fedavg", 0), ("fedavg", 1), ("fedavg", 2), ("krum", 0), ("krum", 1), ("krum", 2),
+        ("fedavg", 0),
+        ("fedavg", 1),
+        ("fedavg", 2),
+        ("krum", 0),
+        ("krum", 1),
+        ("krum", 2),
     ]
     assert all(c.settings["num-rounds"] == 3 and c.settings["num-clients"] == 8 for c in cells)
 
@@ -64,7 +69,9 @@ def test_grid_expands_to_the_cartesian_product_in_grid_order(tmp_path):
 def test_cell_identity_is_the_hash_of_the_resolved_settings(tmp_path):
     base, grids = load_sweep(write_sweep(tmp_path))
     cells = expand_grid(base, grids["grid"])
-    expected = experiment_config({"num-rounds": 3, "num-clients": 8, "strategy": "krum", "num-malicious": 1}).fingerprint()
+    expected = experiment_config(
+        {"num-rounds": 3, "num-clients": 8, "strategy": "krum", "num-malicious": 1}
+    ).fingerprint()
     assert cells[4].cell_id == expected
     assert len({c.cell_id for c in cells}) == 6
     # a value equal to the default resolves to the same cell as leaving it out
@@ -80,7 +87,10 @@ def test_a_sweep_runs_every_cell_and_writes_one_row_each(tmp_path):
     assert all(row["status"] == "ok" for row in rows)
     krum_two = next(row for row in rows if row["strategy"] == "krum" and row["num-malicious"] == "2")
     assert float(krum_two["accuracy"]) == pytest.approx(0.71)
-    assert all(call["run-name"] == call_cell for call, call_cell in zip(runner.calls, [r["cell_id"] for r in rows], strict=True))
+    assert all(
+        call["run-name"] == call_cell
+        for call, call_cell in zip(runner.calls, [r["cell_id"] for r in rows], strict=True)
+    )
 
 
 def test_resume_runs_only_the_missing_and_failed_cells(tmp_path):
@@ -166,7 +176,9 @@ def test_named_grids_share_cells_and_fill_every_setting_column(tmp_path):
     cells = expand_sweep(base, grids)
     # ratio: (fedavg, 0), (fedavg, 1); defense: (fedavg, 1) again and (krum, 1) -> 3 distinct cells
     assert [(c.values["strategy"], c.values["num-malicious"], c.grids) for c in cells] == [
-        ("fedavg", 0, ("ratio",)), ("fedavg", 1, ("ratio", "defense")), ("krum", 1, ("defense",)),
+        ("fedavg", 0, ("ratio",)),
+        ("fedavg", 1, ("ratio", "defense")),
+        ("krum", 1, ("defense",)),
     ]
     runner = FakeRunner()
     table = run_sweep(write_sweep(tmp_path, NAMED), tmp_path / "out", runner=runner, progress=lambda line: None)
@@ -209,8 +221,13 @@ def test_progress_bar_counts_cells_and_estimates_the_time_left():
 def test_set_replaces_base_and_fixed_grid_values_and_is_recorded(tmp_path):
     runner = FakeRunner()
     out = tmp_path / "out"
-    run_sweep(write_sweep(tmp_path, NAMED), out, runner=runner, progress=lambda line: None,
-              overrides={"num-rounds": 7, "attack": "blend"})
+    run_sweep(
+        write_sweep(tmp_path, NAMED),
+        out,
+        runner=runner,
+        progress=lambda line: None,
+        overrides={"num-rounds": 7, "attack": "blend"},
+    )
     assert {call["num-rounds"] for call in runner.calls} == {7}
     assert {call["attack"] for call in runner.calls} == {"blend"}
     definition = json.loads((out / "sweep.json").read_text())
@@ -228,7 +245,13 @@ def test_set_replaces_base_and_fixed_grid_values_and_is_recorded(tmp_path):
 def test_set_cannot_replace_an_axis_or_name_an_unknown_setting(tmp_path, overrides, expected):
     runner = FakeRunner()
     with pytest.raises(ConfigError) as caught:
-        run_sweep(write_sweep(tmp_path, NAMED), tmp_path / "out", runner=runner, progress=lambda line: None, overrides=overrides)
+        run_sweep(
+            write_sweep(tmp_path, NAMED),
+            tmp_path / "out",
+            runner=runner,
+            progress=lambda line: None,
+            overrides=overrides,
+        )
     assert str(caught.value).startswith(expected) and runner.calls == []
 
 
@@ -258,5 +281,10 @@ def test_rows_are_written_in_grid_order_whatever_order_cells_finish_in(tmp_path)
     table = run_sweep(write_sweep(tmp_path), tmp_path / "out", jobs=2, runner=runner, progress=lambda line: None)
     rows = read_csv(table.path)
     assert [(row["strategy"], row["num-malicious"]) for row in rows] == [
-        ("fedavg", "0"), ("fedavg", "1"), ("fedavg", "2"), ("krum", "0"), ("krum", "1"), ("krum", "2"),
+        ("fedavg", "0"),
+        ("fedavg", "1"),
+        ("fedavg", "2"),
+        ("krum", "0"),
+        ("krum", "1"),
+        ("krum", "2"),
     ]

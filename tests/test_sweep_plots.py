@@ -81,7 +81,9 @@ def test_the_reader_types_the_table_and_knows_the_grids(sweep):
 def test_sweep_json_must_have_the_base_and_grids_form(tmp_path):
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps({"base": {}, "grid": {"strategy": ["fedavg"]}}))
-    with pytest.raises(SweepFolderError, match=r"not the keys \['base', 'grids'\]; allowed: a folder written by fl-poison sweep"):
+    with pytest.raises(
+        SweepFolderError, match=r"not the keys \['base', 'grids'\]; allowed: a folder written by fl-poison sweep"
+    ):
         read_definition(path)
     path.write_text(json.dumps({"base": {}, "grids": {"g": ["fedavg"]}}))
     with pytest.raises(SweepFolderError, match="grid 'g' is not an object"):
@@ -137,7 +139,14 @@ def test_plot_writes_png_and_pdf_for_every_figure(plotted):
     plots = folder / "plots"
     assert code == 0
     assert stdout.strip() == f"{len(list(plots.rglob('*.png'))) * 2} files (PNG and PDF) in {plots}"
-    for name in ("malicious_main", "heatmap_main", "curves_main", "curves_clip", f"labels/{LABEL_FIGURE}", f"norms/{CLIP_CELL}"):
+    for name in (
+        "malicious_main",
+        "heatmap_main",
+        "curves_main",
+        "curves_clip",
+        f"labels/{LABEL_FIGURE}",
+        f"norms/{CLIP_CELL}",
+    ):
         assert_png_and_pdf(plots / f"{name}.png")
     ok_cells = [main_cell_id(s, a, m) for s in ("fedavg", "krum") for a in ("label-flip", "badnets") for m in (0, 1, 2)]
     ok_cells.remove(main_cell_id(*FAILED))
@@ -155,12 +164,44 @@ def test_without_a_grid_varying_both_the_heatmap_covers_all_finished_cells(tmp_p
     grids = {"strategies": {"strategy": ["fedavg", "krum", "median"]}, "attacks": {"attack": ["label-flip", "badnets"]}}
     (folder / "sweep.json").write_text(json.dumps({"base": BASE, "grids": grids}))
     rows = [
-        {"cell_id": "0000000a", "grid": "strategies;attacks", "strategy": "fedavg", "attack": "label-flip", "status": "ok", "accuracy": 0.9},
-        {"cell_id": "0000000b", "grid": "strategies", "strategy": "krum", "attack": "label-flip", "status": "ok", "accuracy": 0.8},
-        {"cell_id": "0000000c", "grid": "attacks", "strategy": "fedavg", "attack": "badnets", "status": "ok", "accuracy": 0.7},
-        {"cell_id": "0000000d", "grid": "strategies", "strategy": "median", "attack": "label-flip", "status": "failed", "error": "x"},
+        {
+            "cell_id": "0000000a",
+            "grid": "strategies;attacks",
+            "strategy": "fedavg",
+            "attack": "label-flip",
+            "status": "ok",
+            "accuracy": 0.9,
+        },
+        {
+            "cell_id": "0000000b",
+            "grid": "strategies",
+            "strategy": "krum",
+            "attack": "label-flip",
+            "status": "ok",
+            "accuracy": 0.8,
+        },
+        {
+            "cell_id": "0000000c",
+            "grid": "attacks",
+            "strategy": "fedavg",
+            "attack": "badnets",
+            "status": "ok",
+            "accuracy": 0.7,
+        },
+        {
+            "cell_id": "0000000d",
+            "grid": "strategies",
+            "strategy": "median",
+            "attack": "label-flip",
+            "status": "failed",
+            "error": "x",
+        },
     ]
-    write_csv(folder / "sweep.csv", rows, ["cell_id", "grid", "strategy", "attack", "status", "accuracy", "asr", "folder", "error"])
+    write_csv(
+        folder / "sweep.csv",
+        rows,
+        ["cell_id", "grid", "strategy", "attack", "status", "accuracy", "asr", "folder", "error"],
+    )
     monkeypatch.setattr("experiments.sweep_plots.plot_label_distributions_of", lambda *args: None)
     figures = plot_sweep(folder)
     assert figures.sweep_wide == [folder / "plots" / "heatmap_all_cells.png"]
@@ -187,7 +228,10 @@ def test_a_folder_that_is_not_a_sweep_is_one_line_and_exit_2(tmp_path, capsys, m
     ("settings", "name"),
     [
         ({"partitioning": "pathological", "classes-per-client": 3}, "digits_pathological_4clients_3classes_seed42"),
-        ({"partitioning": "random-subsets", "samples-per-client": 50}, "digits_random-subsets_4clients_50samples_seed42"),
+        (
+            {"partitioning": "random-subsets", "samples-per-client": 50},
+            "digits_random-subsets_4clients_50samples_seed42",
+        ),
     ],
 )
 def test_label_distribution_of_digits_is_drawn_with_the_cells_partitioner(tmp_path, settings, name):

@@ -67,7 +67,10 @@ def test_grid_table_holds_the_hand_made_numbers(reported):
     grid = section((folder / "report.md").read_text(), "## Grid `main`")
     assert "- `num-malicious` = `0`, `1`, `2`" in grid
     header = next(line for line in grid.splitlines() if line.startswith("| cell |"))
-    assert header == "| cell | strategy | attack | num-malicious | status | accuracy | ASR | detection precision | wall s | error |"
+    assert (
+        header
+        == "| cell | strategy | attack | num-malicious | status | accuracy | ASR | detection precision | wall s | error |"
+    )
     row = table_row(grid, main_cell_id("fedavg", "badnets", 2))
     assert row[1:6] == ["fedavg", "badnets", "2", "ok", f"{final_accuracy('fedavg', 'badnets', 2):.3f}"]
     assert row[6:9] == [f"{final_asr('fedavg', 'badnets', 2):.3f}", "–", "12.5"]
@@ -96,7 +99,12 @@ def test_every_link_points_to_an_existing_file_and_the_figures_are_there(reporte
     folder, _, _ = reported
     text = (folder / "report.md").read_text()
     images = IMAGE_LINK.findall(text)
-    assert {"plots/malicious_main.png", "plots/heatmap_main.png", "plots/curves_main.png", "plots/curves_clip.png"} <= set(images)
+    assert {
+        "plots/malicious_main.png",
+        "plots/heatmap_main.png",
+        "plots/curves_main.png",
+        "plots/curves_clip.png",
+    } <= set(images)
     assert any(link.startswith("plots/labels/digits_dirichlet_8clients") for link in images)
     for link in LINK.findall(text):
         assert (folder / link).exists(), link

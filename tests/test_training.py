@@ -54,9 +54,13 @@ def test_proximal_term_value_and_gradient_match_hand_computation():
     term.backward()
 
     # mu / 2 * sum ||w - w0||^2, in float64 numpy.
-    expected = 0.5 * mu * sum(
-        float(np.sum((p.detach().numpy().astype(np.float64) - a.numpy().astype(np.float64)) ** 2))
-        for p, a in zip(model.parameters(), anchor, strict=True)
+    expected = (
+        0.5
+        * mu
+        * sum(
+            float(np.sum((p.detach().numpy().astype(np.float64) - a.numpy().astype(np.float64)) ** 2))
+            for p, a in zip(model.parameters(), anchor, strict=True)
+        )
     )
     assert float(term.detach()) == pytest.approx(expected, rel=1e-5)
     for parameter, reference in zip(model.parameters(), anchor, strict=True):
@@ -111,7 +115,9 @@ def test_train_locally_is_deterministic_for_a_seed():
     assert loss_first == loss_second
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True)
+    )
 
 
 def test_loss_decreases_on_a_separable_problem():

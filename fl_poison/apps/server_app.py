@@ -103,9 +103,7 @@ def main(grid: Grid, context: Context) -> None:
         }
         folder.add_round(row)
         folder.write_clients(round_log.rows(), CLIENT_COLUMNS)
-        attack_text = "".join(
-            f" {name}={metrics[name]:.4f}" for name in ATTACK_SUMMARY_METRICS if name in metrics
-        )
+        attack_text = "".join(f" {name}={metrics[name]:.4f}" for name in ATTACK_SUMMARY_METRICS if name in metrics)
         print(
             f"[fl-poison] round {server_round}/{config.num_rounds} accuracy={metrics['accuracy']:.4f} "
             f"loss={metrics['loss']:.4f}{attack_text} ({row['wall_seconds']:.1f}s)",
@@ -134,7 +132,11 @@ def main(grid: Grid, context: Context) -> None:
     summary.update(detection_scores(round_log.records))
     idle_rounds = sum(1 for row in folder.round_rows if int(str(row["round"])) > 0 and row["aggregated"] == 0)
     summary.update(
-        {"rounds": config.num_rounds, "rounds_without_update": idle_rounds, "wall_seconds": round(time.monotonic() - started, 3)}
+        {
+            "rounds": config.num_rounds,
+            "rounds_without_update": idle_rounds,
+            "wall_seconds": round(time.monotonic() - started, 3),
+        }
     )
     folder.write_summary(summary)
     if config.save_model:
@@ -142,7 +144,9 @@ def main(grid: Grid, context: Context) -> None:
     title = f"{config.dataset} · {config.strategy} · attack {config.attack} · {folder.path.name}"
     plot_training_curves(folder.round_rows, folder.path / "accuracy_loss.png", title)
     plot_round = config.plot_round or config.num_rounds
-    plot_update_norms(round_log.for_round(plot_round), folder.path / "update_norms.png", f"{title} · round {plot_round}")
+    plot_update_norms(
+        round_log.for_round(plot_round), folder.path / "update_norms.png", f"{title} · round {plot_round}"
+    )
     print(f"[fl-poison] done: accuracy={summary['accuracy']:.4f} -> {folder.path}", flush=True)
 
 
@@ -192,7 +196,10 @@ def discover_partitions(
             raise RuntimeError(f"node {reply.metadata.src_node_id} refused to join: {reason}")
         node = reply.metadata.src_node_id
         metrics = reply.content.metric_records.get("metrics", MetricRecord())
-        partition_id, num_partitions = _reply_int(metrics, "partition-id", node), _reply_int(metrics, "num-partitions", node)
+        partition_id, num_partitions = (
+            _reply_int(metrics, "partition-id", node),
+            _reply_int(metrics, "num-partitions", node),
+        )
         own_data = bool(_reply_int(metrics, "own-data", node))
         if not own_data and num_partitions != config.num_clients:
             raise ConfigError(
@@ -239,4 +246,6 @@ def dataset_record(info: DatasetInfo) -> ConfigRecord:
     info : DatasetInfo
         The run's data description.
     """
-    return ConfigRecord({"num-classes": info.num_classes, "input-shape": ",".join(str(size) for size in info.input_shape)})
+    return ConfigRecord(
+        {"num-classes": info.num_classes, "input-shape": ",".join(str(size) for size in info.input_shape)}
+    )

@@ -208,7 +208,9 @@ def parse_config(raw: Mapping[str, object], catalogue: Catalogue) -> ExperimentC
     update_attack = str(values["update-attack"])
     update_names = catalogue.attack_names(UPDATE_TRANSFORM)
     if update_attack not in (AUTO_UPDATE_ATTACK, NO_ATTACK, *update_names):
-        raise ConfigError.bad_value("update-attack", raw.get("update-attack"), " | ".join((AUTO_UPDATE_ATTACK, NO_ATTACK, *update_names)))
+        raise ConfigError.bad_value(
+            "update-attack", raw.get("update-attack"), " | ".join((AUTO_UPDATE_ATTACK, NO_ATTACK, *update_names))
+        )
     if str(values["strategy"]) not in catalogue.defense_names():
         raise ConfigError.bad_value("strategy", raw.get("strategy"), " | ".join(catalogue.defense_names()))
     resolved = update_attack

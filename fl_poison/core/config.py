@@ -91,19 +91,56 @@ def algorithm_name(key: str, value: object) -> str:
 
 
 CORE_SETTINGS: tuple[Setting[Any], ...] = (
-    Setting("dataset", "digits", "digits (built in), mnist, fashion-mnist, cifar10, any hub id owner/name, or a local dataset folder.", dataset_source),
+    Setting(
+        "dataset",
+        "digits",
+        "digits (built in), mnist, fashion-mnist, cifar10, any hub id owner/name, or a local dataset folder.",
+        dataset_source,
+    ),
     Setting("image-column", "auto", "Image column of a hub/local dataset ('auto' finds image or img).", text),
     Setting("label-column", "label", "Label column of a hub/local dataset.", text),
-    Setting("test-fraction", 0.2, "Share of the training split held out for testing when the dataset has no test split.", number_in(0, 1, False, False)),
-    Setting("partitioning", "iid", "How the training split is divided among clients: iid, dirichlet, pathological or random-subsets.", choice(*PARTITIONINGS)),
-    Setting("dirichlet-alpha", 0.5, "Concentration of the Dirichlet label skew (smaller = more skewed).", positive_number),
-    Setting("min-partition-size", 10, "Dirichlet partitioning redraws until every client has at least this many samples.", integer(0)),
+    Setting(
+        "test-fraction",
+        0.2,
+        "Share of the training split held out for testing when the dataset has no test split.",
+        number_in(0, 1, False, False),
+    ),
+    Setting(
+        "partitioning",
+        "iid",
+        "How the training split is divided among clients: iid, dirichlet, pathological or random-subsets.",
+        choice(*PARTITIONINGS),
+    ),
+    Setting(
+        "dirichlet-alpha", 0.5, "Concentration of the Dirichlet label skew (smaller = more skewed).", positive_number
+    ),
+    Setting(
+        "min-partition-size",
+        10,
+        "Dirichlet partitioning redraws until every client has at least this many samples.",
+        integer(0),
+    ),
     Setting("classes-per-client", 2, "Classes per client under pathological partitioning.", integer(1)),
-    Setting("samples-per-client", 500, "Rows each client draws at random (clients may share rows) under random-subsets partitioning.", integer(1)),
+    Setting(
+        "samples-per-client",
+        500,
+        "Rows each client draws at random (clients may share rows) under random-subsets partitioning.",
+        integer(1),
+    ),
     Setting("seed", 42, "Seed for partitions, model initialisation, client sampling and local shuffling.", integer(0)),
     Setting("model", "auto", "auto (per dataset), small-cnn, ada-cnn, cnn3 or resnet18.", choice(*MODELS)),
-    Setting("num-clients", 10, "Number of clients (partitions); fl-poison run starts this many virtual SuperNodes.", integer(1)),
-    Setting("clients-per-round", 1.0, "Clients trained per round: a count (integer) or a fraction of num-clients (float in (0, 1]).", clients_per_round),
+    Setting(
+        "num-clients",
+        10,
+        "Number of clients (partitions); fl-poison run starts this many virtual SuperNodes.",
+        integer(1),
+    ),
+    Setting(
+        "clients-per-round",
+        1.0,
+        "Clients trained per round: a count (integer) or a fraction of num-clients (float in (0, 1]).",
+        clients_per_round,
+    ),
     Setting("num-rounds", 20, "Federated rounds.", integer(1)),
     Setting("local-epochs", 2, "Local epochs per round.", integer(1)),
     Setting("batch-size", 32, "Local mini-batch size.", integer(1)),
@@ -114,18 +151,57 @@ CORE_SETTINGS: tuple[Setting[Any], ...] = (
     Setting("strategy", "fedavg", "Server aggregation rule: " + STRATEGY_NAMES + ".", algorithm_name),
     Setting("device", "auto", "auto (CUDA when the process sees a GPU), cpu or cuda.", choice(*DEVICES)),
     Setting("eval-batch-size", 512, "Batch size of centralized evaluation.", integer(1)),
-    Setting("round-timeout", 600.0, "Seconds the server waits for the replies of one round.", number_in(0, MAX_TIMEOUT_SECONDS, False, True)),
-    Setting("node-wait-timeout", 120.0, "Seconds the server waits for all num-clients nodes to connect.", number_in(0, MAX_TIMEOUT_SECONDS, False, True)),
-    Setting("output-dir", "results", "Folder that receives one result folder per run (relative paths resolve against the SuperLink's working directory; fl-poison run makes them absolute).", folder_path),
+    Setting(
+        "round-timeout",
+        600.0,
+        "Seconds the server waits for the replies of one round.",
+        number_in(0, MAX_TIMEOUT_SECONDS, False, True),
+    ),
+    Setting(
+        "node-wait-timeout",
+        120.0,
+        "Seconds the server waits for all num-clients nodes to connect.",
+        number_in(0, MAX_TIMEOUT_SECONDS, False, True),
+    ),
+    Setting(
+        "output-dir",
+        "results",
+        "Folder that receives one result folder per run (relative paths resolve against the SuperLink's working directory; fl-poison run makes them absolute).",
+        folder_path,
+    ),
     Setting("run-name", "", "Result folder name; empty = timestamp plus a short config hash.", run_name),
     Setting("save-model", True, "Save the final global weights (model.pt).", boolean),
-    Setting("plot-round", 0, "Round whose update norms before/after the defense are plotted; 0 = the last round.", integer(0)),
-    Setting("num-malicious", 0, "Number of malicious clients, drawn from seed (ignored when malicious-ids is set).", integer(0)),
-    Setting("malicious-ids", "", 'Partition ids of the malicious clients, e.g. "3,4" (overrides num-malicious).', id_list),
+    Setting(
+        "plot-round",
+        0,
+        "Round whose update norms before/after the defense are plotted; 0 = the last round.",
+        integer(0),
+    ),
+    Setting(
+        "num-malicious",
+        0,
+        "Number of malicious clients, drawn from seed (ignored when malicious-ids is set).",
+        integer(0),
+    ),
+    Setting(
+        "malicious-ids", "", 'Partition ids of the malicious clients, e.g. "3,4" (overrides num-malicious).', id_list
+    ),
     Setting("attack", NO_ATTACK, "Attack of malicious clients: none, " + ATTACK_NAMES + ".", algorithm_name),
-    Setting("update-attack", AUTO_UPDATE_ATTACK, "Update transform of malicious clients after training: none, " + UPDATE_ATTACK_NAMES + ", or auto (the attack's own choice: train-and-scale for ada, none otherwise).", algorithm_name),
+    Setting(
+        "update-attack",
+        AUTO_UPDATE_ATTACK,
+        "Update transform of malicious clients after training: none, "
+        + UPDATE_ATTACK_NAMES
+        + ", or auto (the attack's own choice: train-and-scale for ada, none otherwise).",
+        algorithm_name,
+    ),
     Setting("attack-start-round", 1, "First round in which malicious clients attack.", integer(1)),
-    Setting("attack-every", 1, "A malicious client attacks every k-th time it is sampled (from attack-start-round on).", integer(1)),
+    Setting(
+        "attack-every",
+        1,
+        "A malicious client attacks every k-th time it is sampled (from attack-start-round on).",
+        integer(1),
+    ),
 )
 
 # The settings that say how an attacker behaves (not who attacks, nor anything the server

@@ -117,7 +117,9 @@ def partitioner_of(spec: DataSpec) -> Partitioner:
         )
     if spec.partitioning == "random-subsets" and spec.samples_per_client > len(source.train):
         raise ConfigError.bad_value(
-            "samples-per-client", spec.samples_per_client, f"an integer between 1 and {len(source.train)} (the training rows)"
+            "samples-per-client",
+            spec.samples_per_client,
+            f"an integer between 1 and {len(source.train)} (the training rows)",
         )
     return build_partitioner(
         spec.partitioning,
@@ -185,7 +187,9 @@ def empty_partition_error(spec: DataSpec, partition_id: int, rows: int) -> Confi
     """
     where = f"{spec.partitioning} partitioning of the {rows} training rows leaves client {partition_id} without samples"
     if spec.partitioning == "dirichlet" and spec.min_partition_size == 0:
-        return ConfigError(f"min-partition-size: bad value 0; allowed: an integer >= 1 ({where} at dirichlet-alpha {spec.dirichlet_alpha:g})")
+        return ConfigError(
+            f"min-partition-size: bad value 0; allowed: an integer >= 1 ({where} at dirichlet-alpha {spec.dirichlet_alpha:g})"
+        )
     return ConfigError(f"num-clients: bad value {spec.num_partitions}; allowed: fewer clients ({where})")
 
 
@@ -211,7 +215,9 @@ def check_partition_plan(spec: DataSpec) -> None:
     rows = len(source.train)
     if spec.partitioning != "random-subsets" and spec.num_partitions > rows:
         raise ConfigError.bad_value(
-            "num-clients", spec.num_partitions, f"at most the {rows} training rows of {spec.dataset!r} ({spec.partitioning} partitioning)"
+            "num-clients",
+            spec.num_partitions,
+            f"at most the {rows} training rows of {spec.dataset!r} ({spec.partitioning} partitioning)",
         )
     if spec.partitioning == "dirichlet" and spec.num_partitions * spec.min_partition_size > rows:
         raise ConfigError.bad_value(
@@ -311,9 +317,7 @@ def node_data(data_path: str, image_column: str, label_column: str, info: Datase
         )
     if int(labels.min()) < 0 or int(labels.max()) >= info.num_classes:
         bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-        raise ConfigError(
-            f"data-path: {data_path!r} has label {bad}; allowed: classes 0 .. {info.num_classes - 1}"
-        )
+        raise ConfigError(f"data-path: {data_path!r} has label {bad}; allowed: classes 0 .. {info.num_classes - 1}")
     return LabeledTensors(x=data.x, y=labels)
 
 
@@ -367,14 +371,14 @@ def to_tensors(
         )
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
-        raise ConfigError(
-            f"{key}: images have different shapes {sorted(shapes)[:3]}; allowed: images of one size"
-        )
+        raise ConfigError(f"{key}: images have different shapes {sorted(shapes)[:3]}; allowed: images of one size")
     if images and images[0].ndim not in (2, 3):
         raise ConfigError(
             f"{key}: images are shaped {images[0].shape}; allowed: images (height, width) or (height, width, channels)"
         )
-    array = np.stack(images).astype(np.float32) / np.float32(pixel_max) if images else np.zeros((0, 1, 1, 1), np.float32)
+    array = (
+        np.stack(images).astype(np.float32) / np.float32(pixel_max) if images else np.zeros((0, 1, 1, 1), np.float32)
+    )
     if array.ndim == 3:
         array = array[:, None, :, :]
     elif array.ndim == 4 and array.shape[-1] in (1, 3, 4) and array.shape[1] not in (1, 3):

@@ -130,7 +130,11 @@ def load_node_folder(path: str, image_column: str, label_column: str) -> SourceS
             f"data-path: {path!r} has no 'train' split (it has {', '.join(splits)}); allowed: a dataset with a train split"
         )
     train = splits["train"]
-    if label_column not in train.column_names and label_column == "label" and os.path.isdir(os.path.join(path, "train")):
+    if (
+        label_column not in train.column_names
+        and label_column == "label"
+        and os.path.isdir(os.path.join(path, "train"))
+    ):
         # imagefolder drops the labels of a tree with a single class folder (a node holding one class)
         train = datasets.load_dataset("imagefolder", data_dir=path, split="train", drop_labels=False)
     if label_column not in train.column_names:
@@ -205,17 +209,19 @@ def hold_out(
     held = math.ceil(test_fraction * rows)
     if rows < 2 or not 1 <= held <= rows - 1:
         raise ConfigError.bad_value(
-            "test-fraction", test_fraction, f"a share that leaves at least one row on each side of the {rows} training rows"
+            "test-fraction",
+            test_fraction,
+            f"a share that leaves at least one row on each side of the {rows} training rows",
         )
     try:
-        parts = train.train_test_split(
-            test_size=test_fraction, seed=HELD_OUT_SEED, stratify_by_column=label_column
-        )
+        parts = train.train_test_split(test_size=test_fraction, seed=HELD_OUT_SEED, stratify_by_column=label_column)
     except ValueError:
         try:
             parts = train.train_test_split(test_size=test_fraction, seed=HELD_OUT_SEED)
         except ValueError as error:
-            raise ConfigError.bad_value("test-fraction", test_fraction, f"a share of the {rows} rows that can be held out ({error})") from None
+            raise ConfigError.bad_value(
+                "test-fraction", test_fraction, f"a share of the {rows} rows that can be held out ({error})"
+            ) from None
     return parts["train"], parts["test"]
 
 
@@ -224,9 +230,7 @@ def resolve_image_column(split: datasets.Dataset, image_column: str, dataset: st
     columns = split.column_names
     if image_column != "auto":
         if image_column not in columns:
-            raise ConfigError(
-                f"image-column: bad value {image_column!r}; allowed: one of {', '.join(columns)}"
-            )
+            raise ConfigError(f"image-column: bad value {image_column!r}; allowed: one of {', '.join(columns)}")
         return image_column
     for name, feature in split.features.items():
         if isinstance(feature, datasets.Image):
@@ -248,7 +252,9 @@ def count_classes(split: datasets.Dataset, label_column: str) -> int:
     return int(max(split[label_column])) + 1
 
 
-def checked_labels(split: datasets.Dataset, label_column: str, key: str, name: str, num_classes: int | None = None) -> int:
+def checked_labels(
+    split: datasets.Dataset, label_column: str, key: str, name: str, num_classes: int | None = None
+) -> int:
     """The number of classes of ``split``, after checking that every label is a class index.
 
     Labels must be integers (a ``ClassLabel`` or an integer column) in ``0 .. C-1``, where ``C``
@@ -301,7 +307,9 @@ def checked_labels(split: datasets.Dataset, label_column: str, key: str, name: s
     return num_classes
 
 
-def check_image_headers(split: datasets.Dataset, image_column: str, key: str, name: str) -> tuple[tuple[int, int], str] | None:
+def check_image_headers(
+    split: datasets.Dataset, image_column: str, key: str, name: str
+) -> tuple[tuple[int, int], str] | None:
     """Check that every image of an ``Image`` column is readable, of one size and one mode, and not a bomb.
 
     Only each image's header is read (nothing is decoded), so a decompression bomb is refused
@@ -379,9 +387,7 @@ def refuse_code(path: str, key: str) -> None:
 
 def is_saved_to_disk(path: str) -> bool:
     """True for a folder written by ``save_to_disk`` (a DatasetDict or a single Dataset)."""
-    return os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(
-        os.path.join(path, "state.json")
-    )
+    return os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json"))
 
 
 def _load_dataset_dict(name: str, key: str) -> datasets.DatasetDict:
@@ -425,7 +431,9 @@ def _federated_dataset_splits(name: str, key: str) -> datasets.DatasetDict:
         splits = {"train": federated.load_split("train")}
     except FileNotFoundError as error:
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"{key}: cannot read {name!r} ({first_line[:200]}); allowed: a readable hub id or folder") from None
+        raise ConfigError(
+            f"{key}: cannot read {name!r} ({first_line[:200]}); allowed: a readable hub id or folder"
+        ) from None
     except (ConnectionError, OSError) as error:
         raise ConfigError(
             f"{key}: cannot reach or read {name!r} ({type(error).__name__}); allowed: a hub id "
@@ -433,7 +441,9 @@ def _federated_dataset_splits(name: str, key: str) -> datasets.DatasetDict:
         ) from None
     except (ValueError, RuntimeError) as error:
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"{key}: cannot use {name!r} ({first_line[:200]}); allowed: a dataset with a train split") from None
+        raise ConfigError(
+            f"{key}: cannot use {name!r} ({first_line[:200]}); allowed: a dataset with a train split"
+        ) from None
     try:
         splits["test"] = federated.load_split("test")
     except ValueError:

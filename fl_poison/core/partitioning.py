@@ -112,7 +112,9 @@ class PartitionError(ConfigError):
     """
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"partitioning: cannot build the partitions ({reason}); allowed: fewer clients or another partitioning")
+        super().__init__(
+            f"partitioning: cannot build the partitions ({reason}); allowed: fewer clients or another partitioning"
+        )
         self.reason = reason
 
 

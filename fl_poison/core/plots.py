@@ -97,8 +97,17 @@ def plot_update_norms(records: Sequence[ClientRoundRecord], path: Path, title: s
     figure, axis = plt.subplots(figsize=(max(5, 0.6 * len(records) + 2), 3.8))
     positions = range(len(records))
     colours = ["tab:red" if record.malicious else "tab:blue" for record in records]
-    axis.bar([p - 0.2 for p in positions], [record.norm_before for record in records], width=0.4, color=colours, alpha=0.45, label="before")
-    axis.bar([p + 0.2 for p in positions], [record.norm_after for record in records], width=0.4, color=colours, label="after")
+    axis.bar(
+        [p - 0.2 for p in positions],
+        [record.norm_before for record in records],
+        width=0.4,
+        color=colours,
+        alpha=0.45,
+        label="before",
+    )
+    axis.bar(
+        [p + 0.2 for p in positions], [record.norm_after for record in records], width=0.4, color=colours, label="after"
+    )
     bounds = [record.bound for record in records if not math.isnan(record.bound)]
     if bounds:
         axis.axhline(bounds[0], linestyle="--", color="black", linewidth=1, label=f"bound {bounds[0]:.3g}")

@@ -197,8 +197,14 @@ def folder_path(key: str, value: object) -> str:
     :func:`fl_poison.launch.check_output_dir`).
     """
     path = text(key, value)
-    if not path or len(path) > MAX_PATH_LENGTH or any(ord(character) < 32 or ord(character) == 127 for character in path):
-        raise ConfigError.bad_value(key, value, f"a folder path of 1 to {MAX_PATH_LENGTH} characters without control characters")
+    if (
+        not path
+        or len(path) > MAX_PATH_LENGTH
+        or any(ord(character) < 32 or ord(character) == 127 for character in path)
+    ):
+        raise ConfigError.bad_value(
+            key, value, f"a folder path of 1 to {MAX_PATH_LENGTH} characters without control characters"
+        )
     return path
 
 
@@ -281,9 +287,13 @@ def image_header(key: str, source: str | IO[bytes], name: str) -> tuple[tuple[in
             with Image.open(source) as image:
                 size, mode = (int(image.size[0]), int(image.size[1])), str(image.mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ConfigError(f"{key}: image {name!r} is a decompression bomb (too many pixels); allowed: {allowed}") from None
+        raise ConfigError(
+            f"{key}: image {name!r} is a decompression bomb (too many pixels); allowed: {allowed}"
+        ) from None
     except (OSError, SyntaxError, ValueError):
-        raise ConfigError(f"{key}: cannot read image {name!r}; allowed: a readable image file (PNG, JPEG, ...)") from None
+        raise ConfigError(
+            f"{key}: cannot read image {name!r}; allowed: a readable image file (PNG, JPEG, ...)"
+        ) from None
     if max(size) > MAX_IMAGE_SIDE:
         raise ConfigError(f"{key}: image {name!r} is {size[0]}x{size[1]} pixels; allowed: {allowed}")
     return size, mode
@@ -306,7 +316,9 @@ def readable_image(key: str, value: object) -> str:
             with Image.open(expanded) as image:
                 image.verify()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ConfigError(f"{key}: cannot read image {path!r}; allowed: a readable image file (PNG, JPEG, ...)") from None
+        raise ConfigError(
+            f"{key}: cannot read image {path!r}; allowed: a readable image file (PNG, JPEG, ...)"
+        ) from None
     return expanded
 
 

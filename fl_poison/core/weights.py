@@ -18,9 +18,7 @@ from torch import nn
 def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the floating-point entries of ``model``'s state dict, on the CPU."""
     return {
-        name: tensor.detach().cpu().clone()
-        for name, tensor in model.state_dict().items()
-        if tensor.is_floating_point()
+        name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items() if tensor.is_floating_point()
     }
 
 
@@ -44,13 +42,13 @@ def load_array_record(model: nn.Module, record: ArrayRecord) -> None:
         missing = sorted(expected - set(names))
         extra = sorted(set(names) - expected)
         raise KeyError(f"weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
-    state = {name: torch.from_numpy(np.array(array, copy=True)) for name, array in zip(names, arrays)}
+    state = {name: torch.from_numpy(np.array(array, copy=True)) for name, array in zip(names, arrays, strict=True)}
     model.load_state_dict(state, strict=False)
 
 
 def record_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
     """The arrays of ``record`` by name."""
-    return dict(zip(record.keys(), record.to_numpy_ndarrays()))
+    return dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True))
 
 
 def flat_update(client: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -23,16 +23,25 @@ from fl_poison.deploy.sample_data import write_digits_folder
 
 def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``deploy`` and its sub-commands to the ``fl-poison`` parser."""
-    deploy = commands.add_parser("deploy", help="helpers to run across machines: certificates, node keys, connection, local trial")
+    deploy = commands.add_parser(
+        "deploy", help="helpers to run across machines: certificates, node keys, connection, local trial"
+    )
     actions = deploy.add_subparsers(dest="deploy_command", required=True)
 
     certs = actions.add_parser("certs", help="create a CA, a SuperLink TLS certificate and SuperNode certificates")
-    certs.add_argument("--out", type=Path, required=True, help="folder for ca.crt/.key, server.crt/.key, node-<i>.crt/.key")
     certs.add_argument(
-        "--server-host", action="append", required=True, metavar="HOST",
+        "--out", type=Path, required=True, help="folder for ca.crt/.key, server.crt/.key, node-<i>.crt/.key"
+    )
+    certs.add_argument(
+        "--server-host",
+        action="append",
+        required=True,
+        metavar="HOST",
         help="a host name or IP address nodes use to reach the SuperLink (repeat for several; loopback is always added)",
     )
-    certs.add_argument("--nodes", type=int, default=0, help="SuperNode certificates for their ClientAppIo API (default 0)")
+    certs.add_argument(
+        "--nodes", type=int, default=0, help="SuperNode certificates for their ClientAppIo API (default 0)"
+    )
     certs.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
 
     keys = actions.add_parser("keys", help="create node authentication key pairs (ECDSA P-384, OpenSSH format)")
@@ -47,21 +56,45 @@ def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
     security.add_argument("--insecure", action="store_true", help="no TLS (a closed lab only)")
     connection.add_argument("--default", action="store_true", help="also make it the default connection")
 
-    digits = actions.add_parser("digits-folder", help="write one partition of digits as an image folder (a node's own data)")
+    digits = actions.add_parser(
+        "digits-folder", help="write one partition of digits as an image folder (a node's own data)"
+    )
     digits.add_argument("--out", type=Path, required=True, help="the new folder (train/<class>/<i>.png)")
     digits.add_argument("--partition-id", type=int, required=True, help="which partition")
     digits.add_argument("--num-partitions", type=int, required=True, help="into how many partitions digits is divided")
 
     trial = actions.add_parser("trial", help="start a SuperLink and N SuperNodes on this machine until Ctrl-C")
     trial.add_argument("--nodes", type=int, required=True, help="number of SuperNodes (node i gets partition-id=i)")
-    trial.add_argument("--folder", type=Path, default=Path("trial"), help="certificates, keys and logs (default ./trial)")
+    trial.add_argument(
+        "--folder", type=Path, default=Path("trial"), help="certificates, keys and logs (default ./trial)"
+    )
     trial.add_argument("--insecure", action="store_true", help="no TLS and no node authentication")
     trial.add_argument("--port", type=int, default=8000, help="the SuperLink's HTTP port (default 8000)")
-    trial.add_argument("--node-port", type=int, default=9094, help="ClientAppIo port of node 0; node i uses it + i (default 9094)")
-    trial.add_argument("--connection", default="fl-poison-trial", help="name of the flwr connection written (default fl-poison-trial)")
-    trial.add_argument("--malicious", default="", metavar="IDS", help='nodes declared malicious by their node config, e.g. "3" or "3,4"')
-    trial.add_argument("--malicious-config", default="", metavar="KEY=VALUE ...", help="attack settings of the malicious nodes, e.g. \"attack='badnets'\"")
-    trial.add_argument("--data-path", action="append", default=[], metavar="ID=FOLDER", help="node ID trains on its own FOLDER (repeatable)")
+    trial.add_argument(
+        "--node-port", type=int, default=9094, help="ClientAppIo port of node 0; node i uses it + i (default 9094)"
+    )
+    trial.add_argument(
+        "--connection", default="fl-poison-trial", help="name of the flwr connection written (default fl-poison-trial)"
+    )
+    trial.add_argument(
+        "--malicious",
+        default="",
+        metavar="IDS",
+        help='nodes declared malicious by their node config, e.g. "3" or "3,4"',
+    )
+    trial.add_argument(
+        "--malicious-config",
+        default="",
+        metavar="KEY=VALUE ...",
+        help="attack settings of the malicious nodes, e.g. \"attack='badnets'\"",
+    )
+    trial.add_argument(
+        "--data-path",
+        action="append",
+        default=[],
+        metavar="ID=FOLDER",
+        help="node ID trains on its own FOLDER (repeatable)",
+    )
 
 
 def deploy_command(arguments: argparse.Namespace) -> int:
@@ -134,7 +167,7 @@ def trial_command(plan: TrialPlan) -> int:
         print(
             f"\nready: connection '{plan.connection}' ({'TLS + node authentication' if plan.secure else 'insecure'}). "
             f"In another terminal, from the repository:\n"
-            f"  flwr run . {plan.connection} --stream --run-config \"num-clients={plan.num_nodes} "
+            f'  flwr run . {plan.connection} --stream --run-config "num-clients={plan.num_nodes} '
             f"output-dir='{Path.cwd() / 'results'}'\"\n"
             f"Results are written there by the ServerApp; `flwr list {plan.connection}` shows the run's status.\n"
             "Ctrl-C here stops every process.",

@@ -119,13 +119,25 @@ def flower_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 def superlink_command(plan: TrialPlan) -> list[str]:
     """The ``flower-superlink`` command line of the trial."""
     security = (
-        ["--ssl-ca-certfile", str(plan.certs / "ca.crt"), "--ssl-certfile", str(plan.certs / "server.crt"),
-         "--ssl-keyfile", str(plan.certs / "server.key"), "--enable-supernode-auth"]
+        [
+            "--ssl-ca-certfile",
+            str(plan.certs / "ca.crt"),
+            "--ssl-certfile",
+            str(plan.certs / "server.crt"),
+            "--ssl-keyfile",
+            str(plan.certs / "server.key"),
+            "--enable-supernode-auth",
+        ]
         if plan.secure
         else ["--insecure"]
     )
     return [
-        "flower-superlink", *security, "--host", LOOPBACK, "--port", str(plan.superlink_port),
+        "flower-superlink",
+        *security,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(plan.superlink_port),
         "--disable-runtime-dependency-installation",
     ]
 
@@ -176,10 +188,16 @@ def register_node(plan: TrialPlan, public_key: Path, environment: Mapping[str, s
     """``flwr supernode register PUBLIC_KEY <connection>`` (bounded in time; fails on an error)."""
     completed = subprocess.run(
         ["flwr", "supernode", "register", str(public_key), plan.connection],
-        env=dict(environment), capture_output=True, text=True, timeout=60, check=False,
+        env=dict(environment),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"flwr supernode register {public_key} failed: {(completed.stdout + completed.stderr).strip()}")
+        raise RuntimeError(
+            f"flwr supernode register {public_key} failed: {(completed.stdout + completed.stderr).strip()}"
+        )
 
 
 def start_trial(plan: TrialPlan, environment: Mapping[str, str] | None = None) -> list[ManagedProcess]:
@@ -213,7 +231,9 @@ def start_trial(plan: TrialPlan, environment: Mapping[str, str] | None = None) -
         processes.append(superlink)
         wait_for_port(plan.superlink_port, superlink)
         write_connection(
-            plan.connection, plan.address, plan.certs / "ca.crt" if plan.secure else None,
+            plan.connection,
+            plan.address,
+            plan.certs / "ca.crt" if plan.secure else None,
             home=Path(environment["FLWR_HOME"]).expanduser() if environment.get("FLWR_HOME") else None,
         )
         for public_key in public_keys:
@@ -221,7 +241,9 @@ def start_trial(plan: TrialPlan, environment: Mapping[str, str] | None = None) -
         for index in range(plan.num_nodes):
             key = plan.keys / f"node-{index}-auth.key" if plan.secure else None
             command = supernode_command(plan, plan.first_node_port + index, plan.node_config(index), key)
-            processes.append(start_process(f"supernode-{index}", command, plan.folder / f"supernode-{index}.log", environment))
+            processes.append(
+                start_process(f"supernode-{index}", command, plan.folder / f"supernode-{index}.log", environment)
+            )
         for node in processes[1:]:
             wait_for_log(node, "SuperNode ID", STARTUP_SECONDS)
     except BaseException:

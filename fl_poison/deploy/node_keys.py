@@ -30,7 +30,9 @@ def write_node_key_pair(private_path: Path, public_path: Path, comment: str) -> 
         Appended to the public key line to tell keys apart.
     """
     key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     write_secret(private_path, private)
     public_path.write_bytes(public + f" {comment}\n".encode())
