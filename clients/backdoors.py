@@ -18,7 +18,10 @@ from torch import nn
 from clients.attack_metrics import attack_success_rate, main_task_accuracy
 from clients.base import TrainingJob
 from clients.malicious import Poisoned
+from clients.spec import AttackContext, EvaluationBuilder, PoisonerBuilder, TriggerBuilder
+from clients.targeting import POISON_RATE, TARGET_CLASS
 from clients.triggers import Trigger
+from fl_poison.core.config import ExperimentConfig
 from fl_poison.core.data import LabeledTensors
 from fl_poison.core.evaluation import predict_probabilities
 
@@ -140,3 +143,34 @@ class BackdoorEvaluation:
             triggered_predictions = predict_probabilities(model, data, device, batch_size).argmax(axis=1)
             results[name] = attack_success_rate(triggered_predictions, labels, self.target)
         return results
+
+
+def full_trigger_poisoner(trigger_of: TriggerBuilder) -> PoisonerBuilder:
+    """The poisoner builder of a backdoor whose every attacker stamps the run's whole trigger (blend, BadNets).
+
+    Parameters
+    ----------
+    trigger_of : Callable[[ExperimentConfig, tuple[int, int, int]], Trigger]
+        The attack's trigger for a run's settings and an input shape.
+    """
+
+    def build(context: AttackContext) -> TriggerPoison:
+        config = context.config
+        return TriggerPoison(trigger_of(config, context.info.input_shape), config[POISON_RATE], config[TARGET_CLASS])
+
+    return build
+
+
+def full_trigger_evaluation(trigger_of: TriggerBuilder) -> EvaluationBuilder:
+    """The server-side evaluation builder of such a backdoor: ``mta`` and ``asr`` of the whole trigger.
+
+    Parameters
+    ----------
+    trigger_of : Callable[[ExperimentConfig, tuple[int, int, int]], Trigger]
+        The attack's trigger for a run's settings and an input shape.
+    """
+
+    def build(config: ExperimentConfig, test_set: LabeledTensors, num_classes: int) -> BackdoorEvaluation:
+        return BackdoorEvaluation.of(test_set, {"asr": trigger_of(config, image_shape(test_set))}, config[TARGET_CLASS])
+
+    return build

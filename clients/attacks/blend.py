@@ -14,13 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from clients.backdoors import BackdoorEvaluation, TriggerPoison, image_shape
-from clients.spec import AttackContext, AttackSpec
+from clients.backdoors import full_trigger_evaluation, full_trigger_poisoner
+from clients.spec import AttackSpec
 from clients.targeting import POISON_RATE, TARGET_CLASS, check_target_class
 from clients.triggers import Trigger
 from fl_poison.core.catalogue import DATA_POISONING
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.data import LabeledTensors
 from fl_poison.core.settings import Setting, number_in, readable_image
 
 BLEND_ALPHA = Setting(
@@ -96,34 +95,13 @@ def trigger(config: ExperimentConfig, shape: tuple[int, int, int]) -> Trigger:
     return blend_trigger(shape, config[BLEND_ALPHA], config[TRIGGER_IMAGE])
 
 
-def blend_poison(context: AttackContext) -> TriggerPoison:
-    """The poisoner of an attacker (see :class:`~clients.spec.AttackContext` for ``context``)."""
-    config = context.config
-    return TriggerPoison(trigger(config, context.info.input_shape), config[POISON_RATE], config[TARGET_CLASS])
-
-
-def evaluation(config: ExperimentConfig, test_set: LabeledTensors, num_classes: int) -> BackdoorEvaluation:
-    """The server's metrics of the backdoor: ``mta`` and ``asr``.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-        The run's settings.
-    test_set : LabeledTensors
-        The clean test set.
-    num_classes : int
-        Number of classes of the data (unused).
-    """
-    return BackdoorEvaluation.of(test_set, {"asr": trigger(config, image_shape(test_set))}, config[TARGET_CLASS])
-
-
 ATTACK = AttackSpec(
     name="blend",
     kind=DATA_POISONING,
     summary="Backdoor: a trigger image blended into poison-rate of the samples, relabelled target-class (Chen et al., 2017).",
     settings=(TARGET_CLASS, POISON_RATE, BLEND_ALPHA, TRIGGER_IMAGE),
-    poisoner=blend_poison,
+    poisoner=full_trigger_poisoner(trigger),
     trigger=trigger,
-    evaluation=evaluation,
+    evaluation=full_trigger_evaluation(trigger),
     check_classes=check_target_class,
 )
