@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict, cast
+from typing import TypedDict
 
 import torch
 
@@ -56,6 +56,7 @@ from fl_poison.core.settings import ConfigError
 from fl_poison.core.training import LocalTraining, resolve_device, train_locally
 from fl_poison.core.weights import float_state
 from fl_poison.launch import CommandError, parse_assignments, run_experiment
+from strategies.fedprox import PROXIMAL_MU
 from strategies.sampling import PartitionSampler
 
 DEFAULT_OUT = Path("experiments/results/benchmark_flower_vs_loop.json")
@@ -134,7 +135,7 @@ def plain_loop(
         sampler = PartitionSampler(
             {pid: pid for pid in range(config.num_clients)}, config.sampled_per_round, config.seed
         )
-        mu = cast(float, config.options["proximal-mu"]) if config.strategy == "fedprox" else 0.0
+        mu = config[PROXIMAL_MU] if config.strategy == "fedprox" else 0.0
         training = LocalTraining.from_config(config, proximal_mu=mu)
 
         torch.manual_seed(config.seed)

@@ -95,8 +95,8 @@ class SweepCell:
 
 
 def _check_keys(keys: list[str]) -> None:
+    known = [setting.key for setting in catalogue().settings()]
     for key in keys:
-        known = [setting.key for setting in catalogue().settings()]
         if key not in known:
             raise ConfigError(f"{key}: unknown setting in the sweep file; allowed: {', '.join(known)}")
 
