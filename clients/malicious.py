@@ -3,7 +3,7 @@
 Every attack of fl_poison that trains is such a composition (DESIGN: "an attack is a composition
 of at most two steps"): a data-poisoning attack (:class:`DataPoisoner`) turns the clean local
 data into its training set, an update-transform attack (:class:`UpdateTransform`) rewrites the
-trained weights before they are sent. Each attack lives in its own module of
+trained weights (and may forge the example count) before they are sent. Each attack lives in its own module of
 :mod:`clients.attacks`; this module holds the composition and the two "no attack" steps.
 """
 
@@ -45,7 +45,7 @@ class DataPoisoner(Protocol):
 
 
 class UpdateTransform(Protocol):
-    """Rewrites the weights an attacker trained before they are sent."""
+    """Rewrites what an attacker sends after training: its weights, and the example count it reports."""
 
     def transform(
         self, job: TrainingJob, trained: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]
@@ -63,6 +63,26 @@ class UpdateTransform(Protocol):
         """
         ...
 
+    def reported_examples(self, job: TrainingJob, count: int) -> int:
+        """The example count to report for a clean training set of ``count`` examples.
+
+        Parameters
+        ----------
+        job : TrainingJob
+            The round's local work.
+        count : int
+            The size of the attacker's clean partition (what an honest client reports).
+        """
+        ...
+
+
+class HonestCount:
+    """Report the true example count (every update transform but a forged-count one)."""
+
+    def reported_examples(self, job: TrainingJob, count: int) -> int:
+        """``count`` unchanged (see :meth:`UpdateTransform.reported_examples` for the parameters)."""
+        return count
+
 
 @dataclass(frozen=True)
 class CleanData:
@@ -74,7 +94,7 @@ class CleanData:
 
 
 @dataclass(frozen=True)
-class NoTransform:
+class NoTransform(HonestCount):
     """Send the trained weights as they are."""
 
     def transform(
@@ -110,5 +130,10 @@ class MaliciousClient:
         sent = self.transform.transform(job, float_state(job.model), reference)
         job.model.load_state_dict(sent, strict=False)
         return ClientUpdate(
-            job.model, loss, len(job.data), malicious=True, attacked=True, attack_target=poisoned.target
+            job.model,
+            loss,
+            self.transform.reported_examples(job, len(job.data)),
+            malicious=True,
+            attacked=True,
+            attack_target=poisoned.target,
         )

@@ -14,7 +14,9 @@
    :class:`~strategies.spec.Defense` aggregate the usable updates, records what it decided for
    each client and returns the global model plus the aggregated update (in float64, rounded
    once to the model's dtype) and the example-weighted train metrics of the clients that made
-   the aggregate. With nothing usable, or when the defense skips the round, the global model
+   the aggregate. Before the defense sees the updates, ``client-weighting``
+   (:class:`~fl_poison.core.client_weighting.ClientWeighting`) replaces the reported example
+   counts by the counts the weights use (capped by default); both are recorded per client. With nothing usable, or when the defense skips the round, the global model
    stays as it was.
 """
 
@@ -24,12 +26,13 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fl_poison.core.client_weighting import ClientWeighting
 from fl_poison.core.round_log import RoundLog
-from fl_poison.core.round_updates import UpdateLayout, decode_round
+from fl_poison.core.round_updates import RoundUpdates, UpdateLayout, decode_round
 from fl_poison.core.weights import record_to_numpy
 from strategies.sampling import PartitionSampler, SubsetGrid
 from strategies.spec import Defense
@@ -48,6 +51,9 @@ class LabStrategy(FedAvg):
         Aggregates the round's usable updates.
     device : torch.device | str
         Where the round's updates are kept and aggregated (``cuda`` when the server has a GPU).
+    weighting : ClientWeighting | None
+        Turns the reported example counts into the counts weights use (None: ``capped`` with no
+        known partition sizes, i.e. at twice the round's median report).
     **kwargs :
         Other arguments of Flower's FedAvg (sampling fractions and minimums default to "every
         node drawn by the sampler, no federated evaluation").
@@ -60,6 +66,7 @@ class LabStrategy(FedAvg):
         round_log: RoundLog,
         defense: Defense,
         device: torch.device | str = "cpu",
+        weighting: ClientWeighting | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("fraction_train", 1.0)
@@ -72,6 +79,7 @@ class LabStrategy(FedAvg):
         self.round_log = round_log
         self.defense = defense
         self.device = torch.device(device)
+        self.weighting = weighting or ClientWeighting()
         self._global_arrays: dict[str, np.ndarray] = {}
         self._sampled: list[int] = []
         self._workspace: torch.Tensor | None = None
@@ -99,6 +107,10 @@ class LabStrategy(FedAvg):
         self.round_log.record_screening(server_round, self._sampled, screened)
         if updates.count == 0:
             return None, None
+        updates = updates.weighted(self.weighting.used_counts(updates.partition_ids, updates.reported_examples))
+        self.round_log.record_used_examples(
+            server_round, dict(zip(updates.partition_ids, updates.num_examples, strict=True))
+        )
         outcome = self.defense.aggregate(updates)
         self.round_log.record_decisions(server_round, outcome.decisions)
         if outcome.update is None:
@@ -107,7 +119,7 @@ class LabStrategy(FedAvg):
             arrays = updates.layout.apply(outcome.update)
         else:
             arrays = updates.layout.float_arrays_of(updates.arrays[outcome.exact_row])
-        contents = [updates.contents[row] for row in outcome.metric_rows]
+        contents = [_metrics_weighted_by(updates, row, self.weighted_by_key) for row in outcome.metric_rows]
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         return arrays, metrics
 
@@ -124,5 +136,26 @@ class LabStrategy(FedAvg):
 
     def summary(self) -> None:
         """Log the defense, then Flower's strategy settings."""
-        print(f"[fl-poison] defense: {self.defense.describe()} (aggregating on {self.device})", flush=True)
+        print(
+            f"[fl-poison] defense: {self.defense.describe()} (aggregating on {self.device}; "
+            f"client weighting: {self.weighting.describe()})",
+            flush=True,
+        )
         super().summary()
+
+
+def _metrics_weighted_by(updates: RoundUpdates, row: int, weight_key: str) -> RecordDict:
+    """Row ``row``'s reply metrics with ``weight_key`` set to the count its weight uses, for Flower's metric averaging.
+
+    Parameters
+    ----------
+    updates : RoundUpdates
+        The round's weighted updates.
+    row : int
+        The row.
+    weight_key : str
+        The metric Flower weights by (``num-examples``).
+    """
+    record = next(iter(updates.contents[row].metric_records.values()))
+    values = {key: value for key, value in record.items() if key != weight_key}
+    return RecordDict({"metrics": MetricRecord({**values, weight_key: updates.num_examples[row]})})

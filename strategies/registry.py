@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 
 import strategies
+from fl_poison.core.client_weighting import ClientWeighting
 from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.training import resolve_device
@@ -53,8 +55,16 @@ def build_defense(config: ExperimentConfig) -> Defense:
     return build(config.strategy)
 
 
-def build_strategy(config: ExperimentConfig, sampler: PartitionSampler, round_log: RoundLog) -> LabStrategy:
+def build_strategy(
+    config: ExperimentConfig,
+    sampler: PartitionSampler,
+    round_log: RoundLog,
+    justified_examples: Mapping[int, int] | None = None,
+) -> LabStrategy:
     """The Flower strategy running the defense ``config.strategy`` names, on the device ``config.device`` resolves to.
+
+    Client weights follow ``client-weighting`` (capped at ``justified_examples`` where known, else
+    at ``weight-cap-multiple`` times the round's median report).
 
     Parameters
     ----------
@@ -64,7 +74,15 @@ def build_strategy(config: ExperimentConfig, sampler: PartitionSampler, round_lo
         Draws the partitions of each round.
     round_log : RoundLog
         Receives one row per sampled client per round.
+    justified_examples : Mapping[int, int] | None
+        The example count the server can justify for each partition id (see
+        :class:`~fl_poison.core.client_weighting.ClientWeighting`); None when it knows none.
     """
+    weighting = ClientWeighting(config.client_weighting, justified_examples or {}, config.weight_cap_multiple)
     return LabStrategy(
-        sampler=sampler, round_log=round_log, defense=build_defense(config), device=resolve_device(config.device)
+        sampler=sampler,
+        round_log=round_log,
+        defense=build_defense(config),
+        device=resolve_device(config.device),
+        weighting=weighting,
     )

@@ -1,8 +1,10 @@
 """Example-weighted averaging of updates: FedAvg's aggregate, and that of every rule that keeps a
 subset of the updates and averages it (Krum, Multi-Krum, the loss filter).
 
-:func:`client_weights` is the one place where a client's weight in an average comes from (today
-its reported example count, as in FedAvg); every weighted rule goes through it.
+:func:`client_weights` is the one place where a client's weight in an average comes from: its
+example count as ``client-weighting`` decided (:mod:`fl_poison.core.client_weighting`: the report
+capped at what the server can justify by default, the report itself, or 1); every weighted rule
+goes through it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from strategies.spec import ACCEPTED, REJECTED, ClientDecision, Outcome
 
 
 def client_weights(updates: RoundUpdates, rows: Sequence[int]) -> list[float]:
-    """The shares of ``rows`` in their average: reported example counts over their sum (float64).
+    """The shares of ``rows`` in their average: their weighting counts over their sum (float64).
 
     Parameters
     ----------
     updates : RoundUpdates
-        The round's updates (their ``num_examples``).
+        The round's updates (their ``num_examples``: the counts ``client-weighting`` left).
     rows : Sequence[int]
         The rows averaged.
     """

@@ -60,6 +60,7 @@ def test_every_module_of_the_package_is_a_registered_attack_in_name_order():
         "nan-weights",
         "scaling",
         "train-and-scale",
+        "weight-inflation",
     }
     assert catalogue().attacks == specs
 
@@ -83,6 +84,7 @@ def test_kinds_and_their_builders():
         "nan-weights": CLIENT_BEHAVIOUR,
         "scaling": UPDATE_TRANSFORM,
         "train-and-scale": UPDATE_TRANSFORM,
+        "weight-inflation": UPDATE_TRANSFORM,
     }
     assert {name for name, spec in by_name().items() if spec.trigger is not None} == {"blend", "badnets", "dba"}
     assert {name for name, spec in by_name().items() if spec.evaluation is not None} == {
@@ -143,9 +145,10 @@ def test_every_attack_runs_for_an_attacker_and_leaves_benign_clients_alone(name)
     reference = float_state(job.model)
     update = behaviour_for(config, 1, 2, INFO).run(job)
     assert update.malicious and update.attacked
-    assert update.num_examples == len(job.data)
+    forged = {"weight-inflation": round(1e6 * len(job.data))}  # its default inflation-factor
+    assert update.num_examples == forged.get(name, len(job.data))
     sent = float_state(update.model)
-    assert any(not torch.equal(sent[key], reference[key]) for key in reference)
+    assert any(not torch.equal(sent[key], reference[key]) for key in reference)  # it trained
     if name == "nan-weights":
         assert all(torch.isnan(tensor).all() for tensor in sent.values())
     else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from clients.base import TrainingJob
+from clients.malicious import HonestCount
 from clients.spec import AttackContext, AttackSpec
 from clients.update_transforms import scale_update
 from fl_poison.core.catalogue import UPDATE_TRANSFORM
@@ -28,7 +29,7 @@ SCALE_FACTOR = Setting(
 
 
 @dataclass(frozen=True)
-class Scaling:
+class Scaling(HonestCount):
     """Model replacement X = γ(L − G) + G.
 
     Parameters

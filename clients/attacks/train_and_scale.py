@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from clients.base import TrainingJob
+from clients.malicious import HonestCount
 from clients.spec import AttackContext, AttackSpec
 from clients.update_transforms import scale_to_norm, update_norm_of
 from fl_poison.core.catalogue import UPDATE_TRANSFORM
@@ -32,7 +33,7 @@ NORM_BOUND = Setting(
 
 
 @dataclass(frozen=True)
-class TrainAndScale:
+class TrainAndScale(HonestCount):
     """Rescale the update to norm Q.
 
     Parameters

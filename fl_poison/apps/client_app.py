@@ -2,8 +2,9 @@
 
 ``query``: the node's join check (:func:`fl_poison.apps.node.check_node`: its whole effective
 config, its attack's classes and its data, before any training) and tells the server this node's
-partition id (Flower node ids are random per run), whether it trains on its own data folder and
-whether it sees a GPU. ``train``: loads the global weights, asks :mod:`clients.registry` for
+partition id (Flower node ids are random per run), whether it trains on its own data folder,
+whether it sees a GPU and how many training examples it holds (the server caps the counts this
+node reports later at that, see :mod:`fl_poison.core.client_weighting`). ``train``: loads the global weights, asks :mod:`clients.registry` for
 this client's behaviour in this round (benign, or what the attack modules of
 :mod:`clients.attacks` build for an attacker of the threat model or of the node's own config, see
 :mod:`fl_poison.apps.node`), runs it on its partition or its own data, and replies
@@ -50,7 +51,7 @@ def client_seed(seed: int, server_round: int, partition_id: int) -> int:
 
 @app.query()
 def describe(msg: Message, context: Context) -> Message:
-    """Check the node (:func:`~fl_poison.apps.node.check_node`); reply with its partition id, number of partitions, own data and GPU visibility.
+    """Check the node (:func:`~fl_poison.apps.node.check_node`); reply with its partition id, number of partitions, own data, GPU visibility and example count.
 
     The whole effective config and the node's data are checked here, before any training: when
     the query's ``config`` record carries ``num-classes`` and ``input-shape`` (as the train
@@ -65,13 +66,15 @@ def describe(msg: Message, context: Context) -> Message:
     """
     query_config = msg.content.config_records.get("config")
     info = dataset_info_from_server(query_config) if query_config is not None else None
-    identity, _ = check_node(context.run_config, context.node_config, info)
+    identity, config = check_node(context.run_config, context.node_config, info)
+    spec = DataSpec.from_config(config)
     metrics = MetricRecord(
         {
             "partition-id": identity.partition_id,
             "num-partitions": identity.num_partitions,
             "own-data": int(identity.has_own_data),
             "cuda-available": int(torch.cuda.is_available()),
+            "num-examples": len(training_data(identity, spec, info)),
         }
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
@@ -139,7 +142,7 @@ def dataset_info_from_server(server_config: ConfigRecord) -> DatasetInfo | None:
     return DatasetInfo(num_classes=int(cast(int, server_config["num-classes"])), input_shape=(channels, height, width))
 
 
-def training_data(identity: NodeIdentity, spec: DataSpec, info: DatasetInfo) -> LabeledTensors:
+def training_data(identity: NodeIdentity, spec: DataSpec, info: DatasetInfo | None) -> LabeledTensors:
     """The node's own data folder, or its partition of the run's dataset.
 
     Parameters
@@ -148,8 +151,9 @@ def training_data(identity: NodeIdentity, spec: DataSpec, info: DatasetInfo) -> 
         Who the node is and where its data lies.
     spec : DataSpec
         The run's data settings.
-    info : DatasetInfo
-        The run's classes and input shape (a node's own folder is read to fit them).
+    info : DatasetInfo | None
+        The run's classes and input shape (a node's own folder is read to fit them; None reads
+        it as it is).
     """
     if identity.has_own_data:
         return node_data(identity.data_path, spec.image_column, spec.label_column, info)

@@ -16,6 +16,7 @@ Flow of one run:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
@@ -25,13 +26,14 @@ from clients.registry import evaluation_for
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.apps.data_checks import check_run_against_data
 from fl_poison.core.config import ConfigError, ExperimentConfig
-from fl_poison.core.data import DatasetInfo, DataSpec, test_data
+from fl_poison.core.data import DatasetInfo, DataSpec, all_partition_indices, test_data
 from fl_poison.core.detection import detection_scores
 from fl_poison.core.evaluation import predict_probabilities
 from fl_poison.core.metrics import classification_metrics
 from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
+from fl_poison.core.reply_checks import MAX_NUM_EXAMPLES
 from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, create_result_folder
 from fl_poison.core.round_log import AGGREGATED_DECISIONS, CLIENT_COLUMNS, RoundLog, first_client_error
 from fl_poison.core.training import resolve_device
@@ -55,10 +57,10 @@ def main(grid: Grid, context: Context) -> None:
     test_set = test_data(spec)
     attack_evaluation = evaluation_for(config, test_set, info.num_classes)
 
-    node_of_partition, cuda_partitions, own_data_partitions = discover_partitions(grid, config, info)
-    sampler = PartitionSampler(node_of_partition, config.sampled_per_round, config.seed)
+    federation = discover_partitions(grid, config, info)
+    sampler = PartitionSampler(federation.node_of_partition, config.sampled_per_round, config.seed)
     round_log = RoundLog(sampler.partition_of_node)
-    strategy = build_strategy(config, sampler, round_log)
+    strategy = build_strategy(config, sampler, round_log, justified_examples(spec, federation))
 
     torch.manual_seed(config.seed)
     model = build_model(model_name, info.input_shape, info.num_classes)
@@ -70,8 +72,8 @@ def main(grid: Grid, context: Context) -> None:
             "input_shape": list(info.input_shape),
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "server_device": str(device),
-            "clients_seeing_cuda": len(cuda_partitions),
-            "own_data_partitions": own_data_partitions,
+            "clients_seeing_cuda": len(federation.cuda_partitions),
+            "own_data_partitions": list(federation.own_data_partitions),
             "versions": environment_versions(),
         },
     )
@@ -154,13 +156,52 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def discover_partitions(
-    grid: Grid, config: ExperimentConfig, info: DatasetInfo
-) -> tuple[dict[int, int], list[int], list[int]]:
-    """Wait for ``num-clients`` nodes and ask each who it is (each checks its node config and data then).
+@dataclass(frozen=True)
+class Federation:
+    """Who answered the join query.
 
-    Returns the node id of every partition id, the partition ids whose ClientApp sees a GPU, and
-    those of nodes training on their own data folder (``data-path``).
+    Attributes
+    ----------
+    node_of_partition : dict[int, int]
+        The Flower node id of every partition id.
+    cuda_partitions : tuple[int, ...]
+        The partition ids whose ClientApp sees a GPU.
+    own_data_partitions : tuple[int, ...]
+        The partition ids of nodes training on their own data folder (``data-path``).
+    declared_examples : dict[int, int]
+        The training-set size every node declared (partitions that declared none or an
+        unusable value are absent).
+    """
+
+    node_of_partition: dict[int, int]
+    cuda_partitions: tuple[int, ...]
+    own_data_partitions: tuple[int, ...]
+    declared_examples: dict[int, int]
+
+
+def justified_examples(spec: DataSpec, federation: Federation) -> dict[int, int]:
+    """The example count the server can justify for every partition (the caps of ``client-weighting=capped``).
+
+    A partition of the run's dataset has the size the server computes from the partition plan (as
+    its client does); a node training on its own data folder has the size it declared when it
+    joined, when it declared one.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings (the partition plan).
+    federation : Federation
+        Who joined, and what they declared.
+    """
+    partitions = all_partition_indices(spec)
+    own = set(federation.own_data_partitions)
+    justified = {pid: len(partitions[pid]) for pid in federation.node_of_partition if pid not in own}
+    justified.update({pid: federation.declared_examples[pid] for pid in own if pid in federation.declared_examples})
+    return {pid: count for pid, count in justified.items() if count >= 1}
+
+
+def discover_partitions(grid: Grid, config: ExperimentConfig, info: DatasetInfo) -> Federation:
+    """Wait for ``num-clients`` nodes and ask each who it is (each checks its node config and data then).
 
     Parameters
     ----------
@@ -189,6 +230,7 @@ def discover_partitions(
     node_of_partition: dict[int, int] = {}
     cuda_partitions: list[int] = []
     own_data_partitions: list[int] = []
+    declared_examples: dict[int, int] = {}
     for reply in replies:
         if reply.has_error():
             lines = [line for line in (reply.error.reason or "").strip().splitlines() if line.strip()]
@@ -213,11 +255,16 @@ def discover_partitions(
             own_data_partitions.append(partition_id)
         if _reply_int(metrics, "cuda-available", node):
             cuda_partitions.append(partition_id)
+        declared = metrics.get("num-examples")
+        if isinstance(declared, int) and not isinstance(declared, bool) and 1 <= declared <= MAX_NUM_EXAMPLES:
+            declared_examples[partition_id] = declared
     if len(node_of_partition) != config.num_clients:
         raise RuntimeError(
             f"only {len(node_of_partition)} of {config.num_clients} nodes answered within {config.node_wait_timeout:g}s"
         )
-    return node_of_partition, sorted(cuda_partitions), sorted(own_data_partitions)
+    return Federation(
+        node_of_partition, tuple(sorted(cuda_partitions)), tuple(sorted(own_data_partitions)), declared_examples
+    )
 
 
 def _reply_int(metrics: MetricRecord, key: str, node: int) -> int:

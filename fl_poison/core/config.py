@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
+from fl_poison.core.client_weighting import CAPPED, WEIGHTINGS
 from fl_poison.core.settings import (
     ConfigError,
     Setting,
@@ -149,6 +150,21 @@ CORE_SETTINGS: tuple[Setting[Any], ...] = (
     Setting("momentum", 0.9, "SGD momentum.", number_in(0, 1, True, False)),
     Setting("weight-decay", 0.0, "L2 weight decay of the local optimizer.", number_in(0, 1, True, True)),
     Setting("strategy", "fedavg", "Server aggregation rule: " + STRATEGY_NAMES + ".", algorithm_name),
+    Setting(
+        "client-weighting",
+        CAPPED,
+        "Where a client's weight in an average comes from: capped (its reported example count capped at its "
+        "partition's true size, its declared size at join, or weight-cap-multiple × the round's median report), "
+        "reported (trusted as sent) or uniform.",
+        choice(*WEIGHTINGS),
+    ),
+    Setting(
+        "weight-cap-multiple",
+        2.0,
+        "Under capped weighting, the cap of a client whose size the server cannot justify: this multiple of the "
+        "round's median reported count.",
+        number_in(1, 1e6, True, True),
+    ),
     Setting("device", "auto", "auto (CUDA when the process sees a GPU), cpu or cuda.", choice(*DEVICES)),
     Setting("eval-batch-size", 512, "Batch size of centralized evaluation.", integer(1)),
     Setting(
@@ -240,6 +256,8 @@ class ExperimentConfig:
     momentum: float
     weight_decay: float
     strategy: str
+    client_weighting: str
+    weight_cap_multiple: float
     device: str
     eval_batch_size: int
     round_timeout: float

@@ -1,7 +1,8 @@
 """What happened to every sampled client in every round, as rows for ``clients.csv``.
 
 The strategy calls :meth:`RoundLog.record_screening` with what the screening of the round's
-replies found (:func:`fl_poison.core.round_updates.decode_round`), before aggregating, and
+replies found (:func:`fl_poison.core.round_updates.decode_round`), before aggregating,
+:meth:`RoundLog.record_used_examples` with the counts the weights use (``client-weighting``), and
 :meth:`RoundLog.record_decisions` with what the defense did. The malicious flag comes from the
 client's reply (the threat model's ground truth, for forensics only; no defense reads it).
 """
@@ -26,6 +27,7 @@ CLIENT_COLUMNS = (
     "status",
     "reason",
     "num_examples",
+    "used_examples",
     "loss",
     "norm_before",
     "norm_after",
@@ -77,6 +79,9 @@ class ClientRoundRecord:
         Why a reply was rejected or failed (empty when ok).
     num_examples : int
         Number of training examples the client reported.
+    used_examples : float
+        The count its weight was computed from (``client-weighting``: the report, capped, or 1);
+        0 when the reply was not usable, NaN before the weighting ran.
     loss : float
         Training loss the client reported.
     norm_before : float
@@ -106,6 +111,7 @@ class ClientRoundRecord:
     bound: float = math.nan
     decision: str = ""
     weight: float = math.nan
+    used_examples: float = math.nan
 
 
 class RoundLog:
@@ -166,6 +172,20 @@ class RoundLog:
             record.bound = decision.bound
             record.weight = decision.weight
 
+    def record_used_examples(self, server_round: int, used: Mapping[int, float]) -> None:
+        """Store the count each usable client's weight is computed from in ``server_round``.
+
+        Parameters
+        ----------
+        server_round : int
+            The round.
+        used : Mapping[int, float]
+            The count of every partition id whose reply was usable.
+        """
+        for record in self.for_round(server_round):
+            if record.partition_id in used:
+                record.used_examples = used[record.partition_id]
+
     def latest_attack_target(self) -> int:
         """The most recent attack target any client reported (-1 when none did)."""
         targets = [record.attack_target for record in self.records if record.attacked and record.attack_target >= 0]
@@ -190,6 +210,7 @@ def _row(server_round: int, reply: ScreenedReply) -> ClientRoundRecord:
         decision="" if ok else "rejected",
         norm_after=math.nan if ok else 0.0,
         weight=math.nan if ok else 0.0,
+        used_examples=math.nan if ok else 0.0,
     )
 
 
@@ -206,7 +227,9 @@ def _metric_int(metrics: Mapping[str, object], key: str, default: int) -> int:
 
 
 def _failed(server_round: int, partition_id: int, reason: str) -> ClientRoundRecord:
-    return ClientRoundRecord(server_round, partition_id, 0, 0, -1, "failed", reason, 0, math.nan, math.nan)
+    return ClientRoundRecord(
+        server_round, partition_id, 0, 0, -1, "failed", reason, 0, math.nan, math.nan, used_examples=0.0
+    )
 
 
 def first_client_error(records: Iterable[ClientRoundRecord]) -> str:

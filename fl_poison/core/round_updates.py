@@ -162,6 +162,9 @@ class RoundUpdates:
     partition_ids : tuple[int, ...]
         The client of every row.
     num_examples : tuple[float, ...]
+        The example count every client's weight is computed from: as reported after decoding,
+        as ``client-weighting`` decides once the strategy has applied it (:meth:`weighted`).
+    reported_examples : tuple[float, ...]
         The example count every client reported.
     losses : tuple[float, ...]
         The training loss every client reported.
@@ -178,6 +181,7 @@ class RoundUpdates:
     norms: torch.Tensor
     partition_ids: tuple[int, ...]
     num_examples: tuple[float, ...]
+    reported_examples: tuple[float, ...]
     losses: tuple[float, ...]
     contents: tuple[RecordDict, ...]
     arrays: tuple[ArrayRecord, ...]
@@ -205,6 +209,12 @@ class RoundUpdates:
     def rescaled(self, scale: torch.Tensor) -> RoundUpdates:
         """The same rows with other factors (a float64 tensor of :attr:`count` values)."""
         return replace(self, scale=scale.to(self.scale.device, torch.float64))
+
+    def weighted(self, counts: Sequence[float]) -> RoundUpdates:
+        """The same rows whose weights come from ``counts`` (one float per row; the reports are kept)."""
+        if len(counts) != self.count:
+            raise ValueError(f"{len(counts)} counts for {self.count} rows")
+        return replace(self, num_examples=tuple(float(count) for count in counts))
 
     def unscaled(self, rows: Sequence[int]) -> bool:
         """Whether every row of ``rows`` has factor exactly 1."""
@@ -376,12 +386,14 @@ def decode_round(
         norms.append(norm)
         screened.append(ScreenedReply(partition_id, "ok", "", norm, metrics))
     metrics_of = [_metric_values(message) for message in kept]
+    reported = tuple(_number(metrics, "num-examples") for metrics in metrics_of)
     updates = RoundUpdates(
         matrix=matrix[: len(kept)],
         scale=torch.ones(len(kept), dtype=torch.float64, device=device),
         norms=torch.tensor(norms, dtype=torch.float64, device=device),
         partition_ids=tuple(partition_of(message) for message in kept),
-        num_examples=tuple(_number(metrics, "num-examples") for metrics in metrics_of),
+        num_examples=reported,
+        reported_examples=reported,
         losses=tuple(_number(metrics, "train_loss") for metrics in metrics_of),
         contents=tuple(message.content for message in kept),
         arrays=tuple(next(iter(message.content.array_records.values())) for message in kept),
