@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -33,6 +34,7 @@ from flwr.serverapp.strategy import FedAvg
 from fl_poison.core.client_weighting import ClientWeighting
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.round_updates import RoundUpdates, UpdateLayout, decode_round
+from fl_poison.core.timings import PhaseClock
 from fl_poison.core.weights import record_to_numpy
 from strategies.sampling import PartitionSampler, SubsetGrid
 from strategies.spec import Defense
@@ -54,6 +56,9 @@ class LabStrategy(FedAvg):
     weighting : ClientWeighting | None
         Turns the reported example counts into the counts weights use (None: ``capped`` with no
         known partition sizes, i.e. at twice the round's median report).
+    clock : PhaseClock | None
+        Receives the time from sending a round to receiving its replies (``train``) and the time
+        spent aggregating (``aggregate``); None keeps its own.
     **kwargs :
         Other arguments of Flower's FedAvg (sampling fractions and minimums default to "every
         node drawn by the sampler, no federated evaluation").
@@ -67,6 +72,7 @@ class LabStrategy(FedAvg):
         defense: Defense,
         device: torch.device | str = "cpu",
         weighting: ClientWeighting | None = None,
+        clock: PhaseClock | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("fraction_train", 1.0)
@@ -80,6 +86,8 @@ class LabStrategy(FedAvg):
         self.defense = defense
         self.device = torch.device(device)
         self.weighting = weighting or ClientWeighting()
+        self.clock = clock or PhaseClock()
+        self._sent_at: float | None = None
         self._global_arrays: dict[str, np.ndarray] = {}
         self._sampled: list[int] = []
         self._workspace: torch.Tensor | None = None
@@ -93,12 +101,23 @@ class LabStrategy(FedAvg):
         for key, value in self.defense.train_config().items():
             config[key] = value
         view = SubsetGrid(grid, self.sampler.nodes_for_round(server_round))
-        return super().configure_train(server_round, arrays, config, view)
+        messages = super().configure_train(server_round, arrays, config, view)
+        self._sent_at = time.monotonic()
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Decode and record every reply, let the defense aggregate the usable ones, record its decisions."""
+        if self._sent_at is not None:
+            self.clock.add("train", time.monotonic() - self._sent_at)
+            self._sent_at = None
+        with self.clock.phase("aggregate"):
+            return self._aggregate(server_round, replies)
+
+    def _aggregate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ordered = sorted(replies, key=self.round_log.partition_of)
         workspace = self._workspace_for(len(ordered), UpdateLayout(self._global_arrays).size)
         updates, screened = decode_round(

@@ -14,6 +14,7 @@ import strategies
 from fl_poison.core.client_weighting import ClientWeighting
 from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.round_log import RoundLog
+from fl_poison.core.timings import PhaseClock
 from fl_poison.core.training import resolve_device
 from strategies.lab import LabStrategy
 from strategies.sampling import PartitionSampler
@@ -60,6 +61,7 @@ def build_strategy(
     sampler: PartitionSampler,
     round_log: RoundLog,
     justified_examples: Mapping[int, int] | None = None,
+    clock: PhaseClock | None = None,
 ) -> LabStrategy:
     """The Flower strategy running the defense ``config.strategy`` names, on the device ``config.device`` resolves to.
 
@@ -77,6 +79,8 @@ def build_strategy(
     justified_examples : Mapping[int, int] | None
         The example count the server can justify for each partition id (see
         :class:`~fl_poison.core.client_weighting.ClientWeighting`); None when it knows none.
+    clock : PhaseClock | None
+        The run's clock (the strategy adds its ``train`` and ``aggregate`` times to it).
     """
     weighting = ClientWeighting(config.client_weighting, justified_examples or {}, config.weight_cap_multiple)
     return LabStrategy(
@@ -85,4 +89,5 @@ def build_strategy(
         defense=build_defense(config),
         device=resolve_device(config.device),
         weighting=weighting,
+        clock=clock,
     )

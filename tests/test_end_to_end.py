@@ -36,6 +36,7 @@ def test_run_writes_every_result_file(fedavg_run: Path) -> None:
         "model.pt",
         "accuracy_loss.png",
         "flower.log",
+        "timings.json",
     ):
         assert (fedavg_run / name).is_file(), name
     config = json.loads((fedavg_run / "config.json").read_text())
@@ -47,6 +48,14 @@ def test_run_writes_every_result_file(fedavg_run: Path) -> None:
     assert len(clients) == 6 * 4
     assert {int(row["partition_id"]) for row in clients} == {0, 1, 2, 3}
     assert all(row["status"] == "ok" and float(row["norm_before"]) > 0 for row in clients)
+    timings = json.loads((fedavg_run / "timings.json").read_text())
+    phases = timings["phases"]
+    assert {"setup", "nodes", "train", "aggregate", "evaluate", "finish"} <= set(phases)
+    assert phases["train"]["count"] == phases["aggregate"]["count"] == 6
+    assert phases["evaluate"]["count"] == 7  # round 0 and every round
+    summary = json.loads((fedavg_run / "summary.json").read_text())
+    assert sum(phase["seconds"] for phase in phases.values()) <= timings["elapsed_seconds"]
+    assert timings["elapsed_seconds"] >= summary["wall_seconds"]
 
 
 def test_run_learns_well_above_chance(fedavg_run: Path) -> None:

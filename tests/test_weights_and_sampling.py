@@ -13,7 +13,7 @@ from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord,
 from flwr.serverapp import Grid
 
 from fl_poison.core import results
-from fl_poison.core.results import ResultFolder, read_csv, write_csv, write_json
+from fl_poison.core.results import GrowingCsv, ResultFolder, ordered_columns, read_csv, write_csv, write_json
 from fl_poison.core.round_log import CLIENT_COLUMNS, RoundLog
 from fl_poison.core.round_updates import decode_round
 from fl_poison.core.weights import flat_update, update_norm
@@ -302,9 +302,28 @@ def test_result_folder_rewrites_rounds_csv_with_every_row(tmp_path):
     assert leftovers(tmp_path / "run", {"rounds.csv"}) == []
 
 
+def test_a_growing_csv_is_the_file_rewritten_with_every_row(tmp_path):
+    batches = [
+        [{"round": 0, "accuracy": 0.5}],
+        [{"round": 1, "accuracy": 0.25, "tp": 1}, {"round": 1, "accuracy": 0.75}],
+        [{"round": 2, "accuracy": 1.0, "tp": 0}],
+        [],
+        [{"round": 3, "tp": 2, "accuracy": math.nan, "late": "x"}],
+        [{"round": 4, "accuracy": 0.125}],
+    ]
+    growing = GrowingCsv(tmp_path / "grown.csv", ["round"])
+    seen: list[dict[str, object]] = []
+    for batch in batches:
+        growing.extend(batch)
+        seen.extend(batch)
+        write_csv(tmp_path / "rewritten.csv", seen, ordered_columns(seen, ["round"]))
+        assert (tmp_path / "grown.csv").read_bytes() == (tmp_path / "rewritten.csv").read_bytes()
+    assert list(read_csv(tmp_path / "grown.csv")[0]) == ["round", "accuracy", "tp", "late"]
+
+
 def test_result_folder_clients_and_config(tmp_path):
     folder = ResultFolder(tmp_path / "run")
-    folder.write_clients([{"round": 1, "partition_id": 0, "norm_before": math.nan, "x": 1}], CLIENT_COLUMNS)
+    folder.add_clients([{"round": 1, "partition_id": 0, "norm_before": math.nan, "x": 1}], CLIENT_COLUMNS)
     rows = read_csv(tmp_path / "run" / "clients.csv")
     assert list(rows[0])[: len(CLIENT_COLUMNS)] == list(CLIENT_COLUMNS)
     assert rows[0]["norm_before"] == "" and rows[0]["x"] == "1"

@@ -34,8 +34,9 @@ from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
 from fl_poison.core.reply_checks import MAX_NUM_EXAMPLES
-from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, create_result_folder
+from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder, create_result_folder
 from fl_poison.core.round_log import AGGREGATED_DECISIONS, CLIENT_COLUMNS, RoundLog, first_client_error
+from fl_poison.core.timings import PhaseClock
 from fl_poison.core.training import resolve_device
 from fl_poison.core.weights import load_array_record, to_array_record
 from strategies.registry import build_strategy
@@ -47,20 +48,22 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run one experiment with the settings of ``context.run_config``."""
-    started = time.monotonic()
-    config = experiment_config(context.run_config)
-    spec = DataSpec.from_config(config)
-    info = check_run_against_data(config)
-    folder = create_result_folder(result_folder_path(config))
-    model_name = resolve_model_name(config.model, config.dataset)
-    device = resolve_device(config.device)
-    test_set = test_data(spec)
-    attack_evaluation = evaluation_for(config, test_set, info.num_classes)
+    clock = PhaseClock()
+    with clock.phase("setup"):
+        config = experiment_config(context.run_config)
+        spec = DataSpec.from_config(config)
+        info = check_run_against_data(config)
+        folder = create_result_folder(result_folder_path(config))
+        model_name = resolve_model_name(config.model, config.dataset)
+        device = resolve_device(config.device)
+        test_set = test_data(spec)
+        attack_evaluation = evaluation_for(config, test_set, info.num_classes)
 
-    federation = discover_partitions(grid, config, info)
+    with clock.phase("nodes"):
+        federation = discover_partitions(grid, config, info)
     sampler = PartitionSampler(federation.node_of_partition, config.sampled_per_round, config.seed)
     round_log = RoundLog(sampler.partition_of_node)
-    strategy = build_strategy(config, sampler, round_log, justified_examples(spec, federation))
+    strategy = build_strategy(config, sampler, round_log, justified_examples(spec, federation), clock)
 
     torch.manual_seed(config.seed)
     model = build_model(model_name, info.input_shape, info.num_classes)
@@ -80,6 +83,10 @@ def main(grid: Grid, context: Context) -> None:
     print(f"[fl-poison] results -> {folder.path}", flush=True)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        with clock.phase("evaluate"):
+            return evaluate_round(server_round, arrays)
+
+    def evaluate_round(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_array_record(model, arrays)
         probabilities = predict_probabilities(model, test_set, device, config.eval_batch_size)
         metrics = classification_metrics(test_set.y.numpy(), probabilities)
@@ -101,10 +108,10 @@ def main(grid: Grid, context: Context) -> None:
             "failures": sum(1 for c in clients if c.status == "failed"),
             "attackers": sum(1 for c in clients if c.attacked),
             "train_loss": _mean([c.loss for c in clients if c.status == "ok"]),
-            "wall_seconds": round(time.monotonic() - started, 3),
+            "wall_seconds": round(clock.elapsed(), 3),
         }
         folder.add_round(row)
-        folder.write_clients(round_log.rows(), CLIENT_COLUMNS)
+        folder.add_clients(round_log.rows(server_round), CLIENT_COLUMNS)
         attack_text = "".join(f" {name}={metrics[name]:.4f}" for name in ATTACK_SUMMARY_METRICS if name in metrics)
         print(
             f"[fl-poison] round {server_round}/{config.num_rounds} accuracy={metrics['accuracy']:.4f} "
@@ -125,7 +132,32 @@ def main(grid: Grid, context: Context) -> None:
         cause = first_client_error(round_log.records) or "every reply was rejected by the defense"
         reason = f"no client update was aggregated in {config.num_rounds} round(s); first client error: {cause}"
         folder.mark_failed(reason)
+        folder.write_timings(clock.as_dict())
         raise RuntimeError(reason)
+    with clock.phase("finish"):
+        summary = finish(config, folder, round_log, model, clock)
+    folder.write_timings(clock.as_dict())
+    print(f"[fl-poison] done: accuracy={summary['accuracy']:.4f} -> {folder.path}", flush=True)
+
+
+def finish(
+    config: ExperimentConfig, folder: ResultFolder, round_log: RoundLog, model: torch.nn.Module, clock: PhaseClock
+) -> dict[str, object]:
+    """Write the summary (and return it), the final model and the plots of a run that aggregated at least one update.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    folder : ResultFolder
+        The run's folder (its ``rounds.csv`` complete).
+    round_log : RoundLog
+        Every client of every round.
+    model : torch.nn.Module
+        The final global model.
+    clock : PhaseClock
+        The run's clock (its elapsed time is the summary's ``wall_seconds``).
+    """
     # ``model`` holds the global weights of the last evaluation, i.e. the final global model
     # (Flower's result.arrays stays empty when no round could aggregate anything).
     final = folder.round_rows[-1]
@@ -137,7 +169,7 @@ def main(grid: Grid, context: Context) -> None:
         {
             "rounds": config.num_rounds,
             "rounds_without_update": idle_rounds,
-            "wall_seconds": round(time.monotonic() - started, 3),
+            "wall_seconds": round(clock.elapsed(), 3),
         }
     )
     folder.write_summary(summary)
@@ -149,7 +181,7 @@ def main(grid: Grid, context: Context) -> None:
     plot_update_norms(
         round_log.for_round(plot_round), folder.path / "update_norms.png", f"{title} · round {plot_round}"
     )
-    print(f"[fl-poison] done: accuracy={summary['accuracy']:.4f} -> {folder.path}", flush=True)
+    return summary
 
 
 def _mean(values: list[float]) -> float:

@@ -199,6 +199,50 @@ def ordered_columns(rows: Iterable[Mapping[str, object]], leading: Sequence[str]
     return columns
 
 
+class GrowingCsv:
+    """A CSV file that grows by rows during a run, at a cost that does not grow with the run.
+
+    New rows are appended while the header has a column for every key they carry; a row with a
+    new key rewrites the whole file atomically once, with the header :func:`ordered_columns` gives
+    (the file is the same as rewriting it after every batch of rows, which costs O(rows) per batch).
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    leading : Sequence[str]
+        The columns that come first.
+    """
+
+    def __init__(self, path: Path, leading: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.leading = tuple(leading)
+        self.rows: list[dict[str, object]] = []
+        self._columns: list[str] | None = None
+
+    def extend(self, rows: Iterable[Mapping[str, object]]) -> None:
+        """Add ``rows`` to the file (appended, or the file rewritten when they bring a new column).
+
+        Parameters
+        ----------
+        rows : Iterable[Mapping[str, object]]
+            The new rows.
+        """
+        added = [dict(row) for row in rows]
+        self.rows.extend(added)
+        columns = self._columns
+        if columns is not None and self.path.exists() and all(key in columns for row in added for key in row):
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+            for row in added:
+                writer.writerow({key: _csv_value(row.get(key)) for key in columns})
+            with open(self.path, "a", newline="") as stream:
+                stream.write(buffer.getvalue())
+            return
+        self._columns = ordered_columns(self.rows, self.leading)
+        write_csv(self.path, self.rows, self._columns)
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file as dictionaries of strings."""
     with open(path, newline="") as stream:
@@ -221,20 +265,51 @@ class ResultFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.round_rows: list[dict[str, object]] = []
+        self._rounds = GrowingCsv(self.path / "rounds.csv", self.ROUND_LEADING)
+        self._clients: GrowingCsv | None = None
+
+    @property
+    def round_rows(self) -> list[dict[str, object]]:
+        """The rows of ``rounds.csv`` so far."""
+        return self._rounds.rows
 
     def write_config(self, settings: Mapping[str, object], extra: Mapping[str, object]) -> None:
         """``config.json``: the resolved settings plus provenance (versions, model, devices)."""
         write_json(self.path / "config.json", {"settings": dict(settings), **extra})
 
     def add_round(self, row: Mapping[str, object]) -> None:
-        """Append a round's metrics and rewrite ``rounds.csv``."""
-        self.round_rows.append(dict(row))
-        write_csv(self.path / "rounds.csv", self.round_rows, ordered_columns(self.round_rows, self.ROUND_LEADING))
+        """Add a round's metrics to ``rounds.csv``.
 
-    def write_clients(self, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> None:
-        """Rewrite ``clients.csv`` (one row per sampled client per round)."""
-        write_csv(self.path / "clients.csv", rows, ordered_columns(rows, columns))
+        Parameters
+        ----------
+        row : Mapping[str, object]
+            The round's metrics (``round`` first).
+        """
+        self._rounds.extend([row])
+
+    def add_clients(self, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> None:
+        """Add rows to ``clients.csv`` (one row per sampled client per round; the file exists from the first call on).
+
+        Parameters
+        ----------
+        rows : Sequence[Mapping[str, object]]
+            The new rows (a round's clients; may be empty).
+        columns : Sequence[str]
+            The columns that come first.
+        """
+        if self._clients is None:
+            self._clients = GrowingCsv(self.path / "clients.csv", columns)
+        self._clients.extend(rows)
+
+    def write_timings(self, timings: Mapping[str, object]) -> None:
+        """``timings.json``: where the run's wall time went (see :class:`fl_poison.core.timings.PhaseClock`).
+
+        Parameters
+        ----------
+        timings : Mapping[str, object]
+            The clock's :meth:`~fl_poison.core.timings.PhaseClock.as_dict`.
+        """
+        write_json(self.path / "timings.json", timings)
 
     def write_summary(self, summary: Mapping[str, object]) -> None:
         """``summary.json``: the final metrics of the run."""

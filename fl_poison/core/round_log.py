@@ -152,9 +152,16 @@ class RoundLog:
         self.records.extend(rows)
         return rows
 
-    def rows(self) -> list[dict[str, object]]:
-        """All rows as dictionaries keyed by :data:`CLIENT_COLUMNS`."""
-        return [asdict(record) for record in self.records]
+    def rows(self, server_round: int | None = None) -> list[dict[str, object]]:
+        """The rows (of ``server_round`` only, when given) as dictionaries keyed by :data:`CLIENT_COLUMNS`.
+
+        Parameters
+        ----------
+        server_round : int | None
+            The round whose rows are wanted; None for every round.
+        """
+        records = self.records if server_round is None else self.for_round(server_round)
+        return [asdict(record) for record in records]
 
     def for_round(self, server_round: int) -> list[ClientRoundRecord]:
         """The rows of one round."""
