@@ -2,10 +2,13 @@
 
 Usage::
 
-    python -m experiments.benchmark_flower_vs_loop [KEY=VALUE ...] [--out FILE.json]
+    python -m experiments.benchmark_flower_vs_loop [--preset digits|seed004] [KEY=VALUE ...] [--out FILE.json]
 
-Settings are those of ``fl-poison run`` (see ``fl-poison settings``); the default is the 20-round
-digits experiment (10 iid clients, all trained every round, FedAvg).
+Settings are those of ``fl-poison run`` (see ``fl-poison settings``); the default preset is the
+20-round digits experiment (10 iid clients, all trained every round, FedAvg); ``seed004`` is the
+seed-004 setting without attack (100 clients of 500 rows drawn at random, 10 sampled per round,
+one local epoch of batch 16 with Adam 1e-3, the paper's CNN, 15 rounds): give it the real MNIST
+with ``dataset=/path/to/mnist``.
 
 What is measured, and why
 -------------------------
@@ -22,6 +25,14 @@ What is measured, and why
    centralized evaluation after round 0 and every round. It is the bare training work.
 
 The ratio flower/loop is Flower's overhead (start-up and per-round messaging) over that work.
+The breakdown places the ServerApp's ``timings.json`` (:class:`fl_poison.core.timings.PhaseClock`)
+on this process's clock: the time before the ServerApp starts (this process's checks, the
+``flwr`` CLI, the SuperLink hand-off, the simulation process and its imports), its phases
+(``setup``: settings, data checks, result folder, test set; ``nodes``: waiting for the simulated
+nodes, i.e. Ray and its actors, and their join check; ``train``: from sending a round to holding
+its replies; ``aggregate``; ``evaluate``: evaluation and the round's files; ``finish``: summary,
+model, plots), what the ServerApp spent outside them (Flower's strategy between the phases) and
+the time after it (the run's end travelling back to the CLI and the status check).
 Both final accuracies are reported: they should agree closely, showing that both timed the same
 computation. Flower's Ray actors may train several clients at once (one per CPU Ray sees); the
 loop trains them sequentially.
@@ -41,7 +52,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import torch
 
@@ -78,6 +89,7 @@ class FlowerResult(TypedDict):
     folder: str
     summary: dict[str, object]
     rounds: list[dict[str, float]]
+    breakdown: dict[str, float]
 
 
 def fedavg(states: Sequence[dict[str, torch.Tensor]], num_examples: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -180,10 +192,11 @@ def plain_loop(
 
 def flower_run(given: dict[str, object], cpus: float, gpus: float) -> FlowerResult:
     """Run ``given`` through Flower; return the CLI wall time, the result folder and its summary."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     folder = run_experiment(given, cpus, gpus, verbose=False)
     seconds = time.perf_counter() - started
     summary: dict[str, object] = json.loads((folder / "summary.json").read_text())
+    timings = json.loads((folder / "timings.json").read_text())
     rounds: list[dict[str, float]] = [
         {
             "round": int(row["round"]),
@@ -193,7 +206,52 @@ def flower_run(given: dict[str, object], cpus: float, gpus: float) -> FlowerResu
         }
         for row in read_csv(folder / "rounds.csv")
     ]
-    return {"seconds": round(seconds, 3), "folder": str(folder), "summary": summary, "rounds": rounds}
+    return {
+        "seconds": round(seconds, 3),
+        "folder": str(folder),
+        "summary": summary,
+        "rounds": rounds,
+        "breakdown": breakdown(started_at, started_at + seconds, timings),
+    }
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    "digits": {},
+    "seed004": {
+        "num-clients": 100,
+        "clients-per-round": 10,
+        "partitioning": "random-subsets",
+        "samples-per-client": 500,
+        "num-rounds": 15,
+        "local-epochs": 1,
+        "batch-size": 16,
+        "optimizer": "adam",
+        "learning-rate": 0.001,
+        "model": "ada-cnn",
+    },
+}
+
+
+def breakdown(started_at: float, finished_at: float, timings: dict[str, object]) -> dict[str, float]:
+    """The Flower run's seconds by phase, on the benchmark's clock.
+
+    Parameters
+    ----------
+    started_at : float
+        Unix time at which the benchmark started the Flower run.
+    finished_at : float
+        Unix time at which the run's command returned.
+    timings : dict[str, object]
+        The run's ``timings.json``.
+    """
+    server_start = float(cast(float, timings["started_at"]))
+    server_seconds = float(cast(float, timings["elapsed_seconds"]))
+    phases = cast(dict[str, dict[str, float]], timings["phases"])
+    parts = {"before_serverapp": server_start - started_at}
+    parts.update({name: float(phase["seconds"]) for name, phase in phases.items()})
+    parts["serverapp_other"] = server_seconds - sum(float(phase["seconds"]) for phase in phases.values())
+    parts["after_serverapp"] = finished_at - (server_start + server_seconds)
+    return {name: round(seconds, 3) for name, seconds in parts.items()}
 
 
 def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, object]:
@@ -222,14 +280,24 @@ def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, obj
             if len(flower_accuracies) == len(loop_accuracies)
             else None
         ),
+        "flower_breakdown_seconds": flower["breakdown"],
+        "loop_round_seconds": _per_round(loop["rounds"]),
+        "flower_round_seconds": _per_round(flower["rounds"]),
         "flower_result_folder": flower["folder"],
         "flower_rounds": flower["rounds"],
         "loop_rounds": loop["rounds"],
     }
 
 
+def _per_round(rounds: list[dict[str, float]]) -> float | None:
+    """Mean seconds per round after round 0 (from the cumulative ``seconds`` of each round), None for one round."""
+    if len(rounds) < 2:
+        return None
+    return round((rounds[-1]["seconds"] - rounds[0]["seconds"]) / (len(rounds) - 1), 4)
+
+
 def print_table(report: dict[str, object]) -> None:
-    """The comparison as a small table."""
+    """The comparison as a small table, then the Flower run's breakdown."""
     rows = [
         ("flower wall seconds (CLI end to end)", f"{report['flower_wall_seconds']:.1f}"),
         ("flower serverapp seconds (summary.json)", _number(report["flower_serverapp_seconds"], ".1f")),
@@ -238,7 +306,11 @@ def print_table(report: dict[str, object]) -> None:
         ("flower final accuracy", f"{report['flower_accuracy']:.4f}"),
         ("loop final accuracy", f"{report['loop_accuracy']:.4f}"),
         ("max |accuracy difference| over rounds", _number(report["max_round_accuracy_difference"], ".4f")),
+        ("loop seconds per round", _number(report["loop_round_seconds"], ".3f")),
+        ("flower seconds per round (evaluation to evaluation)", _number(report["flower_round_seconds"], ".3f")),
     ]
+    parts = cast(dict[str, float], report["flower_breakdown_seconds"])
+    rows.extend((f"  flower: {name}", f"{seconds:.2f}") for name, seconds in parts.items())
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>8}")
@@ -256,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse settings, run both, print the table, write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings (see `fl-poison settings`)")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="digits", help="base settings (default digits; see the docstring)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
     parser.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client (default 1)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0)")
@@ -265,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError.bad_value("--cpus-per-client", arguments.cpus_per_client, "a number > 0")
         if arguments.gpus_per_client < 0:
             raise ConfigError.bad_value("--gpus-per-client", arguments.gpus_per_client, "a number >= 0")
-        report = compare(parse_assignments(arguments.settings), arguments.cpus_per_client, arguments.gpus_per_client)
+        given = {**PRESETS[arguments.preset], **parse_assignments(arguments.settings)}
+        report = compare(given, arguments.cpus_per_client, arguments.gpus_per_client)
     except (ConfigError, CommandError) as error:
         print(f"benchmark: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
