@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from fl_poison.core.reply_polling import send_and_receive
 from fl_poison.core.schedule import sampled_partitions
 
 
@@ -86,4 +87,5 @@ class SubsetGrid(Grid):
         return self._grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
+        """Flower's ``send_and_receive``, looking for replies without its fixed waits (see :mod:`fl_poison.core.reply_polling`)."""
+        return send_and_receive(self._grid, messages, timeout)

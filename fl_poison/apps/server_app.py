@@ -34,6 +34,7 @@ from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
 from fl_poison.core.reply_checks import MAX_NUM_EXAMPLES
+from fl_poison.core.reply_polling import send_and_receive
 from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder, create_result_folder
 from fl_poison.core.round_log import AGGREGATED_DECISIONS, CLIENT_COLUMNS, RoundLog, first_client_error
 from fl_poison.core.timings import PhaseClock
@@ -258,7 +259,7 @@ def discover_partitions(grid: Grid, config: ExperimentConfig, info: DatasetInfo)
         Message(RecordDict({"config": dataset_record(info)}), dst_node_id=node_id, message_type=MessageType.QUERY)
         for node_id in node_ids
     ]
-    replies = list(grid.send_and_receive(messages, timeout=config.node_wait_timeout))
+    replies = send_and_receive(grid, messages, config.node_wait_timeout)
     node_of_partition: dict[int, int] = {}
     cuda_partitions: list[int] = []
     own_data_partitions: list[int] = []

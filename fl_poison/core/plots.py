@@ -1,4 +1,8 @@
-"""Plots of one run, drawn from its rows (never from log text)."""
+"""Plots of one run, drawn from its rows (never from log text).
+
+Matplotlib is imported when the first figure is drawn (:func:`pyplot`), not with this module: a
+ServerApp draws only after its last round, and importing matplotlib costs about a second.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,25 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
-import matplotlib
+from fl_poison.core.round_log import ClientRoundRecord
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from fl_poison.core.round_log import ClientRoundRecord  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ATTACK_CURVES = ("asr", "ts_ata", "max_ata")
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 
 def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
@@ -42,7 +54,7 @@ def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -
             temporary.replace(target)
             written.append(target)
     finally:
-        plt.close(figure)
+        pyplot().close(figure)
     return written
 
 
@@ -72,7 +84,7 @@ def plot_training_curves(
         Output formats (see :func:`save_figure`); returns the files written.
     """
     rounds = [int(cast("str | int", row["round"])) for row in rows]
-    figure, (rate_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, (rate_axis, loss_axis) = pyplot().subplots(1, 2, figsize=(10, 3.8))
     rate_axis.plot(rounds, _values(rows, "accuracy"), marker="o", markersize=3, label="accuracy")
     for column in ATTACK_CURVES:
         if rows and column in rows[0]:
@@ -94,7 +106,7 @@ def plot_update_norms(records: Sequence[ClientRoundRecord], path: Path, title: s
     Malicious clients' bars are red; the clipping bound, when there is one, is a dashed line.
     """
     records = [record for record in records if record.status != "failed"]
-    figure, axis = plt.subplots(figsize=(max(5, 0.6 * len(records) + 2), 3.8))
+    figure, axis = pyplot().subplots(figsize=(max(5, 0.6 * len(records) + 2), 3.8))
     positions = range(len(records))
     colours = ["tab:red" if record.malicious else "tab:blue" for record in records]
     axis.bar(
