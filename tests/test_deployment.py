@@ -144,6 +144,14 @@ def test_krum_under_badnets_across_tls_supernodes(federation, tmp_path: Path) ->
     print(
         f"ServerApp wall_seconds {summary['wall_seconds']}, accuracy {summary['accuracy']:.3f}, asr {summary['asr']:.3f}"
     )
+    seconds = [float(row["wall_seconds"]) for row in rounds]
+    phases = json.loads((folder / "timings.json").read_text())["phases"]
+    print(
+        "round seconds (evaluation to evaluation): "
+        + ", ".join(f"{later - earlier:.1f}" for earlier, later in zip(seconds, seconds[1:], strict=False))
+        + "; ServerApp phases: "
+        + ", ".join(f"{name} {phase['seconds']:.1f} s" for name, phase in phases.items())
+    )
 
 
 def wait_for_exit(node: ManagedProcess, timeout: float) -> int:
