@@ -30,6 +30,18 @@ def server_task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point the node-local data cache (``FL_POISON_CACHE_DIR``) at a session folder, never at ``~/.cache``.
+
+    Set in ``os.environ`` before any other session fixture, so that subprocesses (the SuperLink,
+    ``flwr run``, Ray actors) inherit it.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FL_POISON_CACHE_DIR", str(tmp_path_factory.mktemp("fl_poison_data_cache")))
+        yield
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

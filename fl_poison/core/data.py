@@ -1,22 +1,32 @@
-"""Client partitions and the test set as in-memory tensors, decoded once per process.
+"""Client partitions and the test set as in-memory tensors, decoded once per process and cached on disk.
 
-A :class:`DataSpec` holds the settings that determine the data. :func:`client_data` and
-:func:`test_data` are memoised on it: in a Ray actor that hosts many virtual clients, or in the
-ServerApp, each partition is decoded into tensors once and reused every round. The cache holds
-immutable results of pure functions of the spec (no per-client state lives here; that goes in
-Flower's ``context.state``).
+A :class:`DataSpec` holds the settings that determine the data. :func:`client_data`,
+:func:`test_data`, :func:`all_partition_indices` and :func:`dataset_info` are memoised on it (and
+:func:`node_data`, a SuperNode's own folder, on its path): in a Ray actor that hosts many
+virtual clients, or in the ServerApp, each partition is decoded into tensors once and reused
+every round. Behind that memoisation lies the node-local cache of
+:mod:`fl_poison.core.data_cache`: what one process decodes, the next reads back as memory-mapped
+``.npy`` files, without importing ``datasets`` or ``flwr_datasets`` (on real SuperNodes every
+message starts a new ClientApp process). Tensors read from the cache are read-only: nothing may
+modify the data in place (poisoning works on copies). The caches hold immutable results of pure
+functions of the spec (no per-client state lives here; that goes in Flower's ``context.state``).
+
+``datasets`` and ``flwr_datasets`` are imported only when a source is read (see
+:mod:`fl_poison.core.data_sources` and :mod:`fl_poison.core.partitioning`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import torch
-from flwr_datasets.partitioner import Partitioner
 
+from fl_poison.core import data_cache
 from fl_poison.core.config import DATASET_ALIASES, ConfigError, ExperimentConfig
 from fl_poison.core.data_sources import (
     SourceSplits,
@@ -26,6 +36,13 @@ from fl_poison.core.data_sources import (
     load_source,
 )
 from fl_poison.core.partitioning import PartitionError, build_partitioner, partition_rows
+
+if TYPE_CHECKING:
+    import datasets
+    from flwr_datasets.partitioner import Partitioner
+
+# The DataSpec fields that determine the source splits (and so the test set and the dataset's facts).
+SOURCE_FIELDS = ("dataset", "image_column", "label_column", "test_fraction")
 
 
 @dataclass(frozen=True)
@@ -58,7 +75,15 @@ class DataSpec:
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, num_partitions: int | None = None) -> DataSpec:
-        """The data part of an experiment config (``num_partitions`` defaults to ``num-clients``)."""
+        """The data part of an experiment config.
+
+        Parameters
+        ----------
+        config : ExperimentConfig
+            The run's validated settings.
+        num_partitions : int | None
+            Number of partitions; None (or 0) for ``num-clients``.
+        """
         return cls(
             dataset=config.dataset,
             image_column=config.image_column,
@@ -99,7 +124,15 @@ def _source(dataset: str, image_column: str, label_column: str, test_fraction: f
 
 
 def source_of(spec: DataSpec) -> SourceSplits:
-    """The raw splits of ``spec``'s dataset (memoised per process)."""
+    """The raw splits of ``spec``'s dataset (memoised per process; imports ``datasets``).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings (only the source fields matter).
+    """
+    import datasets
+
     datasets.disable_progress_bars()
     return _source(spec.dataset, spec.image_column, spec.label_column, spec.test_fraction)
 
@@ -108,7 +141,18 @@ def partitioner_of(spec: DataSpec) -> Partitioner:
     """The partitioner that divides ``spec``'s training split, checked against the dataset; no data assigned yet.
 
     :func:`all_partition_indices` reads its partitions; ``fl-poison plot`` draws their label
-    distributions after :func:`fl_poison.core.partitioning.assign_training_split`.
+    distributions after :func:`fl_poison.core.partitioning.assign_training_split`. Reads the
+    source (never the disk cache).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+
+    Raises
+    ------
+    ConfigError
+        For more classes per client than the data has, or more samples per client than rows.
     """
     source = source_of(spec)
     if spec.partitioning == "pathological" and spec.classes_per_client > source.num_classes:
@@ -135,7 +179,22 @@ def partitioner_of(spec: DataSpec) -> Partitioner:
 
 @lru_cache(maxsize=8)
 def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
-    """Row indices of the training split for every partition id (memoised per process)."""
+    """Row indices of the training split for every partition id (memoised per process, cached on disk).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+
+    Raises
+    ------
+    ConfigError
+        When the partitioner cannot divide the training split.
+    """
+    entry = spec_cache_entry(spec)
+    cached = data_cache.load_partitions(entry, spec.num_partitions) if entry is not None else None
+    if cached is not None:
+        return cached
     try:
         rows = partition_rows(partitioner_of(spec), source_of(spec).train, spec.seed)
     except PartitionError as error:
@@ -145,12 +204,18 @@ def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
             f"min-partition-size: bad value {spec.min_partition_size}; allowed: a smaller one, a larger dirichlet-alpha "
             f"({spec.dirichlet_alpha:g}) or fewer clients (the Dirichlet draws failed: {error.reason})"
         ) from None
-    return tuple(tuple(members) for members in rows)
+    partitions = tuple(tuple(int(row) for row in members) for members in rows)
+    if entry is not None:
+        data_cache.store_partitions(entry, partitions)
+    return partitions
 
 
 @lru_cache(maxsize=64)
 def client_data(spec: DataSpec, partition_id: int) -> LabeledTensors:
-    """The tensors of one client's partition (memoised per process).
+    """The tensors of one client's partition (memoised per process, cached on disk; read-only).
+
+    A process that finds the partition in the cache reads it (and its row count, from the cached
+    partition indices) without loading the source.
 
     Parameters
     ----------
@@ -166,11 +231,17 @@ def client_data(spec: DataSpec, partition_id: int) -> LabeledTensors:
     """
     if not 0 <= partition_id < spec.num_partitions:
         raise ConfigError.bad_value("partition-id", partition_id, f"0 .. {spec.num_partitions - 1}")
+    entry = spec_cache_entry(spec)
+    name = f"client-{partition_id}"
+    cached = cached_tensors(entry, name)
+    if cached is not None and len(cached) == len(all_partition_indices(spec)[partition_id]):
+        return cached
     source = source_of(spec)
     rows = all_partition_indices(spec)[partition_id]
     if not rows:
         raise empty_partition_error(spec, partition_id, len(source.train))
-    return to_tensors(source.train.select(rows), source.image_column, source.label_column, source.pixel_max)
+    data = to_tensors(source.train.select(rows), source.image_column, source.label_column, source.pixel_max)
+    return cache_tensors(entry, name, data)
 
 
 def empty_partition_error(spec: DataSpec, partition_id: int, rows: int) -> ConfigError:
@@ -211,8 +282,7 @@ def check_partition_plan(spec: DataSpec) -> None:
     ConfigError
         One line naming the setting at fault, its value and what is allowed.
     """
-    source = source_of(spec)
-    rows = len(source.train)
+    rows = training_rows(spec)
     if spec.partitioning != "random-subsets" and spec.num_partitions > rows:
         raise ConfigError.bad_value(
             "num-clients",
@@ -250,8 +320,8 @@ def check_data(spec: DataSpec) -> DatasetInfo:
     ConfigError
         One line naming the setting at fault.
     """
-    source = source_of(spec)
     if spec.dataset != "digits" and spec.dataset not in DATASET_ALIASES:
+        source = source_of(spec)
         headers = {
             name: check_image_headers(split, source.image_column, "dataset", spec.dataset)
             for name, split in (("train", source.train), ("test", source.test))
@@ -282,7 +352,8 @@ def node_data(data_path: str, image_column: str, label_column: str, info: Datase
 
     Classes named by integers (``imagefolder`` sub-folders ``0`` .. ``9``) keep their numbers;
     the images must be readable and of one size (checked from their headers before decoding),
-    have the run's input shape and the labels be classes of the run.
+    have the run's input shape and the labels be classes of the run. The decoded folder is
+    cached on disk (:func:`node_folder_tensors`); the checks against ``info`` run every time.
 
     Parameters
     ----------
@@ -299,6 +370,48 @@ def node_data(data_path: str, image_column: str, label_column: str, info: Datase
     ConfigError
         One line naming ``data-path`` (or the column setting) and what is wrong.
     """
+    data = node_folder_tensors(data_path, image_column, label_column)
+    if info is None:
+        return data
+    shape = tuple(int(size) for size in data.x.shape[1:])
+    if shape != info.input_shape:
+        raise ConfigError(
+            f"data-path: images of {data_path!r} are shaped {shape}; allowed: images shaped like the run's "
+            f"dataset {info.input_shape} (channels, height, width)"
+        )
+    if int(data.y.min()) < 0 or int(data.y.max()) >= info.num_classes:
+        bad = int(data.y.min()) if int(data.y.min()) < 0 else int(data.y.max())
+        raise ConfigError(f"data-path: {data_path!r} has label {bad}; allowed: classes 0 .. {info.num_classes - 1}")
+    return data
+
+
+def node_folder_tensors(data_path: str, image_column: str, label_column: str) -> LabeledTensors:
+    """A SuperNode's own data folder decoded, its labels mapped to integer class names (cached on disk; read-only).
+
+    The cache key holds the folder's fingerprint (its files' names, sizes and mtimes, see
+    :func:`fl_poison.core.data_cache.folder_fingerprint`), so that a changed folder is decoded
+    and checked again.
+
+    Parameters
+    ----------
+    data_path : str
+        The folder.
+    image_column, label_column : str
+        Columns to read.
+
+    Raises
+    ------
+    ConfigError
+        For a missing, unreadable or empty folder, unreadable images or bad labels.
+    """
+    entry = data_cache.cache_entry(
+        {"dataset": data_path, "image_column": image_column, "label_column": label_column, "node_folder": True}
+    )
+    cached = cached_tensors(entry, "node")
+    if cached is not None and len(cached):
+        return cached
+    import datasets
+
     datasets.disable_progress_bars()
     source = load_node_folder(data_path, image_column, label_column)
     check_image_headers(source.train, source.image_column, "data-path", data_path)
@@ -307,33 +420,134 @@ def node_data(data_path: str, image_column: str, label_column: str, info: Datase
     labels = torch.from_numpy(values)[data.y] if values is not None else data.y
     if len(data) == 0:
         raise ConfigError(f"data-path: {data_path!r} holds no images; allowed: a folder with training images")
-    if info is None:
-        return LabeledTensors(x=data.x, y=labels)
-    shape = tuple(int(size) for size in data.x.shape[1:])
-    if shape != info.input_shape:
-        raise ConfigError(
-            f"data-path: images of {data_path!r} are shaped {shape}; allowed: images shaped like the run's "
-            f"dataset {info.input_shape} (channels, height, width)"
-        )
-    if int(labels.min()) < 0 or int(labels.max()) >= info.num_classes:
-        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-        raise ConfigError(f"data-path: {data_path!r} has label {bad}; allowed: classes 0 .. {info.num_classes - 1}")
-    return LabeledTensors(x=data.x, y=labels)
+    return cache_tensors(entry, "node", LabeledTensors(x=data.x, y=labels))
 
 
 @lru_cache(maxsize=4)
 def test_data(spec: DataSpec) -> LabeledTensors:
-    """The held-out test set as tensors (memoised per process)."""
+    """The held-out test set as tensors (memoised per process, cached on disk; read-only).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings (only the source fields matter).
+    """
+    entry = source_cache_entry(spec)
+    cached = cached_tensors(entry, "test")
+    if cached is not None:
+        return cached
     source = source_of(spec)
-    return to_tensors(source.test, source.image_column, source.label_column, source.pixel_max)
+    data = to_tensors(source.test, source.image_column, source.label_column, source.pixel_max)
+    return cache_tensors(entry, "test", data)
+
+
+@lru_cache(maxsize=8)
+def dataset_facts(spec: DataSpec) -> tuple[DatasetInfo, int]:
+    """Classes and input shape of ``spec``'s dataset, and its number of training rows (memoised, cached on disk).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings (only the source fields matter).
+    """
+    entry = source_cache_entry(spec)
+    facts = data_cache.load_facts(entry) if entry is not None else None
+    if facts is not None and len(facts) == 5 and min(facts) >= 0:
+        num_classes, channels, height, width, rows = facts
+        return DatasetInfo(num_classes=num_classes, input_shape=(channels, height, width)), rows
+    source = source_of(spec)
+    sample = to_tensors(source.test.select(range(1)), source.image_column, source.label_column, source.pixel_max)
+    channels, height, width = (int(size) for size in sample.x.shape[1:])
+    info = DatasetInfo(num_classes=source.num_classes, input_shape=(channels, height, width))
+    if entry is not None:
+        data_cache.store_facts(entry, (info.num_classes, channels, height, width, len(source.train)))
+    return info, len(source.train)
 
 
 def dataset_info(spec: DataSpec) -> DatasetInfo:
-    """Number of classes and input shape of ``spec``'s dataset."""
-    source = source_of(spec)
-    sample = to_tensors(source.test.select(range(1)), source.image_column, source.label_column, source.pixel_max)
-    channels, height, width = sample.x.shape[1:]
-    return DatasetInfo(num_classes=source.num_classes, input_shape=(int(channels), int(height), int(width)))
+    """Number of classes and input shape of ``spec``'s dataset (see :func:`dataset_facts`).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+    """
+    return dataset_facts(spec)[0]
+
+
+def training_rows(spec: DataSpec) -> int:
+    """Number of rows of ``spec``'s training split, the one partitioned among clients (see :func:`dataset_facts`).
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+    """
+    return dataset_facts(spec)[1]
+
+
+def source_cache_entry(spec: DataSpec) -> data_cache.CacheEntry | None:
+    """The disk-cache entry of what depends only on ``spec``'s source (test set, classes, shape); None when off.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings; only :data:`SOURCE_FIELDS` make the key, so that runs that differ
+        in partitioning share one copy of the test set.
+    """
+    return data_cache.cache_entry({field: getattr(spec, field) for field in SOURCE_FIELDS})
+
+
+def spec_cache_entry(spec: DataSpec) -> data_cache.CacheEntry | None:
+    """The disk-cache entry of ``spec``'s partitions (row indices, client tensors); None when off.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings; every field makes the key.
+    """
+    return data_cache.cache_entry(dataclasses.asdict(spec))
+
+
+def cached_tensors(entry: data_cache.CacheEntry | None, name: str) -> LabeledTensors | None:
+    """The tensors ``name`` of a cache entry, sharing the read-only memory-mapped arrays; None when absent.
+
+    Parameters
+    ----------
+    entry : data_cache.CacheEntry | None
+        The entry (None: the cache is off).
+    name : str
+        ``test`` or ``client-<partition id>``.
+    """
+    arrays = data_cache.load_labeled_arrays(entry, name) if entry is not None else None
+    if arrays is None:
+        return None
+    with warnings.catch_warnings():
+        # "The given NumPy array is not writable": by design, nothing writes into the data
+        warnings.simplefilter("ignore", UserWarning)
+        return LabeledTensors(x=torch.from_numpy(arrays[0]), y=torch.from_numpy(arrays[1]))
+
+
+def cache_tensors(entry: data_cache.CacheEntry | None, name: str, data: LabeledTensors) -> LabeledTensors:
+    """Store freshly decoded ``data`` in the cache and return it as later processes will see it.
+
+    The stored arrays are read back (memory-mapped, read-only), so that a run behaves the same
+    whether it decoded its data or found it cached; when the cache is off or the write fails,
+    ``data`` itself is returned.
+
+    Parameters
+    ----------
+    entry : data_cache.CacheEntry | None
+        The entry (None: the cache is off).
+    name : str
+        ``test`` or ``client-<partition id>``.
+    data : LabeledTensors
+        The decoded tensors.
+    """
+    if entry is None or not data_cache.store_labeled_arrays(entry, name, data.x.numpy(), data.y.numpy()):
+        return data
+    cached = cached_tensors(entry, name)
+    return data if cached is None else cached
 
 
 def to_tensors(

@@ -7,6 +7,10 @@ reads (imagefolder, parquet, csv, ...) go through flwr-datasets' ``FederatedData
 written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` is read with
 ``datasets.load_from_disk``. When a source has no test split, a stratified ``test-fraction`` of
 its training split is held out (fixed seed 0, so every experiment sees the same test set).
+
+``datasets`` (and scikit-learn, and flwr-datasets) are imported inside the functions that read
+data, not with this module: a ClientApp that finds its partition in the node-local cache
+(:mod:`fl_poison.core.data_cache`) never reads a source and so never pays for them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import io
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 
 from fl_poison.core.config import DATASET_ALIASES, ConfigError
+from fl_poison.core.lazy_imports import defer_flwr_datasets_plotting
 from fl_poison.core.settings import image_header
+
+if TYPE_CHECKING:
+    import datasets
 
 IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values")
 HELD_OUT_SEED = 0
@@ -120,6 +128,8 @@ def load_node_folder(path: str, image_column: str, label_column: str) -> SourceS
     image_column, label_column : str
         As for :func:`load_source`.
     """
+    import datasets
+
     if "\x00" in path or not os.path.isdir(path):
         raise ConfigError(f"data-path: folder {path!r} does not exist; allowed: a dataset folder on this node")
     if not os.access(path, os.R_OK | os.X_OK):
@@ -158,7 +168,16 @@ def class_values(split: datasets.Dataset, label_column: str) -> np.ndarray | Non
     order, so a node holding only folders ``3`` and ``7`` gets labels 0 and 1. When every class
     name is an integer, this returns those integers (here ``[3, 7]``) to map labels back;
     otherwise None.
+
+    Parameters
+    ----------
+    split : datasets.Dataset
+        The split whose label feature names the classes.
+    label_column : str
+        Its label column.
     """
+    import datasets
+
     feature = split.features.get(label_column)
     if not isinstance(feature, datasets.ClassLabel) or not feature.names:
         return None
@@ -168,7 +187,14 @@ def class_values(split: datasets.Dataset, label_column: str) -> np.ndarray | Non
 
 
 def digits_source(test_fraction: float) -> SourceSplits:
-    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes, values 0-16)."""
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes, values 0-16).
+
+    Parameters
+    ----------
+    test_fraction : float
+        Share held out as the test split (see :func:`hold_out`).
+    """
+    import datasets
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -226,7 +252,24 @@ def hold_out(
 
 
 def resolve_image_column(split: datasets.Dataset, image_column: str, dataset: str) -> str:
-    """The image column to read: the given one, or the first that looks like images."""
+    """The image column to read: the given one, or the first that looks like images.
+
+    Parameters
+    ----------
+    split : datasets.Dataset
+        The training split.
+    image_column : str
+        The ``image-column`` setting (a column name, or ``auto``).
+    dataset : str
+        The dataset's name or folder, named in the error.
+
+    Raises
+    ------
+    ConfigError
+        For a column the split lacks, or ``auto`` finding no image column.
+    """
+    import datasets
+
     columns = split.column_names
     if image_column != "auto":
         if image_column not in columns:
@@ -245,7 +288,17 @@ def resolve_image_column(split: datasets.Dataset, image_column: str, dataset: st
 
 
 def count_classes(split: datasets.Dataset, label_column: str) -> int:
-    """Number of classes: from a ``ClassLabel`` feature, else the largest label + 1."""
+    """Number of classes: from a ``ClassLabel`` feature, else the largest label + 1.
+
+    Parameters
+    ----------
+    split : datasets.Dataset
+        The split to count.
+    label_column : str
+        Its label column.
+    """
+    import datasets
+
     feature = split.features.get(label_column)
     if isinstance(feature, datasets.ClassLabel):
         return int(feature.num_classes)
@@ -280,6 +333,8 @@ def checked_labels(
     ConfigError
         For non-integer labels, a negative label, a label of no class, or too many classes.
     """
+    import datasets
+
     feature = split.features.get(label_column)
     integral = isinstance(feature, datasets.ClassLabel) or (
         isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
@@ -337,6 +392,8 @@ def check_image_headers(
     ConfigError
         For an unreadable image, an image larger than the limit, or images of different sizes or modes.
     """
+    import datasets
+
     if not isinstance(split.features.get(image_column), datasets.Image):
         return None
     raw = split.cast_column(image_column, datasets.Image(decode=False)).select_columns([image_column])
@@ -386,7 +443,13 @@ def refuse_code(path: str, key: str) -> None:
 
 
 def is_saved_to_disk(path: str) -> bool:
-    """True for a folder written by ``save_to_disk`` (a DatasetDict or a single Dataset)."""
+    """True for a folder written by ``save_to_disk`` (a DatasetDict or a single Dataset).
+
+    Parameters
+    ----------
+    path : str
+        The folder.
+    """
     return os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json"))
 
 
@@ -400,6 +463,8 @@ def _load_dataset_dict(name: str, key: str) -> datasets.DatasetDict:
     key : str
         The setting naming it (``dataset`` or ``data-path``), named in errors.
     """
+    import datasets
+
     if os.path.isdir(name):
         refuse_code(name, key)
         if is_saved_to_disk(name):
@@ -424,6 +489,9 @@ def _federated_dataset_splits(name: str, key: str) -> datasets.DatasetDict:
     FederatedDataset shuffles each split with a fixed seed before partitioning, as it does in
     every Flower example; partitioners are then applied by :mod:`fl_poison.core.partitioning`.
     """
+    import datasets
+
+    defer_flwr_datasets_plotting()
     from flwr_datasets import FederatedDataset
 
     federated = FederatedDataset(dataset=name, partitioners={"train": 1}, shuffle=True, seed=HELD_OUT_SEED)

@@ -9,22 +9,22 @@ class is used when there are at least as many clients as classes), and ``random-
 :class:`~fl_poison.core.random_subsets.RandomSubsetPartitioner` (each client draws
 ``samples-per-client`` rows of its own, possibly shared with others: seed 004's set-up). All are
 seeded, so the same seed gives the same partitions in every process.
+
+flwr-datasets (and with it ``datasets``) is imported by :func:`build_partitioner`, not with this
+module, and without its plotting package (:mod:`fl_poison.core.lazy_imports`).
 """
 
 from __future__ import annotations
 
 import warnings
-
-import datasets
-from flwr_datasets.partitioner import (
-    DirichletPartitioner,
-    IidPartitioner,
-    Partitioner,
-    PathologicalPartitioner,
-)
+from typing import TYPE_CHECKING
 
 from fl_poison.core.config import ConfigError
-from fl_poison.core.random_subsets import RandomSubsetPartitioner
+from fl_poison.core.lazy_imports import defer_flwr_datasets_plotting
+
+if TYPE_CHECKING:
+    import datasets
+    from flwr_datasets.partitioner import Partitioner
 
 
 def build_partitioner(
@@ -58,6 +58,11 @@ def build_partitioner(
     samples_per_client : int
         Rows each client draws for ``random-subsets``.
     """
+    defer_flwr_datasets_plotting()
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, PathologicalPartitioner
+
+    from fl_poison.core.random_subsets import RandomSubsetPartitioner
+
     if partitioning == "iid":
         return IidPartitioner(num_partitions=num_partitions)
     if partitioning == "dirichlet":

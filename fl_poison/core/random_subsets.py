@@ -5,13 +5,25 @@ Error Analysis", Sec. V-B) gives each of its 100 clients "a total of 500 samples
 from the training set": the clients' datasets are drawn independently, so they may share samples,
 and there can be more client samples than training rows. flwr-datasets' partitioners all divide
 the split into disjoint parts, hence this one.
+
+Subclassing flwr-datasets' ``Partitioner`` imports flwr-datasets (and ``datasets``) with this
+module, so :func:`fl_poison.core.partitioning.build_partitioner` imports it only when it builds a
+partitioner.
 """
 
 from __future__ import annotations
 
-import datasets
+from typing import TYPE_CHECKING
+
 import numpy as np
-from flwr_datasets.partitioner import Partitioner
+
+from fl_poison.core.lazy_imports import defer_flwr_datasets_plotting
+
+if TYPE_CHECKING:
+    import datasets
+
+defer_flwr_datasets_plotting()  # the base class below imports flwr_datasets: without its plotting package
+from flwr_datasets.partitioner import Partitioner  # noqa: E402
 
 
 class RandomSubsetPartitioner(Partitioner):
@@ -42,7 +54,18 @@ class RandomSubsetPartitioner(Partitioner):
         return self._num_partitions
 
     def partition_indices(self, partition_id: int) -> list[int]:
-        """Row positions of ``partition_id`` in the assigned dataset, ascending."""
+        """Row positions of ``partition_id`` in the assigned dataset, ascending.
+
+        Parameters
+        ----------
+        partition_id : int
+            The partition, in ``0 .. num_partitions - 1``.
+
+        Raises
+        ------
+        ValueError
+            For a partition id out of range, or more samples per partition than rows.
+        """
         if not 0 <= partition_id < self._num_partitions:
             raise ValueError(f"partition_id {partition_id} is not in [0, {self._num_partitions})")
         rows = len(self.dataset)
@@ -52,5 +75,11 @@ class RandomSubsetPartitioner(Partitioner):
         return sorted(generator.choice(rows, size=self.samples_per_partition, replace=False).tolist())
 
     def load_partition(self, partition_id: int) -> datasets.Dataset:
-        """The rows of ``partition_id``."""
+        """The rows of ``partition_id`` (see :meth:`partition_indices`).
+
+        Parameters
+        ----------
+        partition_id : int
+            The partition.
+        """
         return self.dataset.select(self.partition_indices(partition_id))
