@@ -32,9 +32,16 @@ What is measured, and why
    and ``speed-up = loop / Flower``. Both final accuracies are reported: they should agree
    closely (GPU kernels are not bitwise deterministic), showing that both timed the same
    computation. The loop's torch threads are ``floor(cpus-per-client)``, the count Ray gives a
-   client actor. Each side decodes its data itself, inside its timing: the loop once in this
-   process, Flower's clients in their actors (where decoded data is cached on disk across
-   processes, the side that runs second finds it warm: the loop runs first).
+   client actor.
+
+Data: before anything is timed, :func:`prepare_data` decodes the test set and every partition the
+run will sample (``data_prepare_seconds``), which fills the node-local cache of decoded data
+(``FL_POISON_CACHE_DIR``, see :mod:`fl_poison.core.data_cache`), then empties this process's
+in-memory caches. The loop and Flower's clients then both read the decoded partitions from that
+cache, and neither side's time includes JPEG decoding, whichever runs first. Flower's clients use
+the cache of the environment the local SuperLink was started with (by default both are
+``~/.cache/fl_poison``; the report names this process's). With ``FL_POISON_CACHE_DIR=off`` each
+side decodes for itself, inside its time.
 3. **GPU memory per client.** A client's peak ``torch.cuda.max_memory_allocated`` lives in its
    Ray actor process and never reaches this one, so memory is read from outside: while each
    Flower run is in flight a background thread (:class:`GpuMemorySampler`) polls
@@ -89,10 +96,13 @@ import torch
 from experiments.benchmark_flower_vs_loop import LoopResult, flower_run, plain_loop
 from experiments.sweep import load_sweep
 from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.data import DataSpec, all_partition_indices, client_data, dataset_facts, dataset_info, test_data
+from fl_poison.core.data_cache import cache_root
 from fl_poison.core.provenance import environment_versions
 from fl_poison.core.results import atomic_write_bytes, write_json
 from fl_poison.core.settings import ConfigError
 from fl_poison.launch import CommandError, check_client_resources
+from strategies.sampling import PartitionSampler
 
 DEFAULT_OUT = Path("experiments/results/benchmark_gpu.json")
 DEFAULT_DATASET = Path("/work/shared/data/cifar10-jpeg")
@@ -533,6 +543,43 @@ def concurrent_clients(share: float, cpus: float, sampled_per_round: int) -> int
 # ---------------------------------------------------------------------------------------------
 
 
+def prepare_data(given: dict[str, object]) -> dict[str, object]:
+    """Decode the test set and every partition the run samples, then empty this process's in-memory caches.
+
+    The decoded data stays in the node-local cache (when it is on), where the loop and Flower's
+    clients both read it; see the module docstring.
+
+    Parameters
+    ----------
+    given : dict[str, object]
+        The settings.
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``partitions`` (how many the run samples) and ``cache_dir`` (None: cache off).
+    """
+    config = experiment_config(given)
+    started = time.perf_counter()
+    spec = DataSpec.from_config(config)
+    dataset_info(spec)
+    test_data(spec)
+    sampler = PartitionSampler({pid: pid for pid in range(config.num_clients)}, config.sampled_per_round, config.seed)
+    partitions = sorted(
+        {pid for server_round in range(1, config.num_rounds + 1) for pid in sampler.partitions_for_round(server_round)}
+    )
+    for partition_id in partitions:
+        client_data(spec, partition_id)
+    for memoised in (client_data, test_data, all_partition_indices, dataset_facts):
+        memoised.cache_clear()
+    root = cache_root()
+    return {
+        "seconds": round(time.perf_counter() - started, 3),
+        "partitions": len(partitions),
+        "cache_dir": str(root) if root else None,
+    }
+
+
 def run_loop(given: dict[str, object], threads: int, device: torch.device) -> dict[str, object]:
     """The bare loop on ``device``; its seconds, accuracy, rounds and (on CUDA) peak memory.
 
@@ -660,6 +707,8 @@ def benchmark(
         check_client_resources(cpus, share)
     device = torch.device("cpu") if tiny else torch.device("cuda")
     threads = max(1, math.floor(cpus))
+    print(f"[{PROGRAM}] decoding the data the run samples (not timed) ...", flush=True)
+    data = prepare_data(given)
     print(f"[{PROGRAM}] bare loop on {device}, {config.num_rounds} rounds ...", flush=True)
     loop = run_loop(given, threads, device)
     rows = [run_share(given, share, cpus, loop, sampler_factory) for share in shares]
@@ -671,6 +720,9 @@ def benchmark(
         "cpus_per_client": cpus,
         "settings": config.to_dict(),
         "versions": environment_versions(),
+        "data_prepare_seconds": data["seconds"],
+        "data_partitions": data["partitions"],
+        "data_cache_dir": data["cache_dir"],
         "loop": loop,
         "shares": rows,
     }
@@ -718,7 +770,13 @@ def markdown(report: dict[str, object]) -> str:
         if loop["cuda_max_allocated_mib"] is not None
         else "the loop ran on the CPU"
     )
-    lines += ["", f"GPU memory per client: {'; '.join(methods)}; {loop_memory}."]
+    cache = report["data_cache_dir"]
+    data = (
+        f"Data decoded before timing ({_number(report['data_prepare_seconds'], '.1f')} s, "
+        f"{report['data_partitions']} partitions); "
+        + (f"both sides read it from the cache {cache}." if cache else "cache off: each side decoded for itself.")
+    )
+    lines += ["", f"GPU memory per client: {'; '.join(methods)}; {loop_memory}.", "", data]
     return "\n".join(lines) + "\n"
 
 

@@ -170,6 +170,8 @@ def test_tiny_run_goes_end_to_end_through_flower(flower_env: dict[str, str], tmp
     assert report["tiny"] is True and report["device"] == "cpu"
     assert report["settings"]["num-clients"] == 4 and report["settings"]["model"] == "small-cnn"
     assert report["settings"]["partitioning"] == "random-subsets"  # seed 004's base table underneath
+    assert report["data_prepare_seconds"] > 0 and 1 <= report["data_partitions"] <= 4
+    assert report["data_cache_dir"] == flower_env.get("FL_POISON_CACHE_DIR")  # the tests' private cache
     loop = report["loop"]
     assert loop["seconds"] > 0 and 0.0 <= loop["accuracy"] <= 1.0
     assert [row["round"] for row in loop["rounds"]] == [0, 1, 2]
