@@ -189,6 +189,8 @@ PROBE = textwrap.dedent(
     data = client_data(spec, 2)
     test = test_data(spec)
     info = dataset_info(spec)
+    from fl_poison.apps.algorithms import experiment_config
+    experiment_config({"num-clients": 5})  # every message parses the run config: attack and defense registries
     after = sorted(name for name in ("datasets", "flwr_datasets", "sklearn", "seaborn") if name in sys.modules)
     print(json.dumps({
         "on_import": imported,

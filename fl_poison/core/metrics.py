@@ -9,14 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    cohen_kappa_score,
-    f1_score,
-    log_loss,
-    recall_score,
-    roc_auc_score,
-)
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
@@ -26,6 +18,8 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
     labels hold fewer than two classes), ``loss`` (mean cross-entropy) and ``class_<c>_accuracy``
     for every class ``c`` (NaN for a class absent from ``labels``).
     """
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, recall_score  # ~1 s: not on the ClientApp's path
+
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     num_classes = probabilities.shape[1]
@@ -46,12 +40,16 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
 
 
 def _kappa(labels: np.ndarray, predictions: np.ndarray) -> float:
+    from sklearn.metrics import cohen_kappa_score
+
     value = cohen_kappa_score(labels, predictions)
     return float(value) if np.isfinite(value) else math.nan
 
 
 def _roc_auc(labels: np.ndarray, probabilities: np.ndarray, present: np.ndarray) -> float:
     """Macro one-vs-rest AUC over the classes present in ``labels``."""
+    from sklearn.metrics import roc_auc_score
+
     if len(present) < 2:
         return math.nan
     if len(present) == probabilities.shape[1] > 2:  # binary: roc_auc_score wants 1-D scores
