@@ -144,7 +144,7 @@ def source_fingerprint(dataset: str) -> dict[str, object]:
     return {"kind": "hub", "id": name}
 
 
-def entry_key(settings: Mapping[str, object]) -> str:
+def entry_key(settings: Mapping[str, object], source: Mapping[str, object] | None = None) -> str:
     """The sha256 (hex) that names the cache entry of ``settings``.
 
     Parameters
@@ -152,13 +152,15 @@ def entry_key(settings: Mapping[str, object]) -> str:
     settings : Mapping[str, object]
         JSON-serialisable settings that determine the cached arrays; ``settings["dataset"]``
         names the source, whose :func:`source_fingerprint` is part of the key.
+    source : Mapping[str, object] | None
+        That fingerprint when the caller has it already; None to compute it.
     """
     document = {
         "format": CACHE_FORMAT,
         "code": code_fingerprint(),
         "packages": {package: package_version(package) for package in KEYED_PACKAGES},
         "settings": dict(settings),
-        "source": source_fingerprint(str(settings["dataset"])),
+        "source": dict(source) if source is not None else source_fingerprint(str(settings["dataset"])),
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
@@ -380,16 +382,23 @@ def writable_root(root: Path) -> bool:
     return True
 
 
+@lru_cache(maxsize=16)
+def _source_fingerprint_json(dataset: str) -> str:
+    return json.dumps(source_fingerprint(dataset), sort_keys=True)
+
+
 @lru_cache(maxsize=64)
 def _entry(root: Path, settings_json: str) -> CacheEntry:
-    return CacheEntry(root / entry_key(json.loads(settings_json)))
+    settings = json.loads(settings_json)
+    return CacheEntry(root / entry_key(settings, json.loads(_source_fingerprint_json(str(settings["dataset"])))))
 
 
 def cache_entry(settings: Mapping[str, object]) -> CacheEntry | None:
     """The cache entry of ``settings`` under :func:`cache_root`; None when the cache is off or not writable.
 
-    The key (which for a local folder lists its files) is computed once per process for each
-    cache root and settings.
+    The key is computed once per process for each cache root and settings, and the source's
+    fingerprint (which for a local folder lists its files) once per process for each source, as
+    the source itself is read once per process (:func:`fl_poison.core.data.source_of`).
 
     Parameters
     ----------
