@@ -29,7 +29,7 @@ from pathlib import Path
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.config import ExperimentConfig
 from fl_poison.core.provenance import default_run_name
-from fl_poison.core.results import check_new_run_folder
+from fl_poison.core.results import DONE_MARKER, FAILED_FILE, check_new_run_folder
 from fl_poison.core.settings import ConfigError, toml_literal
 
 RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
@@ -343,11 +343,32 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
     if not run_id:
         tail = "".join(lines[-15:]).strip()
         raise CommandError(f"flwr run did not start the run (exit {code}):\n{tail}")
-    status, details = run_status(run_id, environment)
+    status, details = (
+        ("finished:completed", "") if finished_by_output(lines, folder) else run_status(run_id, environment)
+    )
     save_flower_log(folder, lines)
     if status != "finished:completed":
         raise CommandError(f"run {run_id} {status}: {details.splitlines()[0] if details else 'no details'}")
     return folder
+
+
+def finished_by_output(lines: Sequence[str], folder: Path) -> bool:
+    """Whether the ServerApp finished its work: it printed its ``done`` line for ``folder`` and wrote the summary.
+
+    The ServerApp prints ``[fl-poison] done: ... -> <folder>`` after writing ``summary.json`` and
+    the final files, as the last thing it does; after that only Flower's own teardown is left,
+    which cannot change the results. Asking the SuperLink for the run's status (``flwr list``,
+    another Python process: about a second) is then not needed; in any other case it is.
+
+    Parameters
+    ----------
+    lines : Sequence[str]
+        The ``flwr run`` output.
+    folder : Path
+        The run's result folder.
+    """
+    finished = any(line.startswith(DONE_MARKER) and line.rstrip().endswith(f"-> {folder}") for line in lines)
+    return finished and (folder / "summary.json").is_file() and not (folder / FAILED_FILE).exists()
 
 
 def save_flower_log(folder: Path, lines: Sequence[str]) -> None:

@@ -26,7 +26,11 @@ MAX_MODEL_PARAMETERS = 100_000_000
 
 
 def check_model_fits(config: ExperimentConfig, info: DatasetInfo) -> None:
-    """Build the run's model without memory (PyTorch's meta device) and pass one input through it.
+    """Count the run's model's parameters without memory (PyTorch's meta device), then pass two inputs through it.
+
+    The forward pass runs on a CPU copy of the model (only when it is within
+    :data:`MAX_MODEL_PARAMETERS`): on the meta device it would import PyTorch's tracing machinery
+    (torch._dynamo, a second and a half) for a check of a few milliseconds.
 
     Parameters
     ----------
@@ -42,12 +46,17 @@ def check_model_fits(config: ExperimentConfig, info: DatasetInfo) -> None:
     """
     name = resolve_model_name(config.model, config.dataset)
     shape = info.input_shape
-    with torch.device("meta"), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "Initializing zero-element tensors is a no-op": the error below says it
         try:
-            model = build_model(name, shape, info.num_classes).eval()
-            parameters = sum(parameter.numel() for parameter in model.parameters())
-            logits = model(torch.zeros((2, *shape))) if parameters <= MAX_MODEL_PARAMETERS else None
+            with torch.device("meta"):
+                parameters = sum(
+                    parameter.numel() for parameter in build_model(name, shape, info.num_classes).parameters()
+                )
+            logits = None
+            if parameters <= MAX_MODEL_PARAMETERS:
+                with torch.no_grad():
+                    logits = build_model(name, shape, info.num_classes).eval()(torch.zeros((2, *shape)))
         except (RuntimeError, ValueError) as error:
             first_line = (str(error).splitlines() or [type(error).__name__])[0]
             raise ConfigError(

@@ -35,7 +35,13 @@ from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
 from fl_poison.core.reply_checks import MAX_NUM_EXAMPLES
 from fl_poison.core.reply_polling import send_and_receive
-from fl_poison.core.results import ATTACK_SUMMARY_METRICS, SUMMARY_METRICS, ResultFolder, create_result_folder
+from fl_poison.core.results import (
+    ATTACK_SUMMARY_METRICS,
+    DONE_MARKER,
+    SUMMARY_METRICS,
+    ResultFolder,
+    create_result_folder,
+)
 from fl_poison.core.round_log import AGGREGATED_DECISIONS, CLIENT_COLUMNS, RoundLog, first_client_error
 from fl_poison.core.timings import PhaseClock
 from fl_poison.core.training import resolve_device
@@ -138,7 +144,7 @@ def main(grid: Grid, context: Context) -> None:
     with clock.phase("finish"):
         summary = finish(config, folder, round_log, model, clock)
     folder.write_timings(clock.as_dict())
-    print(f"[fl-poison] done: accuracy={summary['accuracy']:.4f} -> {folder.path}", flush=True)
+    print(f"{DONE_MARKER} accuracy={summary['accuracy']:.4f} -> {folder.path}", flush=True)
 
 
 def finish(

@@ -250,6 +250,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 FAILED_FILE = "failed.json"
+# The ServerApp's last line, "[fl-poison] done: accuracy=... -> <folder>", printed once every file is written.
+DONE_MARKER = "[fl-poison] done:"
 
 
 class ResultFolder:
