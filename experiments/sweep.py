@@ -10,6 +10,15 @@ in the order the grid lists them. Each cell runs through the same path as ``fl-p
 recognised by what it runs, not by its position in the file, and a cell shared by two grids runs
 once.
 
+**Replicates.** ``replicates = N`` (in ``[base]``, in ``[grid]`` or in a ``[grid.NAME]``; or
+``--set replicates=N``) repeats every cell of a grid over N seeds: ``seed, seed + 1, ...,
+seed + N - 1``, where ``seed`` is the grid's own fixed ``seed``, else the base's, else the default
+(42). It is the same as listing those seeds as the grid's last axis, which is what ``sweep.json``
+records (``replicates = 1`` changes nothing). A grid's own ``replicates`` replaces the base's. A
+value that is not an integer >= 1, or ``replicates`` for a grid that also lists seeds (``seed =
+[...]``), is refused in one line before any cell runs. Cells that differ only in their seed are
+the replicates of one group (see :mod:`experiments.statistics`).
+
 ``DIR/sweep.csv`` holds one row per cell (``cell_id``, ``grid``, a column per setting any grid
 sets, ``status``, the final metrics, ``wall_seconds``, ``folder``, ``error``) and is rewritten
 atomically after every cell: interrupting the sweep loses no finished cell, and running it again
@@ -101,11 +110,56 @@ def _check_keys(keys: list[str]) -> None:
             raise ConfigError(f"{key}: unknown setting in the sweep file; allowed: {', '.join(known)}")
 
 
-def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
-    """The ``[base]`` table and the grids of a sweep file (by name), checked key by key.
+REPLICATES = "replicates"
+REPLICATES_ALLOWED = "an integer >= 1 (the cells run with seeds seed, seed+1, ..., seed+N-1)"
+SEED = "seed"
+
+
+def check_replicates(value: object, where: str) -> int:
+    """``value`` of ``replicates`` as an int, or a one-line error naming the key and ``where`` it is set.
+
+    Parameters
+    ----------
+    value : object
+        The value as the sweep file (or ``--set``) gives it.
+    where : str
+        Where it is set (``[base]``, ``grid 'a'``, ``--set``), for the message.
+
+    Raises
+    ------
+    ConfigError
+        When ``value`` is not an integer >= 1 (a bool, a float such as 2.0 or a string is refused too).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{REPLICATES}: bad value {value!r} in {where}; allowed: {REPLICATES_ALLOWED}")
+    return value
+
+
+def _refuse_seed_list(name: str, grid: Mapping[str, object], source: str) -> None:
+    if isinstance(grid.get(SEED), list):
+        raise ConfigError(
+            f"{REPLICATES}: {source} sets it and grid {name!r} lists seeds {grid[SEED]!r}; allowed: "
+            f"either replicates = N or a seed list for a grid, not both"
+        )
+
+
+def read_sweep_file(path: Path) -> tuple[dict[str, object], Grids]:
+    """The ``[base]`` table and the grids of a sweep file (by name), checked key by key, as written.
 
     A plain ``[grid]`` table (every value a list) is the one grid named ``grid``; ``[grid.NAME]``
-    tables are named grids, where a list is an axis and a single value a fixed setting.
+    tables are named grids, where a list is an axis and a single value a fixed setting. A
+    ``replicates`` key is checked and left in each grid it applies to (the base's goes into every
+    grid that sets none); :func:`expand_replicates` turns it into seeds.
+
+    Parameters
+    ----------
+    path : Path
+        The sweep file.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key (or table) at fault.
     """
     try:
         document = tomllib.loads(Path(path).read_text())
@@ -122,6 +176,7 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
                 f"{table_name}: bad value {document[table_name]!r} in the sweep file; allowed: a table [{table_name}] of settings"
             )
     base = dict(document.get("base", {}))
+    base_replicates = check_replicates(base.pop(REPLICATES), "[base]") if REPLICATES in base else None
     _check_keys(list(base))
     table = dict(document.get("grid", {}))
     if not table:
@@ -139,6 +194,7 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
             raise ConfigError(f"grid: bad grid name {name!r}; allowed: {GRID_NAME_ALLOWED}")
     grids: Grids = {name: dict(values) for name, values in table.items()} if named else {SINGLE_GRID: table}
     for name, grid in grids.items():
+        own = check_replicates(grid.pop(REPLICATES), f"grid {name!r}") if REPLICATES in grid else None
         _check_keys(list(grid))
         if not grid:
             raise ConfigError(f"grid.{name}: empty; allowed: settings with a value or a list of values")
@@ -147,6 +203,12 @@ def load_sweep(path: Path) -> tuple[dict[str, object], Grids]:
                 raise ConfigError(f"{key}: empty list in grid {name!r}; allowed: e.g. {key} = [a, b]")
             if not named and not isinstance(values, list):
                 raise ConfigError(f"{key}: grid value {values!r} is not a non-empty list; allowed: e.g. {key} = [a, b]")
+        if own is not None:
+            _refuse_seed_list(name, grid, f"grid {name!r}")
+            grid[REPLICATES] = own
+        elif base_replicates is not None:
+            _refuse_seed_list(name, grid, "[base]")
+            grid[REPLICATES] = base_replicates
     return base, grids
 
 
@@ -156,15 +218,92 @@ def apply_overrides(
     """Base and grids with ``--set`` values in place of the file's (e.g. ``dataset=cifar10``).
 
     A value replaces the base's and any grid's fixed value of that setting; a setting some grid
-    varies cannot be set.
+    varies cannot be set. ``replicates`` replaces every grid's (refused for a grid that lists seeds).
+
+    Parameters
+    ----------
+    base : Mapping[str, object]
+        The ``[base]`` settings.
+    grids : Grids
+        The grids, as :func:`read_sweep_file` returns them.
+    overrides : Mapping[str, object]
+        The ``--set`` values.
     """
-    _check_keys(list(overrides))
-    for key in overrides:
+    settings = {key: value for key, value in overrides.items() if key != REPLICATES}
+    _check_keys(list(settings))
+    for key in settings:
         for name, grid in grids.items():
             if isinstance(grid.get(key), list):
                 raise ConfigError(f"--set {key}: grid {name!r} varies it; allowed: a setting no grid lists values for")
-    changed = {name: {key: overrides.get(key, value) for key, value in grid.items()} for name, grid in grids.items()}
-    return {**base, **overrides}, changed
+    changed = {name: {key: settings.get(key, value) for key, value in grid.items()} for name, grid in grids.items()}
+    if REPLICATES in overrides:
+        replicates = check_replicates(overrides[REPLICATES], "--set")
+        for name, grid in changed.items():
+            _refuse_seed_list(name, grid, "--set")
+            grid[REPLICATES] = replicates
+    return {**base, **settings}, changed
+
+
+def replicate_seeds(start: object, replicates: int) -> list[int]:
+    """The seeds of ``replicates`` replicates counting up from ``start``: ``start, start + 1, ...``.
+
+    Parameters
+    ----------
+    start : object
+        The first seed (the grid's fixed seed, else the base's, else the default).
+    replicates : int
+        How many seeds (>= 1).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``seed`` when ``start`` is not an integer.
+    """
+    if isinstance(start, bool) or not isinstance(start, int):
+        raise ConfigError.bad_value(SEED, start, "an integer (replicates count up from it)")
+    return list(range(start, start + replicates))
+
+
+def expand_replicates(base: Mapping[str, object], grids: Grids) -> tuple[dict[str, object], Grids]:
+    """Each grid's ``replicates = N`` replaced by the seed axis ``[seed, ..., seed + N - 1]``, put last.
+
+    ``seed`` is the grid's fixed seed, else the base's, else the setting's default. With N = 1
+    the grid keeps its seed as it was.
+
+    Parameters
+    ----------
+    base : Mapping[str, object]
+        The base settings.
+    grids : Grids
+        The grids, possibly with a ``replicates`` key.
+    """
+    default_seed = next(setting.default for setting in catalogue().settings() if setting.key == SEED)
+    expanded: Grids = {}
+    for name, grid in grids.items():
+        table = {key: value for key, value in grid.items() if key != REPLICATES}
+        replicates = grid.get(REPLICATES)
+        if isinstance(replicates, int) and replicates > 1:
+            start = table.pop(SEED, base.get(SEED, default_seed))
+            table[SEED] = replicate_seeds(start, replicates)
+        expanded[name] = table
+    return dict(base), expanded
+
+
+def load_sweep(path: Path, overrides: Mapping[str, object] | None = None) -> tuple[dict[str, object], Grids]:
+    """The base settings and the grids of a sweep file, with ``--set`` values and replicates applied.
+
+    What runs, and what ``sweep.json`` records: :func:`read_sweep_file`, then
+    :func:`apply_overrides`, then :func:`expand_replicates` (so ``--set seed=7`` moves the
+    replicates' first seed).
+
+    Parameters
+    ----------
+    path : Path
+        The sweep file.
+    overrides : Mapping[str, object] | None
+        ``--set`` values (may hold ``replicates``).
+    """
+    return expand_replicates(*apply_overrides(*read_sweep_file(path), overrides or {}))
 
 
 def _axes(grid: Mapping[str, object]) -> dict[str, list[object]]:
@@ -455,7 +594,7 @@ def run_sweep(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
-    base, grids = apply_overrides(*load_sweep(path), overrides or {})
+    base, grids = load_sweep(path, overrides)
     cells = expand_sweep(base, grids)
     workers = min(jobs, os.cpu_count() or 1)
     check_client_resources(float(workers), gpus_per_client)

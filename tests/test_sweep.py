@@ -41,7 +41,7 @@ class FakeRunner:
             raise CommandError("run 7 finished:failed: boom")
         folder = Path(str(settings["output-dir"])) / str(settings["run-name"])
         folder.mkdir(parents=True, exist_ok=True)
-        accuracy = 0.5 + 0.1 * int(settings["num-malicious"]) + (0.01 if settings["strategy"] == "krum" else 0.0)
+        accuracy = 0.5 + 0.1 * int(settings.get("num-malicious", 0)) + (0.01 if settings["strategy"] == "krum" else 0.0)
         (folder / "summary.json").write_text(json.dumps({"accuracy": accuracy, "loss": 1.0, "wall_seconds": 2.0}))
         return folder
 
@@ -288,3 +288,129 @@ def test_rows_are_written_in_grid_order_whatever_order_cells_finish_in(tmp_path)
         ("krum", "1"),
         ("krum", "2"),
     ]
+
+
+REPLICATED = """
+[base]
+num-rounds = 3
+num-clients = 8
+replicates = 3
+
+[grid.defense]
+num-malicious = 1
+strategy = ["fedavg", "krum"]
+
+[grid.own-seed]
+strategy = "fedavg"
+seed = 10
+replicates = 2
+"""
+
+
+def test_replicates_repeat_every_cell_over_consecutive_seeds(tmp_path):
+    base, grids = load_sweep(write_sweep(tmp_path, REPLICATED))
+    assert "replicates" not in base
+    # the base's replicates count up from the default seed 42; a grid's own seed and replicates win
+    assert grids == {
+        "defense": {"num-malicious": 1, "strategy": ["fedavg", "krum"], "seed": [42, 43, 44]},
+        "own-seed": {"strategy": "fedavg", "seed": [10, 11]},
+    }
+    cells = expand_sweep(base, grids)
+    assert [(c.values["strategy"], c.values["seed"], c.grids) for c in cells] == [
+        ("fedavg", 42, ("defense",)),
+        ("fedavg", 43, ("defense",)),
+        ("fedavg", 44, ("defense",)),
+        ("krum", 42, ("defense",)),
+        ("krum", 43, ("defense",)),
+        ("krum", 44, ("defense",)),
+        ("fedavg", 10, ("own-seed",)),
+        ("fedavg", 11, ("own-seed",)),
+    ]
+    assert len({c.cell_id for c in cells}) == 8
+
+
+def test_replicates_are_the_same_cells_as_the_listed_seeds(tmp_path):
+    listed = "[base]\nnum-rounds = 3\nseed = 7\n[grid]\nstrategy = ['fedavg', 'krum']\nseed = [7, 8]\n"
+    replicated = "[base]\nnum-rounds = 3\nseed = 7\n[grid]\nstrategy = ['fedavg', 'krum']\nreplicates = 2\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one, two = load_sweep(write_sweep(tmp_path / "a", listed)), load_sweep(write_sweep(tmp_path / "b", replicated))
+    assert one == two
+    assert [c.cell_id for c in expand_sweep(*one)] == [c.cell_id for c in expand_sweep(*two)]
+
+
+def test_one_replicate_changes_nothing(tmp_path):
+    with_one = load_sweep(write_sweep(tmp_path, SWEEP.replace("[grid]", "[grid]\nreplicates = 1")))
+    (tmp_path / "plain").mkdir()
+    assert with_one == load_sweep(write_sweep(tmp_path / "plain", SWEEP))
+
+
+def test_a_sweep_with_replicates_runs_each_seed_and_records_the_seeds(tmp_path):
+    runner = FakeRunner()
+    out = tmp_path / "out"
+    table = run_sweep(write_sweep(tmp_path, REPLICATED), out, runner=runner, progress=lambda line: None)
+    rows = read_csv(table.path)
+    assert all(row["status"] == "ok" for row in rows)
+    assert [call["seed"] for call in runner.calls] == [42, 43, 44, 42, 43, 44, 10, 11]
+    assert [row["seed"] for row in rows] == ["42", "43", "44", "42", "43", "44", "10", "11"]
+    assert json.loads((out / "sweep.json").read_text())["grids"]["own-seed"] == {"strategy": "fedavg", "seed": [10, 11]}
+    # resuming with the same file skips every cell
+    again = FakeRunner()
+    run_sweep(write_sweep(tmp_path, REPLICATED), out, runner=again, progress=lambda line: None)
+    assert again.calls == []
+
+
+def test_set_moves_the_first_seed_and_sets_the_replicates(tmp_path):
+    base, grids = load_sweep(write_sweep(tmp_path, NAMED), {"seed": 5, "replicates": 2})
+    assert base["seed"] == 5
+    assert grids["ratio"]["seed"] == [5, 6] and grids["defense"]["seed"] == [5, 6]
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("[base]\nreplicates = 2.5\n[grid]\nstrategy = ['krum']\n", {}, "replicates: bad value 2.5 in [base];"),
+        ("[base]\nreplicates = 0\n[grid]\nstrategy = ['krum']\n", {}, "replicates: bad value 0 in [base];"),
+        ("[grid]\nstrategy = ['krum']\nreplicates = -1\n", {}, "replicates: bad value -1 in grid 'grid';"),
+        ("[grid.a]\nstrategy = 'krum'\nreplicates = '3'\n", {}, "replicates: bad value '3' in grid 'a';"),
+        ("[grid.a]\nstrategy = 'krum'\nreplicates = true\n", {}, "replicates: bad value True in grid 'a';"),
+        ("[grid.a]\nstrategy = 'krum'\nreplicates = [1, 2]\n", {}, "replicates: bad value [1, 2] in grid 'a';"),
+        (
+            "[grid.a]\nseed = [1, 2]\nreplicates = 3\n",
+            {},
+            "replicates: grid 'a' sets it and grid 'a' lists seeds [1, 2];",
+        ),
+        (
+            "[base]\nreplicates = 3\n[grid]\nseed = [1, 2]\n",
+            {},
+            "replicates: [base] sets it and grid 'grid' lists seeds [1, 2];",
+        ),
+        ("[grid]\nseed = [1, 2]\n", {"replicates": 2}, "replicates: --set sets it and grid 'grid' lists seeds [1, 2];"),
+        ("[grid]\nstrategy = ['krum']\n", {"replicates": 0}, "replicates: bad value 0 in --set;"),
+        ("[base]\nseed = 'x'\nreplicates = 2\n[grid]\nstrategy = ['krum']\n", {}, "seed: bad value 'x';"),
+    ],
+)
+def test_bad_replicates_fail_in_one_line_before_any_cell_runs(tmp_path, text, overrides, expected):
+    runner = FakeRunner()
+    with pytest.raises(ConfigError) as caught:
+        run_sweep(
+            write_sweep(tmp_path, text),
+            tmp_path / "out",
+            runner=runner,
+            progress=lambda line: None,
+            overrides=overrides,
+        )
+    assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
+    assert runner.calls == [] and not (tmp_path / "out").exists()
+
+
+def test_the_sweep_command_refuses_bad_replicates_with_exit_2(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    sweep = write_sweep(tmp_path, "[base]\nreplicates = 0\n[grid]\nstrategy = ['krum']\n")
+    code = main(["sweep", str(sweep), "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.startswith(
+        "fl-poison: error: replicates: bad value 0 in [base]; allowed: an integer >= 1"
+    )
+    assert "\n" not in error and not (tmp_path / "out").exists()
