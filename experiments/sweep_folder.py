@@ -33,6 +33,7 @@ from fl_poison.core.settings import ConfigError
 from fl_poison.launch import parse_value
 
 ALLOWED_FOLDER = "a folder written by fl-poison sweep"
+SEED_SETTING = "seed"
 GRID_SEPARATOR = ";"
 
 
@@ -157,6 +158,18 @@ class SweepFolder:
         """The settings the cell's grids set (axes and overrides): what tells the cell apart."""
         keys = [key for grid in cell.grids for key in self.definition.grids.get(grid, {})]
         return list(dict.fromkeys(keys))
+
+    def seed_of(self, cell: CellRow) -> object:
+        """The cell's seed: its ``seed`` column, else its grids' fixed seed, the base's or the default.
+
+        Parameters
+        ----------
+        cell : CellRow
+            A cell of this sweep.
+        """
+        if SEED_SETTING in cell.values:
+            return cell.values[SEED_SETTING]
+        return default_value(SEED_SETTING, cell.grids, self.definition)
 
     def cell_settings(self, cell: CellRow) -> dict[str, object]:
         """The cell's resolved settings: its ``config.json`` when readable, else base + overrides + table values."""
@@ -386,3 +399,14 @@ def varying_settings(cells: Sequence[CellRow], columns: Sequence[str]) -> list[s
 def describe(values: Mapping[str, object], keys: Sequence[str]) -> str:
     """``key=value, ...`` for ``keys`` (the cell's identity within its grid)."""
     return ", ".join(f"{key}={values.get(key)}" for key in keys)
+
+
+def round_tables(cells: Sequence[CellRow]) -> dict[str, list[dict[str, str]]]:
+    """Each finished cell's ``rounds.csv`` rows by cell id (checked as :func:`read_cell_table` does).
+
+    Parameters
+    ----------
+    cells : Sequence[CellRow]
+        The cells (failed ones get no entry; a finished cell without the file an empty list).
+    """
+    return {cell.cell_id: read_cell_table(cell, "rounds.csv") for cell in cells if cell.ok}

@@ -5,8 +5,14 @@ For every grid of the sweep:
 * ``malicious_<grid>[_<k>]``: final accuracy (and ASR, when the cells have it) against the
   number of malicious clients, one line per strategy; each other setting the grid varies (attack,
   partitioning, ...) gets its own panel, at most :data:`PANELS_PER_FIGURE` panels a figure, and
-  seeds are averaged (bars: min to max). Drawn only when the grid varies ``num-malicious``.
-* ``curves_<grid>``: accuracy (and ASR) per round of every finished cell of the grid, overlaid.
+  seeds are averaged (bars: the 95 % t interval over the seeds, where a point has two or more).
+  Drawn only when the grid varies ``num-malicious``.
+* ``curves_<grid>``: accuracy (and ASR) per round, one line per replicate group of the grid
+  (cells that differ only in their seed): the mean over its seeds, with a shaded band from the
+  lowest to the highest seed where it has two or more (a single-seed grid: every cell's own line).
+* ``groups_<grid>``: each replicate group's mean of final accuracy (and ASR) and of the mean over
+  the last ``last_rounds`` rounds, with the 95 % t interval over its seeds as error bars; drawn
+  only when some group of the grid has two seeds or more.
 * ``heatmap_<grid>``: final accuracy and ASR per strategy × attack, averaged over the grid's other
   settings (the title names them); only for grids that vary both. When no grid does,
   ``heatmap_all_cells`` does the same over every finished cell of the sweep, provided it holds at
@@ -40,18 +46,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from experiments.statistics import LAST_ROUNDS  # noqa: E402
 from experiments.sweep_aggregates import (  # noqa: E402
     ATTACK_SETTING,
+    FINAL,
+    LAST,
     MALICIOUS_SETTING,
     REPLICATE_SETTINGS,
     STRATEGY_SETTING,
     Heatmap,
+    ReplicateGroup,
+    RoundTables,
+    group_statistics,
     has_clipping_bound,
     has_metric,
     heatmap,
     malicious_curves,
     norm_summary,
     ordered,
+    replicate_groups,
+    round_band,
 )
 from experiments.sweep_folder import (  # noqa: E402
     CellRow,
@@ -60,6 +74,7 @@ from experiments.sweep_folder import (  # noqa: E402
     describe,
     read_cell_table,
     read_sweep_folder,
+    round_tables,
     varying_settings,
 )
 from fl_poison.apps.algorithms import experiment_config  # noqa: E402
@@ -163,9 +178,10 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
                 for strategy, points in curves[metric].get(panel, {}).items():
                     xs = [point.num_malicious for point in points]
                     means = [point.mean for point in points]
+                    # the 95 % t interval where a point has two seeds or more; no bar for one seed
                     errors = [
-                        [point.mean - point.low for point in points],
-                        [point.high - point.mean for point in points],
+                        [point.mean - point.ci_low if point.count > 1 else 0.0 for point in points],
+                        [point.ci_high - point.mean if point.count > 1 else 0.0 for point in points],
                     ]
                     axis.errorbar(
                         xs, means, yerr=errors if averaged else None, marker="o", capsize=3, label=str(strategy)
@@ -190,18 +206,42 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
                     )
         title = f"grid {grid}: final {' and '.join(metrics)} vs malicious clients, one line per strategy"
         if averaged:
-            title += f"; mean over {', '.join(averaged)} (bars: min to max)"
+            title += f"; mean over {', '.join(averaged)} (bars: 95 % t interval over the seeds)"
         if len(chunks) > 1:
             title += f" (part {number} of {len(chunks)})"
-        figure.suptitle(textwrap.fill(title, 100), fontsize=10)
+        figure.suptitle(textwrap.fill(title, max(50, int(13 * figure.get_figwidth()))), fontsize=10)
         figure.tight_layout()
         name = f"malicious_{slug(grid)}" + (f"_{number}" if len(chunks) > 1 else "")
         written.extend(save_figure(figure, out / f"{name}.png", FORMATS))
     return written
 
 
-def plot_round_overlay(cells: Sequence[CellRow], varying: Sequence[str], grid: str, out: Path) -> list[Path]:
-    """Accuracy (and ASR) per round of every finished cell of a grid in one figure.
+def group_label(group: ReplicateGroup, varying: Sequence[str]) -> str:
+    """What tells ``group`` apart within its grid (its values of ``varying`` other than the seed).
+
+    Parameters
+    ----------
+    group : ReplicateGroup
+        The group.
+    varying : Sequence[str]
+        The settings the grid varies.
+    """
+    keys = [key for key in varying if key not in REPLICATE_SETTINGS]
+    return describe(group.values, keys) or (group.cells[0].cell_id if len(group.cells) == 1 else "all cells")
+
+
+def plot_round_overlay(
+    cells: Sequence[CellRow],
+    varying: Sequence[str],
+    grid: str,
+    out: Path,
+    groups: Sequence[ReplicateGroup] | None = None,
+    tables: RoundTables | None = None,
+) -> list[Path]:
+    """Accuracy (and ASR) per round of a grid: one line per replicate group, the seeds' range as a band.
+
+    A group with one finished run is drawn as that run's line; with several, as the mean over
+    its seeds with a shaded band from the lowest to the highest seed in each round.
 
     Parameters
     ----------
@@ -213,32 +253,127 @@ def plot_round_overlay(cells: Sequence[CellRow], varying: Sequence[str], grid: s
         The grid's name.
     out : Path
         The plots folder.
+    groups : Sequence[ReplicateGroup] | None
+        The grid's replicate groups (default: every cell its own group).
+    tables : RoundTables | None
+        ``rounds.csv`` rows by cell id (default: read here).
     """
-    tables = {cell.cell_id: read_cell_table(cell, "rounds.csv") for cell in cells if cell.ok}
-    drawn = [cell for cell in cells if cell.ok and tables[cell.cell_id]]
+    tables = tables if tables is not None else round_tables(cells)
+    if groups is None:
+        groups = [
+            ReplicateGroup(number, dict(cell.values), (cell,), (None,)) for number, cell in enumerate(cells, start=1)
+        ]
+    drawn = [group for group in groups if any(cell.ok and tables.get(cell.cell_id) for cell in group.cells)]
     if not drawn:
         return []
-    metrics = [metric for metric in RATE_METRICS if any(metric in tables[cell.cell_id][0] for cell in drawn)]
+    columns = {
+        key for group in drawn for cell in group.cells if tables.get(cell.cell_id) for key in tables[cell.cell_id][0]
+    }
+    metrics = [metric for metric in RATE_METRICS if metric in columns]
     figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) + 2.5, 4.2), squeeze=False)
     colours = plt.get_cmap("tab20" if len(drawn) > 10 else "tab10")
+    banded = False
     for axis, metric in zip(axes[0], metrics, strict=True):
-        for index, cell in enumerate(drawn):
-            rows = tables[cell.cell_id]
-            if metric in rows[0]:
-                rounds = [int(row["round"]) for row in rows]
-                label = describe(cell.values, varying) or cell.cell_id
-                axis.plot(
-                    rounds, round_values(rows, metric), color=colours(index % colours.N), linewidth=1.2, label=label
-                )
+        for index, group in enumerate(drawn):
+            band = round_band(group, metric, tables)
+            if not band.rounds or not any(band.count):
+                continue
+            colour = colours(index % colours.N)
+            runs = max(band.count)
+            label = group_label(group, varying) + (f" ({runs} seeds)" if runs > 1 else "")
+            axis.plot(band.rounds, band.mean, color=colour, linewidth=1.2, label=label)
+            if runs > 1:
+                axis.fill_between(band.rounds, band.low, band.high, color=colour, alpha=0.2, linewidth=0)
+                banded = True
         axis.set(xlabel="round", ylabel=metric, ylim=(-0.02, 1.02), title=f"{metric} per round")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     width = figure.get_figwidth()
     figure.legend(handles, labels, fontsize=6, loc="center right")
-    figure.suptitle(textwrap.fill(f"grid {grid}: every finished cell", 100), fontsize=10)
+    title = f"grid {grid}: " + (
+        "mean over the seeds of each group, band from the lowest to the highest seed"
+        if banded
+        else "every finished cell"
+    )
+    figure.suptitle(textwrap.fill(title, 100), fontsize=10)
     figure.tight_layout(rect=(0.0, 0.0, 1.0 - 2.4 / width, 1.0))
     return save_figure(figure, out / f"curves_{slug(grid)}.png", FORMATS)
+
+
+def plot_group_intervals(
+    groups: Sequence[ReplicateGroup],
+    varying: Sequence[str],
+    grid: str,
+    out: Path,
+    tables: RoundTables,
+    last_rounds: int = LAST_ROUNDS,
+) -> list[Path]:
+    """Each group's mean of final accuracy (and ASR) and of its last rounds, with 95 % t intervals as bars.
+
+    One panel per metric, one row per group; a circle for the final value, a square for the mean
+    of the last ``last_rounds`` rounds. A group with one seed gets its point without a bar.
+
+    Parameters
+    ----------
+    groups : Sequence[ReplicateGroup]
+        The grid's replicate groups.
+    varying : Sequence[str]
+        The settings the grid varies (row labels).
+    grid : str
+        The grid's name.
+    out : Path
+        The plots folder.
+    tables : RoundTables
+        ``rounds.csv`` rows by cell id.
+    last_rounds : int
+        How many last rounds a run's second value averages.
+    """
+    summaries = group_statistics(groups, tables, last_rounds, RATE_METRICS)
+    metrics = [metric for metric in RATE_METRICS if any(row.metric == metric for row in summaries)]
+    if not metrics:
+        return []
+    labels = [group_label(group, varying) for group in groups]
+    figure, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(5.0 * len(metrics) + 3.5, max(3.2, 0.45 * len(groups) + 2.2)),
+        squeeze=False,
+        sharey=True,
+    )
+    styles = {FINAL: ("o", -0.15, "final"), LAST: ("s", 0.15, f"mean of the last {last_rounds} rounds")}
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        for measure, (marker, offset, name) in styles.items():
+            rows = {row.group.number: row for row in summaries if row.metric == metric and row.measure == measure}
+            ys, means, low, high = [], [], [], []
+            for position, group in enumerate(groups):
+                row = rows.get(group.number)
+                if row is None:
+                    continue
+                summary = row.summary
+                ys.append(position + offset)
+                means.append(summary.mean)
+                low.append(summary.mean - summary.ci_low if summary.has_interval else 0.0)
+                high.append(summary.ci_high - summary.mean if summary.has_interval else 0.0)
+            if ys:
+                axis.errorbar(means, ys, xerr=[low, high], fmt=marker, capsize=3, label=name)
+        axis.set(xlabel=metric, xlim=(-0.02, 1.02), title=metric)
+        axis.set_yticks(range(len(groups)), [textwrap.shorten(label, 60) for label in labels], fontsize=7)
+        axis.invert_yaxis()
+        axis.grid(alpha=0.3, axis="x")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, fontsize=7, loc="lower center", ncols=2)
+    seeds = sorted({len(group.finished_seeds) for group in groups})
+    figure.suptitle(
+        textwrap.fill(
+            f"grid {grid}: mean over the seeds of each group ({'/'.join(map(str, seeds))} seeds), "
+            "bars: 95 % t interval (none for one seed; cut at the axis)",
+            100,
+        ),
+        fontsize=10,
+    )
+    figure.tight_layout(rect=(0.0, 0.08, 1.0, 1.0))
+    return save_figure(figure, out / f"groups_{slug(grid)}.png", FORMATS)
 
 
 def draw_heatmap(axis: plt.Axes, table: Heatmap, metric: str) -> None:
@@ -463,7 +598,25 @@ def plot_label_distributions_of(sweep: SweepFolder, out: Path, figures: SweepFig
         figures.add(written, figures.labels)
 
 
-def plot_sweep(folder: Path, warn: Warn = warn_on_stderr) -> SweepFigures:
+def check_last_rounds(last_rounds: object) -> int:
+    """``--last-rounds`` as an int, or a one-line error naming it.
+
+    Parameters
+    ----------
+    last_rounds : object
+        The value given.
+
+    Raises
+    ------
+    ConfigError
+        When it is not an integer >= 1.
+    """
+    if isinstance(last_rounds, bool) or not isinstance(last_rounds, int) or last_rounds < 1:
+        raise ConfigError.bad_value("--last-rounds", last_rounds, "an integer >= 1 (rounds averaged per run)")
+    return last_rounds
+
+
+def plot_sweep(folder: Path, warn: Warn = warn_on_stderr, last_rounds: int = LAST_ROUNDS) -> SweepFigures:
     """Draw every figure of the sweep in ``folder`` into ``folder/plots`` (PNG and PDF).
 
     Parameters
@@ -472,13 +625,18 @@ def plot_sweep(folder: Path, warn: Warn = warn_on_stderr) -> SweepFigures:
         A folder written by ``fl-poison sweep``.
     warn : Warn
         Receives one line per figure that had to be skipped.
+    last_rounds : int
+        How many last rounds each run's "last rounds" value averages (``--last-rounds``).
 
     Raises
     ------
     experiments.sweep_folder.SweepFolderError
         When ``folder`` is not a readable sweep folder.
+    ConfigError
+        When ``last_rounds`` is not an integer >= 1.
     """
-    return draw_sweep(read_sweep_folder(folder), warn)
+    check_last_rounds(last_rounds)
+    return draw_sweep(read_sweep_folder(folder), warn, last_rounds)
 
 
 def check_plot_folders(folder: Path, out: Path) -> None:
@@ -504,7 +662,7 @@ def check_plot_folders(folder: Path, out: Path) -> None:
             raise SweepFolderError(folder, f"{path} is a link or a file, not a folder of figures")
 
 
-def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
+def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr, last_rounds: int = LAST_ROUNDS) -> SweepFigures:
     """Draw every figure of ``sweep`` into its ``plots`` folder (see the module docstring).
 
     Parameters
@@ -513,10 +671,14 @@ def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
         The sweep, read.
     warn : Warn
         Receives one line per figure that had to be skipped.
+    last_rounds : int
+        How many last rounds each run's "last rounds" value averages.
     """
+    check_last_rounds(last_rounds)
     out = sweep.path / PLOTS_FOLDER
     check_plot_folders(sweep.path, out)
     figures = SweepFigures(folder=sweep.path)
+    tables = round_tables(sweep.cells)
     varying_by_grid = {
         grid: varying_settings(sweep.cells_of(grid), sweep.setting_columns) for grid in sweep.definition.grids
     }
@@ -530,7 +692,10 @@ def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
             averaged = [key for key in varying if key not in (STRATEGY_SETTING, ATTACK_SETTING)]
             figures.add(plot_heatmaps(cells, averaged, f"grid {grid}", f"heatmap_{slug(grid)}", out), section)
             heatmap_drawn = True
-        figures.add(plot_round_overlay(cells, varying, grid, out), section)
+        groups = replicate_groups(cells, sweep.setting_columns, sweep.seed_of)
+        if any(len(group.finished_seeds) > 1 for group in groups):
+            figures.add(plot_group_intervals(groups, varying, grid, out, tables, last_rounds), section)
+        figures.add(plot_round_overlay(cells, varying, grid, out, groups, tables), section)
     finished = [cell for cell in sweep.cells if cell.ok]
     strategies = ordered([cell.values.get(STRATEGY_SETTING) for cell in finished])
     attacks = ordered([cell.values.get(ATTACK_SETTING) for cell in finished])
@@ -546,7 +711,7 @@ def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr) -> SweepFigures:
     for cell in finished:
         title = f"grid {', '.join(cell.grids)}: {describe(sweep.cell_settings(cell), sweep.grid_settings(cell))}"
         section = figures.by_cell.setdefault(cell.cell_id, [])
-        rounds = read_cell_table(cell, "rounds.csv")
+        rounds = tables.get(cell.cell_id, [])
         if rounds:
             figures.add(
                 plot_training_curves(

@@ -6,7 +6,8 @@
 ``fl-poison settings`` lists every setting.
 ``fl-poison deploy certs|keys|connection|trial`` helps run across machines (:mod:`fl_poison.deploy.commands`).
 ``fl-poison plot DIR`` draws a sweep folder's figures into ``DIR/plots`` (:mod:`experiments.sweep_plots`)
-and ``fl-poison report DIR`` redraws them and writes ``DIR/report.md`` (:mod:`experiments.sweep_report`).
+and ``fl-poison report DIR`` redraws them and writes ``DIR/report.md`` with ``DIR/groups.csv`` and
+``DIR/pairs.csv`` (:mod:`experiments.sweep_report`); both take ``--last-rounds K`` (default 5).
 
 Bad input never ends in a traceback: :func:`main` turns a :class:`~fl_poison.core.settings.ConfigError`
 (a bad setting, sweep file, sweep folder or dataset; a sweep folder's error is one) and an
@@ -82,15 +83,25 @@ def sweep_command(file: Path, out: Path, jobs: int, assignments: Sequence[str], 
     return 1 if failed else 0
 
 
-def sweep_folder_command(command: str, folder: Path) -> int:
-    """``fl-poison plot`` / ``fl-poison report``: figures (and the report) of a sweep folder."""
+def sweep_folder_command(command: str, folder: Path, last_rounds: int = 5) -> int:
+    """``fl-poison plot`` / ``fl-poison report``: figures (and the report) of a sweep folder.
+
+    Parameters
+    ----------
+    command : str
+        ``plot`` or ``report``.
+    folder : Path
+        The sweep folder.
+    last_rounds : int
+        ``--last-rounds``: how many last rounds each run's "last rounds" value averages.
+    """
     from experiments.sweep_plots import plot_sweep
     from experiments.sweep_report import write_report
 
     if command == "report":
-        print(write_report(folder))
+        print(write_report(folder, last_rounds=last_rounds))
         return 0
-    figures = plot_sweep(folder)
+    figures = plot_sweep(folder, last_rounds=last_rounds)
     print(f"{len(figures.files)} files (PNG and PDF) in {figures.folder / 'plots'}")
     return 0
 
@@ -122,9 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0: CPU)"
     )
     plot = commands.add_parser("plot", help="draw a sweep folder's figures into DIR/plots (PNG and PDF)")
-    plot.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
-    report = commands.add_parser("report", help="redraw a sweep folder's figures and write DIR/report.md")
-    report.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
+    report = commands.add_parser(
+        "report", help="redraw a sweep folder's figures and write DIR/report.md, DIR/groups.csv and DIR/pairs.csv"
+    )
+    for folder_command in (plot, report):
+        folder_command.add_argument("folder", type=Path, metavar="DIR", help="a folder written by fl-poison sweep")
+        folder_command.add_argument(
+            "--last-rounds",
+            type=int,
+            default=5,
+            metavar="K",
+            help="group statistics also over the mean of each run's last K rounds (default 5)",
+        )
     settings = commands.add_parser("settings", help="list every setting with its default")
     formats = settings.add_mutually_exclusive_group()
     formats.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
@@ -176,7 +196,7 @@ def dispatch(arguments: argparse.Namespace) -> int:
     if arguments.command == "deploy":
         return deploy_command(arguments)
     if arguments.command in ("plot", "report"):
-        return sweep_folder_command(arguments.command, arguments.folder)
+        return sweep_folder_command(arguments.command, arguments.folder, arguments.last_rounds)
     if arguments.command == "sweep":
         return sweep_command(
             arguments.file, arguments.out, arguments.jobs, arguments.assignments, arguments.gpus_per_client

@@ -7,6 +7,11 @@ a clipping bound. The final metrics follow formulas simple enough to average by 
 * accuracy = 0.9 - 0.1 m - 0.05 [badnets] + 0.02 [krum]
 * asr = 0.1 + 0.2 m + 0.1 [badnets] - 0.05 [krum]
 * detection_precision = 0.5 for krum cells (absent for fedavg)
+
+:func:`build_replicated_folder` writes a second sweep whose grid ``seeds`` repeats FedAvg and
+Krum over seeds 1, 2, 3 (Krum's seed 3 failed), with final accuracies :data:`REPLICATED_ACCURACY`
+and 6 rounds that climb 0.05 a round to the final value (so the mean of the last 5 rounds is the
+final value minus 0.1, of the last 3 minus 0.05).
 """
 
 from __future__ import annotations
@@ -181,3 +186,49 @@ def run_on_sweep_folder(command: str, root: Path) -> tuple[Path, int, str]:
     with contextlib.redirect_stdout(stdout):
         code = main([command, str(folder)])
     return folder, code, stdout.getvalue()
+
+
+REPLICATED_GRIDS = {"seeds": {"num-malicious": 1, "strategy": ["fedavg", "krum"], "seed": [1, 2, 3]}}
+# strategy -> seed -> final accuracy (krum's seed 3 failed); ASR = 1 - accuracy
+REPLICATED_ACCURACY = {"fedavg": {1: 0.7, 2: 0.8, 3: 0.9}, "krum": {1: 0.8, 2: 0.95}}
+REPLICATED_ROUNDS = 6
+
+
+def replicated_cell_id(strategy: str, seed: int) -> str:
+    """The id of a cell of the replicated sweep (8 hex digits)."""
+    return hashlib.sha256(f"{strategy}-seed-{seed}".encode()).hexdigest()[:8]
+
+
+def build_replicated_folder(root: Path) -> Path:
+    """Write the replicated sweep (FedAvg and Krum, 1 attacker, over seeds 1–3) into ``root/replicated``; return the folder."""
+    folder = root / "replicated"
+    folder.mkdir(parents=True)
+    base = {key: value for key, value in BASE.items() if key != "seed"}
+    (folder / "sweep.json").write_text(json.dumps({"base": base, "grids": REPLICATED_GRIDS}))
+    rows = []
+    for strategy in ("fedavg", "krum"):
+        for seed in (1, 2, 3):
+            cell_id = replicated_cell_id(strategy, seed)
+            values = {"num-malicious": 1, "strategy": strategy, "seed": seed}
+            row = {"cell_id": cell_id, "grid": "seeds", **values, "folder": str(folder / cell_id)}
+            accuracy = REPLICATED_ACCURACY[strategy].get(seed)
+            if accuracy is None:
+                (folder / cell_id).mkdir()
+                rows.append({**row, "status": "failed", "error": "boom"})
+                continue
+            cell = folder / cell_id
+            cell.mkdir()
+            (cell / "config.json").write_text(json.dumps({"settings": {**base, **values}}))
+            history = [{"round": 0, "accuracy": 0.1, "asr": 0.0}]
+            history += [
+                {"round": r, "accuracy": round(accuracy - 0.05 * (REPLICATED_ROUNDS - r), 6)}
+                for r in range(1, REPLICATED_ROUNDS + 1)
+            ]
+            for entry in history[1:]:
+                entry["asr"] = round(1.0 - float(entry["accuracy"]), 6)
+            write_csv(cell / "rounds.csv", history, ["round", "accuracy", "asr"])
+            write_csv(cell / "clients.csv", [], CLIENT_COLUMNS)
+            rows.append({**row, "status": "ok", "accuracy": accuracy, "asr": round(1.0 - accuracy, 6)})
+    columns = ["cell_id", "grid", "num-malicious", "strategy", "seed", "status", *RESULT_COLUMNS, "folder", "error"]
+    write_csv(folder / "sweep.csv", rows, columns)
+    return folder

@@ -13,11 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.sweep_aggregates import heatmap, malicious_curves, norm_summary
+from experiments.sweep_aggregates import (
+    FINAL,
+    LAST,
+    comparable_pairs,
+    group_comparisons,
+    group_statistics,
+    heatmap,
+    malicious_curves,
+    norm_summary,
+    replicate_groups,
+    round_band,
+)
 from experiments.sweep_folder import (
     SweepFolderError,
     read_definition,
     read_sweep_folder,
+    round_tables,
 )
 from experiments.sweep_plots import (
     SweepFigures,
@@ -34,16 +46,20 @@ from tests.sweep_folder_helpers import (
     CLIP_CELL,
     FAILED,
     FAILED_ERROR,
+    build_replicated_folder,
     build_sweep_folder,
     clip_clients,
     final_asr,
     main_cell_id,
+    replicated_cell_id,
     run_on_sweep_folder,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PDF_MAGIC = b"%PDF"
 LABEL_FIGURE = "digits_dirichlet_8clients_alpha0p5_seed42"
+T_975_1 = 12.706205  # t quantile 0.975 with 1 degree of freedom (2 seeds)
+T_975_2 = 4.302653  # with 2 degrees of freedom (3 seeds)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +172,7 @@ def test_plot_writes_png_and_pdf_for_every_figure(plotted):
     assert [path.stem for path in (plots / "norms").glob("*.png")] == [CLIP_CELL]  # only the cell with a bound
     assert not (plots / "malicious_clip.png").exists()  # num-malicious is constant in grid clip
     assert not (plots / "heatmap_all_cells.png").exists()  # grid main varies strategy and attack
+    assert not list(plots.glob("groups_*"))  # one seed per group: no intervals to draw
 
 
 def test_without_a_grid_varying_both_the_heatmap_covers_all_finished_cells(tmp_path, monkeypatch):
@@ -253,3 +270,123 @@ def test_a_dataset_that_cannot_be_loaded_skips_its_figure_with_one_warning(tmp_p
     plot_label_distributions_of(sweep, tmp_path / "plots", figures, warnings.append)
     assert figures.labels == [] and figures.files == []
     assert warnings == ["label distribution of digits (dirichlet) skipped: hub unreachable"]
+
+
+@pytest.fixture
+def replicated(tmp_path: Path):
+    """The replicated sweep (FedAvg and Krum over seeds 1-3, Krum's seed 3 failed), read, with its round tables."""
+    sweep = read_sweep_folder(build_replicated_folder(tmp_path))
+    return sweep, round_tables(sweep.cells)
+
+
+def test_cells_that_differ_only_in_seed_form_one_group(replicated, sweep):
+    folder, _ = replicated
+    groups = replicate_groups(folder.cells, folder.setting_columns, folder.seed_of)
+    assert [group.values for group in groups] == [
+        {"num-malicious": 1, "strategy": "fedavg"},
+        {"num-malicious": 1, "strategy": "krum"},
+    ]
+    assert groups[0].seeds == (1, 2, 3) and groups[1].seeds == (1, 2, 3)
+    assert groups[1].finished_seeds == (1, 2)
+    assert [cell.cell_id for cell in groups[0].cells] == [replicated_cell_id("fedavg", seed) for seed in (1, 2, 3)]
+    # without a seed column every cell has the base seed (42): one group per cell
+    single = replicate_groups(sweep.cells, sweep.setting_columns, sweep.seed_of)
+    assert len(single) == len(sweep.cells) and {group.seeds for group in single} == {(42,)}
+
+
+def test_group_statistics_final_and_last_rounds_by_hand(replicated):
+    folder, tables = replicated
+    groups = replicate_groups(folder.cells, folder.setting_columns, folder.seed_of)
+    rows = {(row.group.values["strategy"], row.metric, row.measure): row for row in group_statistics(groups, tables)}
+    fedavg = rows[("fedavg", "accuracy", FINAL)]
+    # 0.7, 0.8, 0.9: mean 0.8, sd 0.1, 95 % interval 0.8 +- 4.302653 * 0.1 / sqrt(3)
+    assert fedavg.seeds == (1, 2, 3) and fedavg.last_rounds is None
+    assert (fedavg.summary.mean, fedavg.summary.std) == pytest.approx((0.8, 0.1))
+    assert fedavg.summary.ci_low == pytest.approx(0.8 - T_975_2 * 0.1 / math.sqrt(3), abs=1e-6)
+    assert fedavg.summary.ci_high == pytest.approx(0.8 + T_975_2 * 0.1 / math.sqrt(3), abs=1e-6)
+    # the last 5 of 6 rounds climbing 0.05 a round to the final value: final - 0.1
+    last = rows[("fedavg", "accuracy", LAST)]
+    assert last.last_rounds == 5 and last.summary.mean == pytest.approx(0.7) and last.summary.std == pytest.approx(0.1)
+    krum = rows[("krum", "accuracy", FINAL)]  # seed 3 failed: two seeds, one degree of freedom
+    assert krum.seeds == (1, 2) and krum.summary.mean == pytest.approx(0.875)
+    assert krum.summary.half_width == pytest.approx(T_975_1 * (0.15 / math.sqrt(2)) / math.sqrt(2), abs=1e-6)
+    assert rows[("krum", "asr", FINAL)].summary.mean == pytest.approx(0.125)
+    last_three = [r for r in group_statistics(groups, tables, 3) if r.measure == LAST and r.metric == "accuracy"]
+    assert [r.summary.mean for r in last_three] == pytest.approx([0.75, 0.825])
+
+
+def test_groups_that_differ_in_one_setting_are_paired_by_seed(replicated, sweep):
+    folder, tables = replicated
+    groups = replicate_groups(folder.cells, folder.setting_columns, folder.seed_of)
+    assert [(key, a.values["strategy"], b.values["strategy"]) for key, a, b in comparable_pairs(groups)] == [
+        ("strategy", "fedavg", "krum")
+    ]
+    comparisons = {(c.metric, c.measure): c for c in group_comparisons(groups, tables)}
+    accuracy = comparisons[("accuracy", FINAL)].paired
+    # krum - fedavg: seed 1: 0.8 - 0.7, seed 2: 0.95 - 0.8 -> mean 0.125, sd 0.05 / sqrt(2); seed 3 only in fedavg
+    assert accuracy.pairs == 2 and accuracy.seeds == (1, 2) and accuracy.first_only == (3,)
+    assert accuracy.difference.mean == pytest.approx(0.125)
+    assert accuracy.difference.half_width == pytest.approx(T_975_1 * 0.025, abs=1e-6)
+    assert comparisons[("asr", LAST)].paired.difference.mean == pytest.approx(-0.125)
+    # the hand-made single-seed sweep: fedavg/label-flip/0 is paired with krum/label-flip/0 (strategy),
+    # fedavg/badnets/0 (attack) and fedavg/label-flip/1 and /2 (num-malicious), never across two settings
+    single = replicate_groups(sweep.cells_of("main"), sweep.setting_columns, sweep.seed_of)
+    metrics = {row.metric for row in group_statistics(single, round_tables(sweep.cells))}
+    assert {"accuracy", "asr", "loss", "detection_precision"} <= metrics and "wall_seconds" not in metrics
+    first = single[0]
+    partners = [(key, b.values) for key, a, b in comparable_pairs(single) if a is first]
+    assert partners == [
+        ("num-malicious", {"strategy": "fedavg", "attack": "label-flip", "num-malicious": 1}),
+        ("num-malicious", {"strategy": "fedavg", "attack": "label-flip", "num-malicious": 2}),
+        ("attack", {"strategy": "fedavg", "attack": "badnets", "num-malicious": 0}),
+        ("strategy", {"strategy": "krum", "attack": "label-flip", "num-malicious": 0}),
+    ]
+    # the first of a pair is the value that comes first: 0 attackers before 2, fedavg before krum
+    reverse = [(key, a.values, b.values) for key, a, b in comparable_pairs(list(reversed(single)))]
+    assert all(a[key] != b[key] for key, a, b in reverse)
+    assert next(a for key, a, b in reverse if key == "num-malicious")["num-malicious"] < 2
+
+
+def test_round_band_is_the_mean_and_range_over_seeds(replicated):
+    folder, tables = replicated
+    fedavg = replicate_groups(folder.cells, folder.setting_columns, folder.seed_of)[0]
+    band = round_band(fedavg, "accuracy", tables)
+    assert band.rounds == [0, 1, 2, 3, 4, 5, 6]
+    assert band.mean[0] == pytest.approx(0.1) and band.count[0] == 3
+    assert (band.mean[-1], band.low[-1], band.high[-1]) == pytest.approx((0.8, 0.7, 0.9))
+    assert band.mean[1] == pytest.approx(0.55)  # each seed's final value - 0.25
+
+
+def test_points_against_attackers_carry_the_t_interval_over_seeds(replicated):
+    folder, _ = replicated
+    curves = malicious_curves(folder.cells, "accuracy", [])
+    (fedavg,) = curves[()]["fedavg"]
+    assert fedavg.count == 3 and (fedavg.low, fedavg.high) == pytest.approx((0.7, 0.9))
+    assert (fedavg.ci_low, fedavg.ci_high) == pytest.approx(
+        (0.8 - T_975_2 * 0.1 / math.sqrt(3), 0.8 + T_975_2 * 0.1 / math.sqrt(3)), abs=1e-6
+    )
+    (krum,) = curves[()]["krum"]
+    assert krum.count == 2
+    one = malicious_curves(folder.cells[:1], "accuracy", [])[()]["fedavg"][0]
+    assert one.count == 1 and math.isnan(one.ci_low)
+
+
+def test_plot_of_a_replicated_sweep_draws_intervals_and_bands(tmp_path, monkeypatch):
+    monkeypatch.setattr("experiments.sweep_plots.plot_label_distributions_of", lambda *args: None)
+    folder = build_replicated_folder(tmp_path)
+    figures = plot_sweep(folder, last_rounds=3)
+    assert figures.by_grid["seeds"] == [folder / "plots" / "groups_seeds.png", folder / "plots" / "curves_seeds.png"]
+    for path in figures.by_grid["seeds"]:
+        assert_png_and_pdf(path)
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_a_bad_last_rounds_is_one_line_and_exit_2(tmp_path, capsys, value):
+    folder = build_replicated_folder(tmp_path)
+    assert main(["plot", str(folder), "--last-rounds", value]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error
+        == f"fl-poison: error: --last-rounds: bad value {value}; allowed: an integer >= 1 (rounds averaged per run)\n"
+    )
+    assert not (folder / "plots").exists()
