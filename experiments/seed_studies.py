@@ -10,6 +10,22 @@ against our numbers) into the folder. The documents' numbers are transcribed bel
 - seed 001 (course report, blend / DBA backdoors): final ASR and accuracy are read off its
   figures only where the text states them (FedAvg ASR "over 90 %", Krum "near zero", DBA 0.996).
 - seed 004 (Sun et al., ADA): Tables I–II, MNIST rows; ATA and MTA are the maximum over the rounds.
+
+**Seeds.** Cells that differ only in their seed (``replicates = N`` or a ``seed`` list in the sweep
+file) are replicates: every number of the tables is a mean over seeds, with the sample standard
+deviation and the 95 % t interval (:mod:`experiments.statistics`; one seed: no interval).
+
+**Verdicts.** Each finding is a claim about the sign of a difference computed seed by seed (e.g.
+Krum's ASR minus FedAvg's, over the seeds both have; a claim about one number, e.g. "ASR above
+0.5", uses that number minus the threshold). It is judged by the 95 % t interval of that
+difference over the seeds (:func:`judge`):
+
+- **agrees**: the interval has the finding's sign and excludes 0;
+- **differs**: the interval has the other sign and excludes 0;
+- **inconclusive**: the interval contains 0, or there is no interval (one seed, one pair);
+- **not measured**: a cell the finding needs is missing.
+
+A finding made of several claims agrees when each does and differs when any does.
 """
 
 from __future__ import annotations
@@ -18,15 +34,27 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from statistics import mean
 
 from experiments.cells import markdown_table
+from experiments.statistics import (
+    Summary,
+    format_interval,
+    format_summary,
+    interval_sign,
+    paired_difference,
+    seedwise,
+    summarize,
+)
+from experiments.statistics import last_rounds_mean as mean_of_last
+from fl_poison.apps.algorithms import catalogue
 from fl_poison.core.results import atomic_write_bytes, read_csv, write_csv
 
 LAST_ROUNDS = 5
-MARGIN = 0.01
+AGREES, DIFFERS, INCONCLUSIVE, NOT_MEASURED = "agrees", "differs", "inconclusive", "not measured"
+SeedValues = dict[Hashable, float]
 
 # seed 000, CIFAR-10: (strategy, partitioning, attackers) -> final accuracy
 SEED000_ACCURACY = {
@@ -61,18 +89,55 @@ def number(value: str | float | None) -> float:
     return float(value) if value not in (None, "") else math.nan
 
 
+def text_of(value: object) -> str:
+    """How ``sweep.csv`` writes a setting's value (floats by ``repr``)."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def sweep_settings(sweep_dir: Path, grids: Sequence[str]) -> dict[str, str]:
+    """The settings ``sweep.json`` fixes for a cell of ``grids`` (base, then the grids' own), as text.
+
+    Parameters
+    ----------
+    sweep_dir : Path
+        The sweep folder (no ``sweep.json``: nothing).
+    grids : Sequence[str]
+        The cell's grids.
+    """
+    try:
+        definition = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    settings: dict[str, str] = {}
+    tables = [definition.get("base", {})] + [definition.get("grids", {}).get(grid, {}) for grid in grids]
+    for table in tables:
+        if isinstance(table, dict):
+            settings.update({key: text_of(value) for key, value in table.items() if not isinstance(value, list)})
+    return settings
+
+
 def cell_rows(sweep_dirs: Sequence[Path]) -> list[dict[str, str]]:
     """The ``ok`` rows of the folders' ``sweep.csv`` files, each cell once (a study may span folders).
 
-    A row's ``folder`` is where the cell is now: the recorded path, or the cell's folder inside
-    its sweep folder when the sweep was moved (e.g. into ``experiments/results``).
+    A row's ``folder`` is where the cell is now: ``SWEEP_DIR/<name>`` when that folder exists
+    (the sweep was copied or moved, e.g. into ``experiments/results``), else the recorded path.
+    Settings the table leaves out or empty are filled from ``sweep.json`` (base and the cell's
+    grids) and, for ``seed``, from the setting's default, so every row names its seed.
     """
+    default_seed = text_of(next(setting.default for setting in catalogue().settings() if setting.key == "seed"))
     rows: dict[str, dict[str, str]] = {}
     for sweep_dir in sweep_dirs:
         for row in read_csv(Path(sweep_dir) / "sweep.csv"):
             if row["status"] == "ok":
                 recorded = Path(row["folder"])
-                row["folder"] = str(recorded if recorded.is_dir() else Path(sweep_dir) / recorded.name)
+                moved = Path(sweep_dir) / recorded.name
+                row["folder"] = str(moved if moved.is_dir() else recorded)
+                fixed = sweep_settings(Path(sweep_dir), (row.get("grid") or "").split(";"))
+                for key, value in fixed.items():
+                    if row.get(key) in (None, ""):
+                        row[key] = value
+                if row.get("seed") in (None, ""):
+                    row["seed"] = default_seed
                 rows.setdefault(row.get("cell_id") or row["folder"], row)
     return list(rows.values())
 
@@ -84,9 +149,7 @@ def round_rows(row: dict[str, str]) -> list[dict[str, str]]:
 
 def last_rounds_mean(history: list[dict[str, str]], column: str, rounds: int = LAST_ROUNDS) -> float:
     """Mean of ``column`` over the last ``rounds`` rounds (a backdoor's ASR swings from round to round)."""
-    values = [number(entry.get(column)) for entry in history[-rounds:]]
-    values = [value for value in values if not math.isnan(value)]
-    return mean(values) if values else math.nan
+    return mean_of_last([number(entry.get(column)) for entry in history], rounds)
 
 
 def max_from(history: list[dict[str, str]], column: str, first_round: int) -> float:
@@ -101,138 +164,292 @@ def fmt(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
-def verdict(holds: bool, *values: float) -> str:
-    """``agrees`` / ``differs``, or ``not measured`` when a value it rests on is missing."""
-    if any(math.isnan(value) for value in values):
-        return "**not measured**"
-    return "**agrees**" if holds else "**differs**"
+def seed_of(row: Mapping[str, str]) -> str:
+    """The cell's seed, as text (what pairs two cells' runs)."""
+    return row.get("seed") or ""
 
 
-def exceeds(larger: float, smaller: float) -> bool:
-    """``larger`` is above ``smaller`` by more than :data:`MARGIN` (a smaller gap is no difference)."""
-    return larger - smaller > MARGIN
+def mean_over_seeds(values: SeedValues) -> float:
+    """The mean of a group's per-seed values (NaN when it has none)."""
+    return summarize(values.values()).mean
+
+
+def judge(difference: Summary, sign: int) -> str:
+    """The verdict on a finding that says ``difference`` has ``sign`` (+1: positive, -1: negative).
+
+    Parameters
+    ----------
+    difference : Summary
+        The per-seed values of the difference (:func:`experiments.statistics.summarize`).
+    sign : int
+        The sign the finding claims.
+
+    Returns
+    -------
+    str
+        ``agrees`` when the 95 % t interval excludes 0 on the finding's side, ``differs`` when it
+        excludes 0 on the other side, ``inconclusive`` when it contains 0 or there is none (one
+        seed), ``not measured`` without any value.
+    """
+    if sign not in (1, -1):
+        raise ValueError(f"sign: bad value {sign!r}; allowed: 1 or -1")
+    if difference.count == 0:
+        return NOT_MEASURED
+    side = interval_sign(difference)
+    if side == 0:
+        return INCONCLUSIVE
+    return AGREES if side == sign else DIFFERS
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """The verdict on a finding made of several claims: each must agree; any that differs decides.
+
+    Parameters
+    ----------
+    verdicts : Sequence[str]
+        The claims' verdicts (:func:`judge`).
+    """
+    if DIFFERS in verdicts:
+        return DIFFERS
+    if NOT_MEASURED in verdicts:
+        return NOT_MEASURED
+    if verdicts and all(verdict == AGREES for verdict in verdicts):
+        return AGREES
+    return INCONCLUSIVE
+
+
+def bold(verdict: str) -> str:
+    """The verdict as the findings print it."""
+    return f"**{verdict}**"
+
+
+class Claim:
+    """One signed difference a finding rests on, with its verdict.
+
+    Parameters
+    ----------
+    values : SeedValues
+        The difference per seed.
+    sign : int
+        The sign the finding claims (+1 or -1).
+    """
+
+    def __init__(self, values: SeedValues, sign: int) -> None:
+        self.values = values
+        self.sign = sign
+        self.summary = summarize(values.values())
+        self.verdict = judge(self.summary, sign)
+
+    def text(self) -> str:
+        """``+d [low, high] (n seeds)`` or ``+d (1 seed, no CI)``."""
+        return format_interval(self.summary, unit="seed")
+
+
+def paired(first: SeedValues, second: SeedValues) -> SeedValues:
+    """``second − first`` for every seed both have (finite values only).
+
+    Parameters
+    ----------
+    first, second : SeedValues
+        Seed -> value of two groups.
+    """
+    result = paired_difference(first, second)
+    return {seed: second[seed] - first[seed] for seed in result.seeds}
+
+
+def above(values: SeedValues, threshold: float) -> SeedValues:
+    """``value − threshold`` per seed (a claim about one number against a threshold).
+
+    Parameters
+    ----------
+    values : SeedValues
+        Seed -> value.
+    threshold : float
+        The threshold.
+    """
+    return {seed: value - threshold for seed, value in values.items() if math.isfinite(value)}
+
+
+def seed_summaries(
+    rows: Sequence[dict[str, str]], measures: Mapping[str, Callable[[dict[str, str]], float]]
+) -> dict[str, Summary]:
+    """Each measure over the rows (one row per seed of a group), summarised over the seeds.
+
+    Parameters
+    ----------
+    rows : Sequence[dict[str, str]]
+        The group's cells.
+    measures : Mapping[str, Callable[[dict[str, str]], float]]
+        Column name -> the value of one cell.
+    """
+    return {name: summarize(measure(row) for row in rows) for name, measure in measures.items()}
+
+
+def group_by(
+    rows: Sequence[dict[str, str]], key: Callable[[dict[str, str]], tuple]
+) -> dict[tuple, list[dict[str, str]]]:
+    """``rows`` grouped by ``key`` (replicates of one group differ only in their seed), in first-appearance order.
+
+    Parameters
+    ----------
+    rows : Sequence[dict[str, str]]
+        Cell rows.
+    key : Callable[[dict[str, str]], tuple]
+        The group a row belongs to.
+    """
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+def per_seed(rows: Sequence[dict[str, str]], value: Callable[[dict[str, str]], float]) -> SeedValues:
+    """Seed -> ``value`` of the cell with that seed (finite values only).
+
+    Parameters
+    ----------
+    rows : Sequence[dict[str, str]]
+        The cells of one group.
+    value : Callable[[dict[str, str]], float]
+        A cell's number.
+    """
+    values = {seed_of(row): value(row) for row in rows}
+    return {seed: number for seed, number in values.items() if math.isfinite(number)}
 
 
 def seed000(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
     """Accuracy per (strategy, partitioning, attackers) next to seed 000's CIFAR-10 numbers, and its findings."""
-    ours = {(r["strategy"], r["partitioning"], int(r["num-malicious"])): r for r in rows}
+    groups = group_by(rows, lambda r: (r["strategy"], r["partitioning"], int(r["num-malicious"])))
     table = []
-    for key, row in sorted(ours.items()):
+    for key, members in sorted(groups.items()):
         table.append(
             {
                 "strategy": key[0],
                 "partitioning": key[1],
                 "attackers": key[2],
-                "accuracy": number(row["accuracy"]),
-                "accuracy_last5": last_rounds_mean(round_rows(row), "accuracy"),
-                "macro_f1": number(row["macro_f1"]),
-                "detection_recall": number(row.get("detection_recall")),
+                "seeds": len(members),
+                **seed_summaries(
+                    members,
+                    {
+                        "accuracy": lambda r: number(r["accuracy"]),
+                        "accuracy_last5": lambda r: last_rounds_mean(round_rows(r), "accuracy"),
+                        "macro_f1": lambda r: number(r["macro_f1"]),
+                        "detection_recall": lambda r: number(r.get("detection_recall")),
+                    },
+                ),
                 "seed000_cifar10_accuracy": SEED000_ACCURACY.get(key, math.nan),
             }
         )
-    acc = {key: number(row["accuracy"]) for key, row in ours.items()}
+    acc = {key: per_seed(members, lambda r: number(r["accuracy"])) for key, members in groups.items()}
 
-    def drop(strategy: str, partitioning: str, attackers: int) -> float:
-        return acc.get((strategy, partitioning, 0), math.nan) - acc.get((strategy, partitioning, attackers), math.nan)
+    def of(strategy: str, partitioning: str, attackers: int) -> SeedValues:
+        return acc.get((strategy, partitioning, attackers), {})
 
+    def drop(partitioning: str, attackers: int) -> SeedValues:
+        return seedwise(
+            lambda clean, attacked: clean - attacked,
+            of("fedavg", partitioning, 0),
+            of("fedavg", partitioning, attackers),
+        )
+
+    growth = {p: Claim(paired(drop(p, 1), drop(p, 2)), 1) for p in ("iid", "dirichlet")}
+    vulnerable = Claim(paired(drop("iid", 2), drop("dirichlet", 2)), 1)
+    fedprox = Claim(paired(of("fedavg", "dirichlet", 2), of("fedprox", "dirichlet", 2)), 1)
+    m = mean_over_seeds
     findings = [
-        f"Label flipping hurts more with more attackers (FedAvg drop IID 1 → 2 attackers: {fmt(drop('fedavg', 'iid', 1))} → "
-        f"{fmt(drop('fedavg', 'iid', 2))}; non-IID {fmt(drop('fedavg', 'dirichlet', 1))} → {fmt(drop('fedavg', 'dirichlet', 2))}): "
-        + verdict(
-            exceeds(drop("fedavg", "iid", 2), drop("fedavg", "iid", 1))
-            and exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "dirichlet", 1)),
-            drop("fedavg", "iid", 2),
-            drop("fedavg", "iid", 1),
-            drop("fedavg", "dirichlet", 2),
-            drop("fedavg", "dirichlet", 1),
-        ),
-        f"Non-IID is more vulnerable with 2 attackers (FedAvg drop non-IID {fmt(drop('fedavg', 'dirichlet', 2))} vs IID "
-        f"{fmt(drop('fedavg', 'iid', 2))}; seed: 0.316 vs 0.186): "
-        + verdict(
-            exceeds(drop("fedavg", "dirichlet", 2), drop("fedavg", "iid", 2)),
-            drop("fedavg", "dirichlet", 2),
-            drop("fedavg", "iid", 2),
-        ),
-        f"FedProx resists better on non-IID with 2 attackers (FedProx {fmt(acc.get(('fedprox', 'dirichlet', 2), math.nan))} vs FedAvg "
-        f"{fmt(acc.get(('fedavg', 'dirichlet', 2), math.nan))}; seed: 0.562 vs 0.424): "
-        + verdict(
-            exceeds(acc.get(("fedprox", "dirichlet", 2), math.nan), acc.get(("fedavg", "dirichlet", 2), math.nan)),
-            acc.get(("fedprox", "dirichlet", 2), math.nan),
-            acc.get(("fedavg", "dirichlet", 2), math.nan),
-        ),
+        f"Label flipping hurts more with more attackers (FedAvg drop IID 1 → 2 attackers: {fmt(m(drop('iid', 1)))} → "
+        f"{fmt(m(drop('iid', 2)))}; non-IID {fmt(m(drop('dirichlet', 1)))} → {fmt(m(drop('dirichlet', 2)))}; growth of the "
+        f"drop IID {growth['iid'].text()}, non-IID {growth['dirichlet'].text()}): "
+        + bold(combine([growth["iid"].verdict, growth["dirichlet"].verdict])),
+        f"Non-IID is more vulnerable with 2 attackers (FedAvg drop non-IID {fmt(m(drop('dirichlet', 2)))} vs IID "
+        f"{fmt(m(drop('iid', 2)))}; seed: 0.316 vs 0.186; difference {vulnerable.text()}): " + bold(vulnerable.verdict),
+        f"FedProx resists better on non-IID with 2 attackers (FedProx {fmt(m(of('fedprox', 'dirichlet', 2)))} vs FedAvg "
+        f"{fmt(m(of('fedavg', 'dirichlet', 2)))}; seed: 0.562 vs 0.424; difference {fedprox.text()}): "
+        + bold(fedprox.verdict),
     ]
     for partitioning, seed_helps in (("dirichlet", True), ("iid", False)):
         gains = [
-            acc.get(("loss-filter", partitioning, n), math.nan) - acc.get(("fedavg", partitioning, n), math.nan)
+            Claim(paired(of("fedavg", partitioning, n), of("loss-filter", partitioning, n)), 1 if seed_helps else -1)
             for n in (1, 2)
         ]
-        holds = all(gain > MARGIN for gain in gains) if seed_helps else all(gain <= MARGIN for gain in gains)
+        claim = "helps" if seed_helps else "does not help (a negative gain)"
         findings.append(
-            f"The loss filter {'helps' if seed_helps else 'does not help'} on {partitioning} (gain over FedAvg with 1 / 2 attackers: "
-            f"{fmt(gains[0])} / {fmt(gains[1])}): " + verdict(holds, *gains)
+            f"The loss filter {claim} on {partitioning} (gain over FedAvg with 1 / 2 attackers: "
+            f"{fmt(m(gains[0].values))} / {fmt(m(gains[1].values))}; {gains[0].text()} / {gains[1].text()}): "
+            + bold(combine([gain.verdict for gain in gains]))
         )
     return table, findings
 
 
 def seed001(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
-    """Final and last-rounds ASR / accuracy per cell of seed 001's grids, and its findings."""
+    """Final and last-rounds ASR / accuracy per group of seed 001's grids (over seeds), and its findings."""
+
+    def identity(row: dict[str, str]) -> tuple:
+        return (
+            row["grid"],
+            row["attack"],
+            int(row["num-malicious"]),
+            row["strategy"],
+            row.get("update-attack", ""),
+            row.get("clients-per-round", ""),
+        )
+
+    measures: dict[str, Callable[[dict[str, str]], float]] = {
+        "asr": lambda r: number(r["asr"]),
+        "accuracy": lambda r: number(r["accuracy"]),
+        "asr_last5": lambda r: last_rounds_mean(round_rows(r), "asr"),
+        "accuracy_last5": lambda r: last_rounds_mean(round_rows(r), "accuracy"),
+    }
     table: list[dict[str, object]] = []
-    scores: list[dict[str, float]] = []  # the numbers of each table row, typed
-    for row in rows:
-        history = round_rows(row)
-        score = {
-            "asr": number(row["asr"]),
-            "accuracy": number(row["accuracy"]),
-            "asr_last5": last_rounds_mean(history, "asr"),
-            "accuracy_last5": last_rounds_mean(history, "accuracy"),
-        }
-        scores.append(score)
+    values: list[dict[str, SeedValues]] = []  # per table row: measure -> seed -> value
+    for key, members in group_by(rows, identity).items():
+        per_measure = {name: per_seed(members, measure) for name, measure in measures.items()}
+        values.append(per_measure)
         table.append(
             {
-                "grid": row["grid"],
-                "attack": row["attack"],
-                "attackers": int(row["num-malicious"]),
-                "strategy": row["strategy"],
-                "update_attack": row.get("update-attack", ""),
-                "clients_per_round": row.get("clients-per-round", ""),
-                **score,
+                "grid": key[0],
+                "attack": key[1],
+                "attackers": key[2],
+                "strategy": key[3],
+                "update_attack": key[4],
+                "clients_per_round": key[5],
+                "seeds": len(members),
+                **{name: summarize(seeds.values()) for name, seeds in per_measure.items()},
             }
         )
 
-    def pick(grid: str, **match: object) -> dict[str, float]:
+    def pick(grid: str, **match: object) -> dict[str, SeedValues]:
         found = [
-            score
-            for r, score in zip(table, scores, strict=True)
+            entry
+            for r, entry in zip(table, values, strict=True)
             if grid in str(r["grid"]).split(";") and all(r[k] == v for k, v in match.items())
         ]
-        return (
-            found[0]
-            if found
-            else {"asr_last5": math.nan, "accuracy_last5": math.nan, "asr": math.nan, "accuracy": math.nan}
-        )
+        return found[0] if found else {name: {} for name in measures}
 
     ratio = [pick("blend-ratio", attackers=n)["asr_last5"] for n in (1, 2, 3)]
     fedavg, krum = pick("fedavg-vs-krum", strategy="fedavg"), pick("fedavg-vs-krum", strategy="krum")
     dba, blend3 = pick("dba-vs-blend", attack="dba"), pick("dba-vs-blend", attack="blend")
     scaled, clipped = pick("scaling-vs-clipping", strategy="fedavg"), pick("scaling-vs-clipping", strategy="norm-clip")
+    m = mean_over_seeds
+    steps = [Claim(paired(ratio[0], ratio[1]), 1), Claim(paired(ratio[1], ratio[2]), 1)]
+    krum_gap = Claim(paired(krum["asr_last5"], fedavg["asr_last5"]), 1)
+    krum_low = Claim(above(krum["asr_last5"], 0.1), -1)
+    dba_gap = Claim(paired(blend3["asr_last5"], dba["asr_last5"]), 1)
+    clipped_high = Claim(above(clipped["asr_last5"], 0.5), 1)
     findings = [
         f"More blend attackers, higher ASR (mean of the last {LAST_ROUNDS} rounds, 1 / 2 / 3 of 6: "
-        f"{' / '.join(fmt(v) for v in ratio)}): "
-        + verdict(exceeds(ratio[1], ratio[0]) and exceeds(ratio[2], ratio[1]), *ratio),
-        f"Krum stops the 1-attacker blend backdoor that FedAvg lets in (ASR FedAvg {fmt(fedavg['asr_last5'])}, Krum "
-        f"{fmt(krum['asr_last5'])}; seed: over 0.9 vs near 0) with the same accuracy ({fmt(fedavg['accuracy_last5'])} vs "
-        f"{fmt(krum['accuracy_last5'])}): "
-        + verdict(
-            krum["asr_last5"] < 0.1 and exceeds(fedavg["asr_last5"], krum["asr_last5"]),
-            krum["asr_last5"],
-            fedavg["asr_last5"],
-        ),
-        f"DBA with 3 of 6 is more successful than blend with 3 of 6 (ASR {fmt(dba['asr_last5'])} vs {fmt(blend3['asr_last5'])}; "
-        f"seed: DBA 0.996): "
-        + verdict(exceeds(dba["asr_last5"], blend3["asr_last5"]), dba["asr_last5"], blend3["asr_last5"]),
-        f"Clipping to the median norm does not stop model replacement (ASR scaled {fmt(scaled['asr_last5'])}, clipped "
-        f"{fmt(clipped['asr_last5'])}; accuracy {fmt(scaled['accuracy_last5'])} vs {fmt(clipped['accuracy_last5'])}; seed: ASR "
-        "dropped but stayed high, accuracy stayed low): " + verdict(clipped["asr_last5"] > 0.5, clipped["asr_last5"]),
+        f"{' / '.join(fmt(m(v)) for v in ratio)}; steps 1 → 2 {steps[0].text()}, 2 → 3 {steps[1].text()}): "
+        + bold(combine([step.verdict for step in steps])),
+        f"Krum stops the 1-attacker blend backdoor that FedAvg lets in (ASR FedAvg {fmt(m(fedavg['asr_last5']))}, Krum "
+        f"{fmt(m(krum['asr_last5']))}; seed: over 0.9 vs near 0) with the same accuracy ({fmt(m(fedavg['accuracy_last5']))} vs "
+        f"{fmt(m(krum['accuracy_last5']))}; FedAvg − Krum {krum_gap.text()}, Krum − 0.1 {krum_low.text()}): "
+        + bold(combine([krum_gap.verdict, krum_low.verdict])),
+        f"DBA with 3 of 6 is more successful than blend with 3 of 6 (ASR {fmt(m(dba['asr_last5']))} vs "
+        f"{fmt(m(blend3['asr_last5']))}; seed: DBA 0.996; difference {dba_gap.text()}): " + bold(dba_gap.verdict),
+        f"Clipping to the median norm does not stop model replacement (ASR scaled {fmt(m(scaled['asr_last5']))}, clipped "
+        f"{fmt(m(clipped['asr_last5']))}; accuracy {fmt(m(scaled['accuracy_last5']))} vs {fmt(m(clipped['accuracy_last5']))}; "
+        f"seed: ASR dropped but stayed high, accuracy stayed low; clipped ASR − 0.5 {clipped_high.text()}): "
+        + bold(clipped_high.verdict),
     ]
     return table, findings
 
@@ -246,9 +463,15 @@ def method_of(row: dict[str, str]) -> str:
     return "clean"
 
 
-def attack_targets(row: dict[str, str]) -> list[int]:
-    """The target classes the cell's attackers used (``attack_target`` of attacked clients; ADA chooses its own)."""
-    clients = read_csv(Path(row["folder"]) / "clients.csv")
+def attack_targets(row: dict[str, str]) -> list[int] | None:
+    """The target classes the cell's attackers used (``attack_target`` of attacked clients; ADA chooses its own).
+
+    None when the cell's ``clients.csv`` was not kept (the committed results leave it out).
+    """
+    path = Path(row["folder"]) / "clients.csv"
+    if not path.is_file():
+        return None
+    clients = read_csv(path)
     return sorted(
         {
             int(entry["attack_target"])
@@ -261,12 +484,15 @@ def attack_targets(row: dict[str, str]) -> list[int]:
 def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
     """Max-over-rounds ATA and MTA per method and attacker fraction next to Tables I–II (MNIST).
 
-    LF and TS are averaged over the target classes the folders hold; the findings also name
-    the targets ADA chose and the ATA of LF / TS to each target.
+    LF and TS are averaged over the target classes the folders hold, seed by seed (then over
+    seeds); the findings also name the targets ADA chose and the ATA of LF / TS to each target.
     """
-    grouped: dict[tuple[str, float], list[tuple[float, float, str]]] = {}
-    per_target: dict[tuple[str, float], dict[int, float]] = {}
+    ata: dict[tuple[str, float], dict[str, list[float]]] = {}  # (method, fraction) -> seed -> ATA per target
+    mta: dict[tuple[str, float], dict[str, list[float]]] = {}
+    cells: dict[tuple[str, float], int] = {}
+    per_target: dict[tuple[str, float], dict[int, list[float]]] = {}
     chosen: dict[str, set[int]] = {}
+    unrecorded: set[str] = set()
     for row in rows:
         method = "label-flip" if method_of(row) == "none" else method_of(row)
         if method == "clean":
@@ -274,70 +500,142 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         fraction = int(row["num-malicious"]) / 100
         start = int(read_start_round(row))
         history = round_rows(row)
-        ata = max_from(history, "ts_ata", start)
-        mta = max_from(history, "mta", 1)
-        grouped.setdefault((method, fraction), []).append((ata, mta, row.get("target-class", "")))
+        key = (method, fraction)
+        cell_ata = max_from(history, "ts_ata", start)
+        ata.setdefault(key, {}).setdefault(seed_of(row), []).append(cell_ata)
+        mta.setdefault(key, {}).setdefault(seed_of(row), []).append(max_from(history, "mta", 1))
+        cells[key] = cells.get(key, 0) + 1
         if method.startswith("ada"):
-            chosen.setdefault(method, set()).update(attack_targets(row))
+            targets = attack_targets(row)
+            if targets is None:
+                unrecorded.add(method)
+            else:
+                chosen.setdefault(method, set()).update(targets)
         else:
-            per_target.setdefault((method, fraction), {})[int(row["target-class"])] = ata
+            per_target.setdefault(key, {}).setdefault(int(row["target-class"]), []).append(cell_ata)
+
+    def seed_means(values: dict[str, list[float]]) -> SeedValues:
+        means = {seed: summarize(numbers).mean for seed, numbers in values.items()}
+        return {seed: value for seed, value in means.items() if math.isfinite(value)}
+
+    by_ata = {key: seed_means(values) for key, values in ata.items()}
+    by_mta = {key: seed_means(values) for key, values in mta.items()}
     table: list[dict[str, object]] = []
-    by: dict[tuple[str, float], dict[str, float]] = {}  # (method, fraction) -> its mean ATA and MTA
-    for (method, fraction), values in sorted(grouped.items(), key=lambda item: (item[0][1], item[0][0])):
+    for method, fraction in sorted(ata, key=lambda key: (key[1], key[0])):
         paper = SEED004_MNIST.get(method, {}).get(fraction, (math.nan, math.nan))
-        means = by[(method, fraction)] = {"ata": mean(v[0] for v in values), "mta": mean(v[1] for v in values)}
         table.append(
             {
                 "fraction": fraction,
                 "method": method,
-                "cells": len(values),
-                **means,
+                "cells": cells[(method, fraction)],
+                "seeds": len(ata[(method, fraction)]),
+                "ata": summarize(by_ata[(method, fraction)].values()),
+                "mta": summarize(by_mta[(method, fraction)].values()),
                 "paper_mnist_ata": paper[0],
                 "paper_mnist_mta": paper[1],
             }
         )
+
+    def of(method: str, fraction: float) -> SeedValues:
+        return by_ata.get((method, fraction), {})
+
+    m = mean_over_seeds
     findings = []
     for fraction in (0.01, 0.05, 0.1):
-        ada = by.get(("ada-full", fraction), {}).get("ata", math.nan)
-        lf = by.get(("label-flip", fraction), {}).get("ata", math.nan)
+        claim = Claim(paired(of("label-flip", fraction), of("ada-full", fraction)), 1)
         findings.append(
-            f"ε = {fraction}: ADA-full ATA ≥ LF ATA ({fmt(ada)} vs {fmt(lf)}; paper MNIST {SEED004_MNIST['ada-full'][fraction][0]} vs "
-            f"{SEED004_MNIST['label-flip'][fraction][0]}): " + verdict(ada >= lf, ada, lf)
+            f"ε = {fraction}: ADA-full ATA above LF ATA ({fmt(m(of('ada-full', fraction)))} vs {fmt(m(of('label-flip', fraction)))}; "
+            f"paper MNIST {SEED004_MNIST['ada-full'][fraction][0]} vs {SEED004_MNIST['label-flip'][fraction][0]}; "
+            f"difference {claim.text()}): " + bold(claim.verdict)
         )
     for fraction in (0.01, 0.05, 0.1):
-        ts = by.get(("train-and-scale", fraction), {}).get("ata", math.nan)
         for method in ("ada-full", "ada-partial"):
-            ada = by.get((method, fraction), {}).get("ata", math.nan)
+            claim = Claim(paired(of("train-and-scale", fraction), of(method, fraction)), 1)
             findings.append(
-                f"ε = {fraction}: {method} ATA ≥ TS ATA, the same scaled update to an average target ({fmt(ada)} vs {fmt(ts)}; "
-                f"paper MNIST {SEED004_MNIST[method][fraction][0]} vs {SEED004_MNIST['train-and-scale'][fraction][0]}): "
-                + verdict(ada >= ts, ada, ts)
+                f"ε = {fraction}: {method} ATA above TS ATA, the same scaled update to an average target "
+                f"({fmt(m(of(method, fraction)))} vs {fmt(m(of('train-and-scale', fraction)))}; paper MNIST "
+                f"{SEED004_MNIST[method][fraction][0]} vs {SEED004_MNIST['train-and-scale'][fraction][0]}; "
+                f"difference {claim.text()}): " + bold(claim.verdict)
             )
-    for method, targets in sorted(chosen.items()):
+    for method, classes in sorted(chosen.items()):
         findings.append(
-            f"{method} chose target class(es) {', '.join(map(str, sorted(targets))) or 'none (never attacked)'}"
+            f"{method} chose target class(es) {', '.join(map(str, sorted(classes))) or 'none (never attacked)'}"
+        )
+    for method in sorted(unrecorded - set(chosen)):
+        findings.append(
+            f"{method}: the target classes it chose are not recorded here (its cells' clients.csv was not kept)"
         )
     for (method, fraction), atas in sorted(per_target.items(), key=lambda item: (item[0][1], item[0][0])):
-        best = max(atas, key=lambda target: atas[target])
-        listing = ", ".join(f"{target}: {fmt(value)}" for target, value in sorted(atas.items()))
+        target_means = {target: mean(values) for target, values in atas.items()}
+        best = max(target_means, key=lambda target: target_means[target])
+        listing = ", ".join(f"{target}: {fmt(value)}" for target, value in sorted(target_means.items()))
         findings.append(f"{method} at ε = {fraction}, ATA per target ({listing}); best target {best}")
-    lf_series = [by.get(("label-flip", f), {}).get("ata", math.nan) for f in (0.01, 0.05, 0.1)]
+    lf_series = [of("label-flip", f) for f in (0.01, 0.05, 0.1)]
+    growth = Claim(paired(lf_series[0], lf_series[2]), 1)
     findings.append(
-        f"ATA grows with the attacker fraction (LF {' / '.join(fmt(v) for v in lf_series)}): "
-        + verdict(lf_series[0] <= lf_series[1] <= lf_series[2] and exceeds(lf_series[2], lf_series[0]), *lf_series)
+        f"ATA grows with the attacker fraction (LF {' / '.join(fmt(m(v)) for v in lf_series)}; ε = 0.1 − 0.01 "
+        f"{growth.text()}): " + bold(growth.verdict)
     )
-    mtas = [means["mta"] for means in by.values()]
+    mtas = [m(values) for values in by_mta.values()]
+    spread = Claim(seedwise(lambda *values: 0.05 - (max(values) - min(values)), *by_mta.values()), 1)
     findings.append(
-        f"MTA barely moves (range {fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990): "
-        + verdict(max(mtas, default=math.nan) - min(mtas, default=math.nan) < 0.05, *(mtas or [math.nan]))
+        f"MTA barely moves (range {fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990; "
+        f"0.05 − range per seed {spread.text()}): " + bold(spread.verdict)
     )
     return table, findings
 
 
 def read_start_round(row: dict[str, str]) -> int:
-    """The cell's ``attack-start-round`` (from its config.json)."""
-    settings = json.loads((Path(row["folder"]) / "config.json").read_text())["settings"]
-    return int(settings.get("attack-start-round", 1))
+    """The cell's ``attack-start-round``: from its config.json, else its row (sweep.json), else 1."""
+    try:
+        settings = json.loads((Path(row["folder"]) / "config.json").read_text())["settings"]
+        return int(settings.get("attack-start-round", 1))
+    except (OSError, ValueError, KeyError, TypeError):
+        text = row.get("attack-start-round")
+        return int(text) if text not in (None, "") else 1
+
+
+def csv_rows(table: Sequence[Mapping[str, object]]) -> tuple[list[dict[str, object]], list[str]]:
+    """The table for ``comparison.csv``: a :class:`Summary` becomes its mean and ``_std``, ``_ci_low``, ``_ci_high`` columns.
+
+    Parameters
+    ----------
+    table : Sequence[Mapping[str, object]]
+        The comparison's rows.
+    """
+    rows: list[dict[str, object]] = []
+    columns: list[str] = []
+    for entry in table:
+        row: dict[str, object] = {}
+        for key, value in entry.items():
+            if isinstance(value, Summary):
+                row.update(
+                    {
+                        key: value.mean,
+                        f"{key}_std": value.std,
+                        f"{key}_ci_low": value.ci_low,
+                        f"{key}_ci_high": value.ci_high,
+                    }
+                )
+            else:
+                row[key] = value
+        rows.append(row)
+        columns.extend(key for key in row if key not in columns)
+    return rows, columns
+
+
+def display_rows(table: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+    """The table for ``comparison.md``: a :class:`Summary` as ``mean ± sd [low, high]`` (one seed: ``mean (1 seed, no CI)``).
+
+    Parameters
+    ----------
+    table : Sequence[Mapping[str, object]]
+        The comparison's rows.
+    """
+    return [
+        {key: format_summary(value) if isinstance(value, Summary) else value for key, value in entry.items()}
+        for entry in table
+    ]
 
 
 STUDIES: dict[str, tuple[str, Callable[[list[dict[str, str]]], tuple[list[dict[str, object]], list[str]]]]] = {
@@ -348,23 +646,39 @@ STUDIES: dict[str, tuple[str, Callable[[list[dict[str, str]]], tuple[list[dict[s
 
 
 def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -> Path:
-    """Write ``comparison.csv`` and ``comparison.md`` of ``study`` from the sweep folder(s) into ``out``."""
+    """Write ``comparison.csv`` and ``comparison.md`` of ``study`` from the sweep folder(s) into ``out``.
+
+    Parameters
+    ----------
+    study : str
+        ``seed000``, ``seed001`` or ``seed004``.
+    sweep_dirs : Path | Sequence[Path]
+        The sweep folder(s) of the study.
+    out : Path
+        Where the two files go.
+    """
     title, compare = STUDIES[study]
     folders = [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else [Path(folder) for folder in sweep_dirs]
     table, findings = compare(cell_rows(folders))
     if not table:
         raise ValueError(f"{', '.join(map(str, folders))}: no finished cells in sweep.csv")
-    columns = list(table[0])
-    write_csv(out / "comparison.csv", table, columns)
+    rows, columns = csv_rows(table)
+    write_csv(out / "comparison.csv", rows, columns)
     sources = ", ".join(f"`{folder}`" for folder in folders)
     text = [
         f"# {title}",
         "",
-        f"From {sources}.",
+        f"From {sources}. Numbers over seeds: mean ± sample standard deviation [95 % t interval] "
+        "(one seed: no interval); `comparison.csv` has each as `NAME`, `NAME_std`, `NAME_ci_low`, `NAME_ci_high`.",
         "",
-        markdown_table(table, columns),
+        markdown_table(display_rows(table), list(table[0])),
         "",
         "## The document's findings, checked on digits",
+        "",
+        "Each finding is judged by the 95 % t interval, over seeds, of the difference it is about: "
+        "**agrees** when the interval has the finding's sign and excludes 0, **differs** when it has "
+        "the other sign and excludes 0, **inconclusive** when it contains 0 or there is no interval "
+        "(a single seed).",
         "",
     ]
     text += [f"- {finding}" for finding in findings]

@@ -141,7 +141,9 @@ def test_interval_sign():
 def test_seedwise_combines_the_seeds_every_group_has():
     drops = seedwise(lambda clean, attacked: clean - attacked, {1: 0.9, 2: 0.8, 3: 0.7}, {1: 0.5, 3: math.nan, 4: 0.1})
     assert drops == pytest.approx({1: 0.4})
-    assert seedwise(lambda *values: max(values) - min(values), {1: 1.0, 2: 2.0}, {1: 3.0, 2: 2.5}, {1: 2.0, 2: 0.5}) == {
+    assert seedwise(
+        lambda *values: max(values) - min(values), {1: 1.0, 2: 2.0}, {1: 3.0, 2: 2.5}, {1: 2.0, 2: 0.5}
+    ) == {
         1: pytest.approx(2.0),
         2: pytest.approx(2.0),
     }
