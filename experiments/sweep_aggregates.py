@@ -33,12 +33,11 @@ from experiments.statistics import (
     summarize,
 )
 from experiments.sweep import RESULT_COLUMNS
-from experiments.sweep_folder import CellRow, csv_text
+from experiments.sweep_folder import SEED_SETTING, CellRow, csv_text
 
 MALICIOUS_SETTING = "num-malicious"
 STRATEGY_SETTING = "strategy"
 ATTACK_SETTING = "attack"
-SEED_SETTING = "seed"
 REPLICATE_SETTINGS = (SEED_SETTING,)
 FINAL = "final"
 LAST = "last_rounds"
@@ -493,16 +492,20 @@ def comparable_pairs(groups: Sequence[ReplicateGroup]) -> list[tuple[str, Replic
     groups : Sequence[ReplicateGroup]
         The groups (each with the same setting keys).
     """
+    keys = list(dict.fromkeys(key for group in groups for key in group.values))
+    positions = {
+        key: {csv_text(value): rank for rank, value in enumerate(ordered([group.values.get(key) for group in groups]))}
+        for key in keys
+    }
     pairs = []
     for index, one in enumerate(groups):
         for other in groups[index + 1 :]:
-            differing = [key for key in one.values if csv_text(one.values[key]) != csv_text(other.values.get(key))]
+            differing = [key for key in keys if csv_text(one.values.get(key)) != csv_text(other.values.get(key))]
             if len(differing) != 1:
                 continue
             key = differing[0]
-            order = ordered([group.values.get(key) for group in groups])
-            position = [csv_text(value) for value in order]
-            if position.index(csv_text(other.values[key])) < position.index(csv_text(one.values[key])):
+            position = positions[key]
+            if position[csv_text(other.values.get(key))] < position[csv_text(one.values.get(key))]:
                 pairs.append((key, other, one))
             else:
                 pairs.append((key, one, other))

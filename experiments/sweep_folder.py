@@ -5,7 +5,8 @@ A sweep folder ``DIR`` holds ``sweep.json`` (``{"base": {setting: value}, "grids
 grid only), ``sweep.csv`` (one row per cell: ``cell_id``, ``grid`` with the names of the grids the
 cell belongs to joined by ``;``, a column per setting any grid sets, ``status``, the final metrics,
 ``folder``, ``error``) and one result folder per cell. This module turns them into typed objects
-for the plots and the report; it never writes.
+for the plots and the report; it never writes. A cell's seed is its ``seed`` column, or, when no
+grid sets ``seed``, the base's (or the default): :meth:`SweepFolder.seed_of`.
 """
 
 from __future__ import annotations

@@ -124,7 +124,6 @@ def test_the_verdict_rule_on_constructed_intervals():
     assert judge(summarize([0.5]), 1) == INCONCLUSIVE  # one pair: no interval, however large the difference
     assert judge(summarize([]), 1) == NOT_MEASURED
     # 0.1, 0.2, 0.3: 0.2 ± 4.302653 · 0.1 / √3 = [-0.048, 0.448] contains 0; 0.2, 0.3, 0.4: [0.052, 0.548] does not
-    assert 0.2 - T_975_2 * 0.1 / 3**0.5 < 0 < 0.3 - T_975_2 * 0.1 / 3**0.5
     assert judge(summarize([0.1, 0.2, 0.3]), 1) == INCONCLUSIVE
     assert judge(summarize([0.2, 0.3, 0.4]), 1) == AGREES
     assert judge(summarize([-0.2, -0.3, -0.4]), 1) == DIFFERS
