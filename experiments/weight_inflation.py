@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.seed_studies import last_rounds_mean, round_rows
+from experiments.statistics import summarize
 from fl_poison.core.results import atomic_write_bytes, read_csv, write_csv
 
 TOLERANCE = 0.02  # "within 2 points of the run without the attack"
@@ -40,19 +41,6 @@ COLUMNS = (
     "final_change",
     "within_2_points",
 )
-
-
-def spread(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (NaN for fewer than two values) of ``values``.
-
-    Parameters
-    ----------
-    values : Sequence[float]
-        One value per seed.
-    """
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def acceptance_rows(cells: Sequence[dict[str, str]]) -> list[dict[str, object]]:
@@ -76,20 +64,19 @@ def acceptance_rows(cells: Sequence[dict[str, str]]) -> list[dict[str, object]]:
     for (strategy, attack, weighting), members in sorted(groups.items()):
         finals = [float(cell["accuracy"]) for cell in members]
         lasts = [last_rounds_mean(round_rows(cell), "accuracy") for cell in members]
-        final_mean, final_std = spread(finals)
-        last_mean, last_std = spread(lasts)
+        final, last = summarize(finals), summarize(lasts)
         baseline = statistics.fmean(reference[strategy]) if strategy in reference else math.nan
-        change = final_mean - baseline
+        change = final.mean - baseline
         rows.append(
             {
                 "strategy": strategy,
                 "attack": attack,
                 "client_weighting": weighting,
                 "seeds": len(members),
-                "final_accuracy_mean": final_mean,
-                "final_accuracy_std": final_std,
-                "last5_accuracy_mean": last_mean,
-                "last5_accuracy_std": last_std,
+                "final_accuracy_mean": final.mean,
+                "final_accuracy_std": final.std,
+                "last5_accuracy_mean": last.mean,
+                "last5_accuracy_std": last.std,
                 "reference_final_accuracy": baseline,
                 "final_change": change,
                 "within_2_points": "" if math.isnan(change) else str(abs(change) <= TOLERANCE).lower(),
