@@ -9,7 +9,11 @@ Every module of :mod:`clients.attacks` ends with ``ATTACK = AttackSpec(...)``; t
 - ``update-transform`` gives ``transform``: it builds the :class:`~clients.malicious.UpdateTransform`
   that rewrites the trained weights before they are sent;
 - ``client-behaviour`` gives ``behaviour``: it builds a whole :class:`~clients.base.ClientBehaviour`
-  (for instance a faulty client that sends NaN weights).
+  (for instance a faulty client that sends NaN weights);
+- ``model-poisoning`` gives ``adversary`` and ``knowledge``: the attackers train honestly and the
+  server-side adversary stage (simulation only) replaces their updates with what the
+  :class:`~clients.adversary.Adversary` forges from the round's updates it may see
+  (see :mod:`clients.adversary`).
 
 Each builder receives an :class:`AttackContext`: the settings, the client, the round, the data's
 shape, the threat model and the client's ``context.state``. Following BackFed, a poison owns its
@@ -24,12 +28,19 @@ from dataclasses import dataclass
 
 from flwr.app import RecordDict
 
+from clients.adversary import AdversaryBuilder
 from clients.attack_metrics import AttackEvaluation
 from clients.base import ClientBehaviour
 from clients.malicious import DataPoisoner, UpdateTransform
 from clients.threat_model import ThreatModel
 from clients.triggers import Trigger
-from fl_poison.core.catalogue import CLIENT_BEHAVIOUR, DATA_POISONING, UPDATE_TRANSFORM, AlgorithmSpec
+from fl_poison.core.catalogue import (
+    CLIENT_BEHAVIOUR,
+    DATA_POISONING,
+    MODEL_POISONING,
+    UPDATE_TRANSFORM,
+    AlgorithmSpec,
+)
 from fl_poison.core.config import ExperimentConfig
 from fl_poison.core.data import DatasetInfo, LabeledTensors
 
@@ -82,6 +93,11 @@ class AttackSpec(AlgorithmSpec):
         For kind ``update-transform`` (and only for it): builds the update transform.
     behaviour : Callable[[AttackContext], ClientBehaviour] | None
         For kind ``client-behaviour`` (and only for it): builds the whole round's behaviour.
+    adversary : Callable[[AdversaryContext], Adversary] | None
+        For kind ``model-poisoning`` (and only for it): builds the server-side adversary.
+    knowledge : tuple[str, ...]
+        For kind ``model-poisoning``: the ``attack-knowledge`` levels it supports, the first one
+        being what ``auto`` means (see :mod:`clients.adversary`); empty for the other kinds.
     trigger : Callable[[ExperimentConfig, tuple[int, int, int]], Trigger] | None
         For a backdoor: its full trigger for a run's settings and an input shape ``(C, H, W)``.
     evaluation : Callable[[ExperimentConfig, LabeledTensors, int], AttackEvaluation] | None
@@ -101,15 +117,24 @@ class AttackSpec(AlgorithmSpec):
     poisoner: PoisonerBuilder | None = None
     transform: TransformBuilder | None = None
     behaviour: BehaviourBuilder | None = None
+    adversary: AdversaryBuilder | None = None
+    knowledge: tuple[str, ...] = ()
     trigger: TriggerBuilder | None = None
     evaluation: EvaluationBuilder | None = None
     check_classes: ClassCheck | None = None
 
     def __post_init__(self) -> None:
-        builders = {DATA_POISONING: "poisoner", UPDATE_TRANSFORM: "transform", CLIENT_BEHAVIOUR: "behaviour"}
+        builders = {
+            DATA_POISONING: "poisoner",
+            UPDATE_TRANSFORM: "transform",
+            CLIENT_BEHAVIOUR: "behaviour",
+            MODEL_POISONING: "adversary",
+        }
         given = [field for field in builders.values() if getattr(self, field) is not None]
         expected = builders.get(self.kind)
         if given != [expected]:
             raise ValueError(
                 f"attack {self.name!r} of kind {self.kind!r} gives the builders {given}; allowed: exactly {expected!r}"
             )
+        if (self.kind == MODEL_POISONING) != bool(self.knowledge):
+            raise ValueError(f"attack {self.name!r}: knowledge levels are declared by model-poisoning attacks only")

@@ -34,7 +34,12 @@ from fl_poison.core.settings import ConfigError, Setting
 DATA_POISONING = "data-poisoning"  # turns the clean local data into the training set
 CLIENT_BEHAVIOUR = "client-behaviour"  # replaces the whole round of local work (e.g. a faulty client)
 UPDATE_TRANSFORM = "update-transform"  # rewrites the trained weights before they are sent
-ATTACK_KINDS = (DATA_POISONING, CLIENT_BEHAVIOUR, UPDATE_TRANSFORM)
+# The attackers train honestly; a server-side adversary stage (simulation only) replaces their
+# updates using what its knowledge level lets it see of the round's updates (ALIE, MinMax, ...).
+MODEL_POISONING = "model-poisoning"
+ATTACK_KINDS = (DATA_POISONING, CLIENT_BEHAVIOUR, UPDATE_TRANSFORM, MODEL_POISONING)
+# What update-attack selects: a transform the attacker applies itself, or a server-side forgery.
+UPDATE_ATTACK_KINDS = (UPDATE_TRANSFORM, MODEL_POISONING)
 # Defense kinds.
 AGGREGATION_RULE = "aggregation-rule"  # turns the round's accepted updates into the new model
 PRE_AGGREGATOR = "pre-aggregator"  # rewrites or filters updates, then hands them to a rule
@@ -144,7 +149,7 @@ class Catalogue:
         """Every setting: the core ones (with the registered names in their help), then each algorithm's."""
         names = {
             ATTACK_NAMES: ", ".join(self.attack_names(DATA_POISONING, CLIENT_BEHAVIOUR)),
-            UPDATE_ATTACK_NAMES: ", ".join(self.attack_names(UPDATE_TRANSFORM)),
+            UPDATE_ATTACK_NAMES: ", ".join(self.attack_names(*UPDATE_ATTACK_KINDS)),
             STRATEGY_NAMES: ", ".join(self.defense_names()),
         }
         core = []
@@ -206,7 +211,7 @@ def parse_config(raw: Mapping[str, object], catalogue: Catalogue) -> ExperimentC
         allowed = " | ".join((NO_ATTACK, *catalogue.attack_names(DATA_POISONING, CLIENT_BEHAVIOUR)))
         raise ConfigError.bad_value("attack", raw.get("attack"), allowed)
     update_attack = str(values["update-attack"])
-    update_names = catalogue.attack_names(UPDATE_TRANSFORM)
+    update_names = catalogue.attack_names(*UPDATE_ATTACK_KINDS)
     if update_attack not in (AUTO_UPDATE_ATTACK, NO_ATTACK, *update_names):
         raise ConfigError.bad_value(
             "update-attack", raw.get("update-attack"), " | ".join((AUTO_UPDATE_ATTACK, NO_ATTACK, *update_names))
