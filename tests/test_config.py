@@ -172,3 +172,40 @@ def test_a_parsed_configuration_is_remembered_but_types_are_not_confused():
     assert parse_config({"clients-per-round": 1}).sampled_per_round == 1
     assert parse_config({"clients-per-round": 1.0}).sampled_per_round == 10
     assert parse_config({"clients-per-round": 1}).sampled_per_round == 1
+
+
+def _v1_fingerprint(config) -> str:
+    """The first fingerprint rule, transcribed: every v1 setting, none added since, as sorted JSON."""
+    import hashlib
+    import json
+
+    from fl_poison.core.config import FINGERPRINT_V1_KEYS
+
+    values = {
+        key: value
+        for key, value in config.to_dict().items()
+        if key in FINGERPRINT_V1_KEYS and key not in ("output-dir", "run-name")
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def test_settings_added_since_v1_leave_a_cell_id_unchanged_until_set():
+    from fl_poison.core.config import FINGERPRINT_V1_KEYS
+
+    added = sorted(set(DEFAULTS) - FINGERPRINT_V1_KEYS)
+    assert "train-rows" in added  # one added after v1: the rule below is exercised
+    base = parse_config({"seed": 3, "num-rounds": 5})
+    assert base.fingerprint() == _v1_fingerprint(base)
+    # The cells of a sweep run before the settings were added (ids written by the v1 rule) keep their ids.
+    import csv
+
+    from experiments.sweep import expand_sweep, load_sweep
+
+    root = PYPROJECT.parent
+    base_settings, grids = load_sweep(root / "experiments/sweeps/weight-inflation.toml", {})
+    with open(root / "experiments/results/weight-inflation/sweep.csv", newline="") as stream:
+        recorded = {row["cell_id"] for row in csv.DictReader(stream)}
+    assert len(recorded) == 60
+    assert {cell.cell_id for cell in expand_sweep(base_settings, grids)} == recorded
+    assert parse_config({"seed": 3, "num-rounds": 5, "train-rows": 0}).fingerprint() == base.fingerprint()
+    assert parse_config({"seed": 3, "num-rounds": 5, "train-rows": 100}).fingerprint() != base.fingerprint()

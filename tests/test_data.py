@@ -312,3 +312,40 @@ def test_parquet_folder_like_cifar_without_test_split(tmp_path):
     assert np.bincount(y.numpy(), minlength=10).tolist() == [(n - expected_test) // 10] * 10
     for pid in range(3):
         check_rgb_markers(client_data(spec, pid))
+
+
+# ---------------------------------------------------------------- scaled-down studies
+
+
+def test_train_rows_partitions_a_seeded_subset_of_the_training_split():
+    spec = spec_of(partitioning="iid", **{"num-clients": 4, "train-rows": 400, "seed": 5})
+    partitions = all_partition_indices(spec)
+    used = sorted(row for members in partitions for row in members)
+    assert len(used) == len(set(used)) == 400  # IID: disjoint, complete over the subset
+    assert max(used) < DIGITS_TRAIN_ROWS
+    assert [len(members) for members in partitions] == [100, 100, 100, 100]
+    expected = sorted(np.random.default_rng([5, 4241]).choice(DIGITS_TRAIN_ROWS, size=400, replace=False).tolist())
+    assert used == expected
+    # the client's tensors are those rows of the training split
+    source = source_of(spec)
+    first = client_data(spec, 0)
+    assert torch.equal(first.y, torch.tensor(np.asarray(source.train[source.label_column])[list(partitions[0])]))
+    other_seed = spec_of(partitioning="iid", **{"num-clients": 4, "train-rows": 400, "seed": 6})
+    assert sorted(r for m in all_partition_indices(other_seed) for r in m) != used
+
+
+def test_train_rows_above_the_split_is_refused_in_one_line():
+    from fl_poison.core.data import check_partition_plan
+
+    with pytest.raises(ConfigError, match=r"^train-rows: bad value 5000; allowed: 0 \(all\) \.\. 1437"):
+        check_partition_plan(spec_of(**{"train-rows": 5000}))
+
+
+def test_test_rows_is_one_fixed_subset_for_every_seed():
+    full = held_out_data(spec_of())
+    for seed in (1, 2):
+        part = held_out_data(spec_of(**{"test-rows": 100, "seed": seed}))
+        rows = sorted(np.random.default_rng(4243).choice(DIGITS_TEST_ROWS, size=100, replace=False).tolist())
+        assert torch.equal(part.y, full.y[rows])
+        assert torch.equal(part.x, full.x[rows])
+    assert len(held_out_data(spec_of(**{"test-rows": 10_000}))) == DIGITS_TEST_ROWS  # more than there are: all

@@ -225,6 +225,9 @@ def parse_config(raw: Mapping[str, object], catalogue: Catalogue) -> ExperimentC
         **{setting.field: values[setting.key] for setting in CORE_SETTINGS},
         resolved_update_attack=resolved,
         options=MappingProxyType({key: value for key, value in values.items() if key not in core_keys}),
+        at_default=frozenset(
+            setting.key for setting in settings if values[setting.key] == setting.cast(setting.key, setting.default)
+        ),
     )
     check_core_relations(config)
     for spec in catalogue.in_use(config):

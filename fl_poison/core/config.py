@@ -128,6 +128,18 @@ CORE_SETTINGS: tuple[Setting[Any], ...] = (
         "Rows each client draws at random (clients may share rows) under random-subsets partitioning.",
         integer(1),
     ),
+    Setting(
+        "train-rows",
+        0,
+        "Training rows used, 0 = all: a random subset (drawn with seed) taken before partitioning, to scale a study down.",
+        integer(0),
+    ),
+    Setting(
+        "test-rows",
+        0,
+        "Test rows the server evaluates on, 0 = all: one fixed random subset, the same for every seed and run.",
+        integer(0),
+    ),
     Setting("seed", 42, "Seed for partitions, model initialisation, client sampling and local shuffling.", integer(0)),
     Setting("model", "auto", "auto (per dataset), small-cnn, ada-cnn, cnn3 or resnet18.", choice(*MODELS)),
     Setting(
@@ -226,6 +238,74 @@ CORE_SETTINGS: tuple[Setting[Any], ...] = (
 THREAT_BEHAVIOUR_KEYS: tuple[str, ...] = ("attack", "update-attack", "attack-start-round", "attack-every")
 
 
+# The settings that existed when cell fingerprints were first kept across sessions (sweeps resume by
+# them). They always enter the fingerprint; a setting added since enters it only when set away from its
+# default, so that adding a setting never changes the id of a cell already run.
+FINGERPRINT_V1_KEYS = frozenset(
+    (
+        "ada-knowledge",
+        "ada-patience",
+        "ada-start",
+        "attack",
+        "attack-every",
+        "attack-start-round",
+        "batch-size",
+        "blend-alpha",
+        "bulyan-selection",
+        "classes-per-client",
+        "client-weighting",
+        "clients-per-round",
+        "clip-norm",
+        "clip-wrap",
+        "dataset",
+        "device",
+        "dirichlet-alpha",
+        "eval-batch-size",
+        "image-column",
+        "inflation-factor",
+        "krum-f",
+        "krum-m",
+        "label-column",
+        "learning-rate",
+        "local-epochs",
+        "loss-percentile",
+        "malicious-ids",
+        "min-partition-size",
+        "model",
+        "momentum",
+        "node-wait-timeout",
+        "norm-bound",
+        "num-clients",
+        "num-malicious",
+        "num-rounds",
+        "optimizer",
+        "output-dir",
+        "partitioning",
+        "plot-round",
+        "poison-rate",
+        "proximal-mu",
+        "round-timeout",
+        "run-name",
+        "samples-per-client",
+        "save-model",
+        "scale-factor",
+        "seed",
+        "source-class",
+        "strategy",
+        "target-class",
+        "test-fraction",
+        "trigger-image",
+        "trigger-position",
+        "trigger-size",
+        "trigger-value",
+        "trim-beta",
+        "update-attack",
+        "weight-cap-multiple",
+        "weight-decay",
+    )
+)
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The resolved settings of one experiment.
@@ -244,6 +324,8 @@ class ExperimentConfig:
     min_partition_size: int
     classes_per_client: int
     samples_per_client: int
+    train_rows: int
+    test_rows: int
     seed: int
     model: str
     num_clients: int
@@ -274,6 +356,7 @@ class ExperimentConfig:
     attack_every: int
     resolved_update_attack: str = NO_ATTACK
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    at_default: frozenset[str] = frozenset()
 
     def __getitem__(self, setting: Setting[T]) -> T:
         """The value of an algorithm's ``setting`` (its key must belong to the catalogue parsed with)."""
@@ -300,8 +383,16 @@ class ExperimentConfig:
         return values
 
     def fingerprint(self) -> str:
-        """A short hash of the settings that shape the experiment (not where results go)."""
-        relevant = {key: value for key, value in self.to_dict().items() if key not in ("output-dir", "run-name")}
+        """A short hash of the settings that shape the experiment (not where results go).
+
+        Settings outside :data:`FINGERPRINT_V1_KEYS` count only when they differ from their
+        default, so a cell keeps its id (and a sweep its finished cells) when settings are added.
+        """
+        relevant = {
+            key: value
+            for key, value in self.to_dict().items()
+            if key not in ("output-dir", "run-name") and (key in FINGERPRINT_V1_KEYS or key not in self.at_default)
+        }
         digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
         return digest[:8]
 

@@ -59,6 +59,11 @@ class DataSpec:
         Seed of the partitioning.
     num_partitions : int
         Number of clients.
+    train_rows : int
+        Training rows used, 0 for all: the partitioner divides a random subset of that many rows
+        drawn with ``seed`` (see :func:`training_subset`).
+    test_rows : int
+        Test rows evaluated on, 0 for all: one fixed random subset (see :func:`test_subset`).
     """
 
     dataset: str
@@ -72,6 +77,8 @@ class DataSpec:
     seed: int
     num_partitions: int
     samples_per_client: int = 500
+    train_rows: int = 0
+    test_rows: int = 0
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, num_partitions: int | None = None) -> DataSpec:
@@ -96,6 +103,8 @@ class DataSpec:
             seed=config.seed,
             num_partitions=num_partitions or config.num_clients,
             samples_per_client=config.samples_per_client,
+            train_rows=config.train_rows,
+            test_rows=config.test_rows,
         )
 
 
@@ -159,11 +168,12 @@ def partitioner_of(spec: DataSpec) -> Partitioner:
         raise ConfigError.bad_value(
             "classes-per-client", spec.classes_per_client, f"an integer between 1 and {source.num_classes}"
         )
-    if spec.partitioning == "random-subsets" and spec.samples_per_client > len(source.train):
+    rows = used_training_rows(spec, len(source.train))
+    if spec.partitioning == "random-subsets" and spec.samples_per_client > rows:
         raise ConfigError.bad_value(
             "samples-per-client",
             spec.samples_per_client,
-            f"an integer between 1 and {len(source.train)} (the training rows)",
+            f"an integer between 1 and {rows} (the training rows)",
         )
     return build_partitioner(
         spec.partitioning,
@@ -195,8 +205,16 @@ def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
     cached = data_cache.load_partitions(entry, spec.num_partitions) if entry is not None else None
     if cached is not None:
         return cached
+    train = source_of(spec).train
+    subset = training_subset(spec, len(train))
     try:
-        rows = partition_rows(partitioner_of(spec), source_of(spec).train, spec.seed)
+        if subset is None:
+            rows = partition_rows(partitioner_of(spec), train, spec.seed)
+        else:
+            rows = [
+                [subset[row] for row in members]
+                for members in partition_rows(partitioner_of(spec), train.select(subset), spec.seed)
+            ]
     except PartitionError as error:
         if spec.partitioning != "dirichlet":
             raise
@@ -208,6 +226,66 @@ def all_partition_indices(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
     if entry is not None:
         data_cache.store_partitions(entry, partitions)
     return partitions
+
+
+# Salts of the subset draws, so that they do not repeat the partitioner's or the threat model's draws.
+TRAIN_SUBSET_SALT, TEST_SUBSET_SALT = 4241, 4243
+
+
+def used_training_rows(spec: DataSpec, available: int) -> int:
+    """How many training rows the partitioner divides: ``train-rows`` when set, else all ``available``.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+    available : int
+        Rows of the training split.
+
+    Raises
+    ------
+    ConfigError
+        When ``train-rows`` asks for more rows than the split has.
+    """
+    if spec.train_rows > available:
+        raise ConfigError.bad_value("train-rows", spec.train_rows, f"0 (all) .. {available} (the training rows)")
+    return spec.train_rows or available
+
+
+def training_subset(spec: DataSpec, available: int) -> list[int] | None:
+    """The training rows the partitioner divides (sorted), or None for all of them.
+
+    Drawn without replacement with ``seed``: different seeds give different subsets, like they
+    give different partitions.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings.
+    available : int
+        Rows of the training split.
+    """
+    used = used_training_rows(spec, available)
+    if used == available:
+        return None
+    generator = np.random.default_rng([spec.seed, TRAIN_SUBSET_SALT])
+    return sorted(int(row) for row in generator.choice(available, size=used, replace=False))
+
+
+def test_subset(test_rows: int, available: int) -> list[int] | None:
+    """The test rows evaluated on (sorted), or None for all: one draw with a fixed seed, the same for every run.
+
+    Parameters
+    ----------
+    test_rows : int
+        ``test-rows`` (0 for all).
+    available : int
+        Rows of the test split.
+    """
+    if test_rows == 0 or test_rows >= available:
+        return None
+    generator = np.random.default_rng(TEST_SUBSET_SALT)
+    return sorted(int(row) for row in generator.choice(available, size=test_rows, replace=False))
 
 
 @lru_cache(maxsize=64)
@@ -433,12 +511,15 @@ def test_data(spec: DataSpec) -> LabeledTensors:
         The run's data settings (only the source fields matter).
     """
     entry = source_cache_entry(spec)
-    cached = cached_tensors(entry, "test")
+    name = f"test-{spec.test_rows}" if spec.test_rows else "test"
+    cached = cached_tensors(entry, name)
     if cached is not None:
         return cached
     source = source_of(spec)
-    data = to_tensors(source.test, source.image_column, source.label_column, source.pixel_max)
-    return cache_tensors(entry, "test", data)
+    subset = test_subset(spec.test_rows, len(source.test))
+    split = source.test if subset is None else source.test.select(subset)
+    data = to_tensors(split, source.image_column, source.label_column, source.pixel_max)
+    return cache_tensors(entry, name, data)
 
 
 @lru_cache(maxsize=8)
@@ -482,8 +563,13 @@ def training_rows(spec: DataSpec) -> int:
     ----------
     spec : DataSpec
         The run's data settings.
+
+    Raises
+    ------
+    ConfigError
+        When ``train-rows`` asks for more rows than the split has.
     """
-    return dataset_facts(spec)[1]
+    return used_training_rows(spec, dataset_facts(spec)[1])
 
 
 def source_cache_entry(spec: DataSpec) -> data_cache.CacheEntry | None:
