@@ -1,4 +1,4 @@
-"""The seed studies on digits next to what the seed documents found: ``comparison.md`` / ``.csv``.
+"""The seed studies on digits and the real datasets next to what the seed documents found: ``comparison.md`` / ``.csv``.
 
 ``python -m experiments.seed_studies STUDY SWEEP_DIR [SWEEP_DIR ...]`` reads the folder(s) written by
 ``fl-poison sweep experiments/sweeps/STUDY*.toml`` and writes ``comparison.csv`` (our numbers
@@ -639,10 +639,30 @@ def display_rows(table: Sequence[Mapping[str, object]]) -> list[dict[str, object
 
 
 STUDIES: dict[str, tuple[str, Callable[[list[dict[str, str]]], tuple[list[dict[str, object]], list[str]]]]] = {
-    "seed000": ("Seed 000 on digits: label flipping, FedAvg vs FedProx, loss filtering", seed000),
-    "seed001": ("Seed 001 on digits: blend and DBA backdoors, Krum, scaling and clipping", seed001),
-    "seed004": ("Seed 004 on digits: ADA vs label flipping and train-and-scale (Tables I–II)", seed004),
+    "seed000": ("Seed 000 on {data}: label flipping, FedAvg vs FedProx, loss filtering", seed000),
+    "seed001": ("Seed 001 on {data}: blend and DBA backdoors, Krum, scaling and clipping", seed001),
+    "seed004": ("Seed 004 on {data}: ADA vs label flipping and train-and-scale (Tables I–II)", seed004),
 }
+# How a dataset is named in titles: the embedded ones and the folders of ../shared/data by name.
+DATASET_LABELS = {"digits": "digits", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10-jpeg": "CIFAR-10 (JPEG copy)"}
+
+
+def dataset_label(rows: Sequence[Mapping[str, str]]) -> str:
+    """The dataset(s) the cells ran on, for titles: a known name, else the folder's or hub id's last part.
+
+    Parameters
+    ----------
+    rows : Sequence[Mapping[str, str]]
+        The study's cells (see :func:`cell_rows`); a row without ``dataset`` ran on the default.
+    """
+    default = text_of(next(setting.default for setting in catalogue().settings() if setting.key == "dataset"))
+    names = []
+    for row in rows:
+        name = Path((row.get("dataset") or default).rstrip("/")).name
+        label = DATASET_LABELS.get(name, name)
+        if label not in names:
+            names.append(label)
+    return " and ".join(names)
 
 
 def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -> Path:
@@ -659,21 +679,23 @@ def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -
     """
     title, compare = STUDIES[study]
     folders = [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else [Path(folder) for folder in sweep_dirs]
-    table, findings = compare(cell_rows(folders))
+    cells = cell_rows(folders)
+    data = dataset_label(cells)
+    table, findings = compare(cells)
     if not table:
         raise ValueError(f"{', '.join(map(str, folders))}: no finished cells in sweep.csv")
     rows, columns = csv_rows(table)
     write_csv(out / "comparison.csv", rows, columns)
     sources = ", ".join(f"`{folder}`" for folder in folders)
     text = [
-        f"# {title}",
+        f"# {title.format(data=data)}",
         "",
         f"From {sources}. Numbers over seeds: mean ± sample standard deviation [95 % t interval] "
         "(one seed: no interval); `comparison.csv` has each as `NAME`, `NAME_std`, `NAME_ci_low`, `NAME_ci_high`.",
         "",
         markdown_table(display_rows(table), list(table[0])),
         "",
-        "## The document's findings, checked on digits",
+        f"## The document's findings, checked on {data}",
         "",
         "Each finding is judged by the 95 % t interval, over seeds, of the difference it is about: "
         "**agrees** when the interval has the finding's sign and excludes 0, **differs** when it has "

@@ -376,3 +376,12 @@ def test_a_moved_sweep_folder_is_read_from_where_it_is_now(tmp_path):
     (tmp_path / "new").rename(tmp_path / "moved")
     write_comparison("seed000", tmp_path / "moved", tmp_path)
     assert float(read_csv(tmp_path / "comparison.csv")[0]["accuracy_last5"]) == pytest.approx(0.5)
+
+
+def test_titles_name_the_dataset_the_cells_ran_on():
+    from experiments.seed_studies import dataset_label
+
+    assert dataset_label([{"dataset": "/work/shared/data/cifar10-jpeg/"}]) == "CIFAR-10 (JPEG copy)"
+    assert dataset_label([{"dataset": "mnist"}, {"dataset": "/data/mnist"}]) == "MNIST"
+    assert dataset_label([{}]) == "digits"  # a row without the setting ran on the default
+    assert dataset_label([{"dataset": "owner/my-set"}, {"dataset": "digits"}]) == "my-set and digits"
