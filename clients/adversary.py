@@ -22,7 +22,7 @@ means) and ``adversary``: a builder from an :class:`AdversaryContext` to an :cla
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +30,7 @@ import torch
 
 from clients.threat_model import ThreatModel
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.settings import Setting, choice
+from fl_poison.core.settings import ConfigError, Setting, choice
 
 OWN, COLLUDING, OMNISCIENT = "own", "colluding", "omniscient"
 KNOWLEDGE_LEVELS = (OWN, COLLUDING, OMNISCIENT)
@@ -40,7 +40,8 @@ ATTACK_KNOWLEDGE = Setting(
     "attack-knowledge",
     AUTO_KNOWLEDGE,
     "What model-poisoning attackers know of the round: own (their own honest update), colluding (the honest "
-    "updates of all attackers of the round), omniscient (also every benign update); auto = the attack's paper setting.",
+    "updates of all attackers of the round), omniscient (also every benign update); auto = the attack's paper setting "
+    "(ignored unless update-attack is a model-poisoning attack).",
     choice(AUTO_KNOWLEDGE, *KNOWLEDGE_LEVELS),
 )
 
@@ -86,6 +87,10 @@ class AdversaryView:
         How many updates the defense will receive this round (benign and malicious, ``n``).
     generator : torch.Generator
         Seeded by the run's seed and the round (CPU); every random draw of the attack uses it.
+    own_ids : tuple[int, ...]
+        The partition ids of the rows of ``own``.
+    benign_ids : tuple[int, ...]
+        The partition ids of the rows of ``benign`` (empty when ``benign`` is None).
     """
 
     server_round: int
@@ -94,6 +99,8 @@ class AdversaryView:
     benign: torch.Tensor | None
     num_sampled: int
     generator: torch.Generator
+    own_ids: tuple[int, ...] = ()
+    benign_ids: tuple[int, ...] = ()
 
     @property
     def num_attackers(self) -> int:
@@ -138,3 +145,29 @@ class Adversary(Protocol):
 
 
 AdversaryBuilder = Callable[[AdversaryContext], Adversary]
+
+
+def resolve_knowledge(attack: str, declared: Sequence[str], requested: str) -> str:
+    """The knowledge level a run of ``attack`` uses: ``requested``, or the attack's first level for ``auto``.
+
+    Parameters
+    ----------
+    attack : str
+        The model-poisoning attack (for the message).
+    declared : Sequence[str]
+        The levels it supports, its paper's setting first.
+    requested : str
+        The value of ``attack-knowledge``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``attack-knowledge`` when ``requested`` is a level the attack does not support.
+    """
+    if requested == AUTO_KNOWLEDGE:
+        return declared[0]
+    if requested not in declared:
+        raise ConfigError.bad_value(
+            ATTACK_KNOWLEDGE.key, requested, f"{' | '.join((AUTO_KNOWLEDGE, *declared))} (the levels {attack} supports)"
+        )
+    return requested

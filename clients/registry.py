@@ -22,7 +22,7 @@ from clients.benign import BenignClient
 from clients.malicious import CleanData, DataPoisoner, MaliciousClient, NoTransform, UpdateTransform
 from clients.spec import AttackContext, AttackSpec
 from clients.threat_model import ThreatModel
-from fl_poison.core.catalogue import CLIENT_BEHAVIOUR, DATA_POISONING, UPDATE_TRANSFORM
+from fl_poison.core.catalogue import CLIENT_BEHAVIOUR, DATA_POISONING, MODEL_POISONING, UPDATE_TRANSFORM
 from fl_poison.core.config import NO_ATTACK, ExperimentConfig
 from fl_poison.core.data import DatasetInfo, LabeledTensors
 
@@ -86,7 +86,9 @@ def behaviour_for(
     malicious for forensics). An attacker in an attack round gets the behaviour its attack
     builds (kind ``client-behaviour``), or a :class:`~clients.malicious.MaliciousClient` that
     composes the attack's data poisoner (kind ``data-poisoning``; clean data for ``none``) with
-    the update transform of ``update-attack`` (none for ``none``).
+    the update transform of ``update-attack`` (none for ``none`` and for a model-poisoning attack,
+    whose attacker sends its honestly trained weights marked ``attacked`` for the server-side
+    adversary stage to forge).
 
     Parameters
     ----------
@@ -154,22 +156,28 @@ def data_poisoner(attack: AttackSpec | None, context: AttackContext) -> DataPois
 def update_transform(attack: AttackSpec | None, context: AttackContext) -> UpdateTransform:
     """The update transform ``attack`` builds for ``context``; the trained weights as they are when there is none.
 
+    A model-poisoning attack sends the trained weights as they are too: its attacker trains
+    honestly (on the poisoned data of ``attack``, when one is given) and replies ``attacked``; the
+    server-side adversary stage forges its update (:mod:`clients.adversary_stage`).
+
     Parameters
     ----------
     attack : AttackSpec | None
-        An update-transform attack, or None.
+        An update-transform or model-poisoning attack, or None.
     context : AttackContext
         The attacker and the round.
 
     Raises
     ------
     ValueError
-        When ``attack`` is not an update-transform attack.
+        When ``attack`` is neither an update-transform nor a model-poisoning attack.
     """
-    if attack is None:
+    if attack is None or attack.kind == MODEL_POISONING:
         return NoTransform()
     if attack.kind != UPDATE_TRANSFORM or attack.transform is None:
-        raise ValueError(f"update-attack {attack.name!r} is of kind {attack.kind!r}; allowed: {UPDATE_TRANSFORM}")
+        raise ValueError(
+            f"update-attack {attack.name!r} is of kind {attack.kind!r}; allowed: {UPDATE_TRANSFORM}, {MODEL_POISONING}"
+        )
     return attack.transform(context)
 
 

@@ -13,7 +13,8 @@ Every module of :mod:`clients.attacks` ends with ``ATTACK = AttackSpec(...)``; t
 - ``model-poisoning`` gives ``adversary`` and ``knowledge``: the attackers train honestly and the
   server-side adversary stage (simulation only) replaces their updates with what the
   :class:`~clients.adversary.Adversary` forges from the round's updates it may see
-  (see :mod:`clients.adversary`).
+  (see :mod:`clients.adversary`). Such a spec gets ``attack-knowledge`` among its settings and a
+  check of it against ``knowledge`` (:class:`KnowledgeCheck`) without declaring either.
 
 Each builder receives an :class:`AttackContext`: the settings, the client, the round, the data's
 shape, the threat model and the client's ``context.state``. Following BackFed, a poison owns its
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from flwr.app import RecordDict
 
-from clients.adversary import AdversaryBuilder
+from clients.adversary import ATTACK_KNOWLEDGE, KNOWLEDGE_LEVELS, AdversaryBuilder, resolve_knowledge
 from clients.attack_metrics import AttackEvaluation
 from clients.base import ClientBehaviour
 from clients.malicious import DataPoisoner, UpdateTransform
@@ -40,6 +41,8 @@ from fl_poison.core.catalogue import (
     MODEL_POISONING,
     UPDATE_TRANSFORM,
     AlgorithmSpec,
+    Catalogue,
+    RelationCheck,
 )
 from fl_poison.core.config import ExperimentConfig
 from fl_poison.core.data import DatasetInfo, LabeledTensors
@@ -138,3 +141,50 @@ class AttackSpec(AlgorithmSpec):
             )
         if (self.kind == MODEL_POISONING) != bool(self.knowledge):
             raise ValueError(f"attack {self.name!r}: knowledge levels are declared by model-poisoning attacks only")
+        unknown = [level for level in self.knowledge if level not in KNOWLEDGE_LEVELS]
+        if unknown:
+            raise ValueError(
+                f"attack {self.name!r}: unknown knowledge level {unknown[0]!r}; allowed: {', '.join(KNOWLEDGE_LEVELS)}"
+            )
+        if self.kind == MODEL_POISONING:
+            # Every model-poisoning attack reads attack-knowledge and has it checked against its levels.
+            if ATTACK_KNOWLEDGE not in self.settings:
+                object.__setattr__(self, "settings", (*self.settings, ATTACK_KNOWLEDGE))
+            object.__setattr__(self, "check", KnowledgeCheck(self.name, self.knowledge, self.check))
+
+
+@dataclass(frozen=True)
+class KnowledgeCheck:
+    """The relation check of a model-poisoning attack: ``attack-knowledge`` against its levels, then its own check.
+
+    :class:`AttackSpec` installs it as the ``check`` of every model-poisoning attack, so that a level
+    the attack does not declare fails when the config is parsed (one line naming
+    ``attack-knowledge``), whatever the attack's module declares.
+
+    Parameters
+    ----------
+    attack : str
+        The attack's name.
+    levels : tuple[str, ...]
+        The knowledge levels it supports (the first is what ``auto`` means).
+    own : Callable[[ExperimentConfig, Catalogue], None] | None
+        The check the attack's module declared, run after the knowledge check.
+    """
+
+    attack: str
+    levels: tuple[str, ...]
+    own: RelationCheck | None
+
+    def __call__(self, config: ExperimentConfig, catalogue: Catalogue) -> None:
+        """Check ``config`` (see :attr:`AlgorithmSpec.check <fl_poison.core.catalogue.AlgorithmSpec>`).
+
+        Parameters
+        ----------
+        config : ExperimentConfig
+            The parsed settings.
+        catalogue : Catalogue
+            The registered algorithms.
+        """
+        resolve_knowledge(self.attack, self.levels, config[ATTACK_KNOWLEDGE])
+        if self.own is not None:
+            self.own(config, catalogue)

@@ -7,7 +7,9 @@
    :class:`~strategies.sampling.SubsetGrid` view so that Flower's own message construction is
    kept, with the defense's own entries (FedProx's ``proximal-mu``) in the train config.
 2. ``aggregate_train`` orders the replies by partition id (so that floating-point sums, and hence
-   results, do not depend on arrival order), decodes them once
+   results, do not depend on arrival order), lets the simulation's model-poisoning adversary
+   (:class:`~fl_poison.core.adversary_stage.AdversaryStage`, when the run has one) rewrite the
+   attackers' replies and records what it chose, decodes them once
    (:func:`fl_poison.core.round_updates.decode_round`: screening, update norms and the matrix of
    updates, written into a matrix kept from round to round), records every client in the
    :class:`~fl_poison.core.round_log.RoundLog`, lets the
@@ -31,6 +33,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fl_poison.core.adversary_stage import AdversaryStage
 from fl_poison.core.client_weighting import ClientWeighting
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.round_updates import RoundUpdates, UpdateLayout, decode_round
@@ -59,6 +62,9 @@ class LabStrategy(FedAvg):
     clock : PhaseClock | None
         Receives the time from sending a round to receiving its replies (``train``) and the time
         spent aggregating (``aggregate``); None keeps its own.
+    adversary : AdversaryStage | None
+        Rewrites the attackers' replies of each round before screening (a model-poisoning attack,
+        simulation only); None when the run has none (the replies go on untouched, at no cost).
     **kwargs :
         Other arguments of Flower's FedAvg (sampling fractions and minimums default to "every
         node drawn by the sampler, no federated evaluation").
@@ -73,6 +79,7 @@ class LabStrategy(FedAvg):
         device: torch.device | str = "cpu",
         weighting: ClientWeighting | None = None,
         clock: PhaseClock | None = None,
+        adversary: AdversaryStage | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("fraction_train", 1.0)
@@ -87,6 +94,7 @@ class LabStrategy(FedAvg):
         self.device = torch.device(device)
         self.weighting = weighting or ClientWeighting()
         self.clock = clock or PhaseClock()
+        self.adversary = adversary
         self._sent_at: float | None = None
         self._global_arrays: dict[str, np.ndarray] = {}
         self._sampled: list[int] = []
@@ -119,9 +127,13 @@ class LabStrategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ordered = sorted(replies, key=self.round_log.partition_of)
+        if self.adversary is not None:
+            forged = self.adversary.rewrite(server_round, ordered, self._global_arrays, self.round_log.partition_of)
+            if forged is not None:
+                self.round_log.record_adversary(server_round, forged)
         workspace = self._workspace_for(len(ordered), UpdateLayout(self._global_arrays).size)
         updates, screened = decode_round(
-            ordered, self._global_arrays, self.round_log.partition_of, self.device, workspace
+            ordered, self._global_arrays, self.round_log.partition_of, self.device, workspace, server_round
         )
         self.round_log.record_screening(server_round, self._sampled, screened)
         if updates.count == 0:

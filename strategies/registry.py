@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import strategies
+from fl_poison.core.adversary_stage import AdversaryStage
 from fl_poison.core.client_weighting import ClientWeighting
 from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.round_log import RoundLog
@@ -18,7 +19,7 @@ from fl_poison.core.timings import PhaseClock
 from fl_poison.core.training import resolve_device
 from strategies.lab import LabStrategy
 from strategies.sampling import PartitionSampler
-from strategies.spec import BuildContext, Defense, DefenseSpec
+from strategies.spec import BuildContext, Defense, DefenseSpec, ServerUpdate
 
 
 def registered_defenses() -> tuple[DefenseSpec, ...]:
@@ -32,13 +33,16 @@ def registered_defenses() -> tuple[DefenseSpec, ...]:
     return tuple(sorted(specs, key=lambda spec: spec.name))
 
 
-def build_defense(config: ExperimentConfig) -> Defense:
+def build_defense(config: ExperimentConfig, root_training: Callable[[int], ServerUpdate] | None = None) -> Defense:
     """The defense named by ``config.strategy`` (with the rule it wraps, for a pre-aggregator).
 
     Parameters
     ----------
     config : ExperimentConfig
         A configuration parsed against the catalogue (its defense settings are present).
+    root_training : Callable[[int], ServerUpdate] | None
+        The server's training on a root dataset of a given size (see
+        :class:`~strategies.spec.BuildContext`); None where the server cannot train.
 
     Raises
     ------
@@ -52,7 +56,7 @@ def build_defense(config: ExperimentConfig) -> Defense:
             raise ConfigError.bad_value("strategy", name, " | ".join(specs))
         return specs[name].build(config, context)
 
-    context = BuildContext(wrapped=build)
+    context = BuildContext(wrapped=build, root_training=root_training)
     return build(config.strategy)
 
 
@@ -62,6 +66,8 @@ def build_strategy(
     round_log: RoundLog,
     justified_examples: Mapping[int, int] | None = None,
     clock: PhaseClock | None = None,
+    adversary: AdversaryStage | None = None,
+    root_training: Callable[[int], ServerUpdate] | None = None,
 ) -> LabStrategy:
     """The Flower strategy running the defense ``config.strategy`` names, on the device ``config.device`` resolves to.
 
@@ -81,13 +87,20 @@ def build_strategy(
         :class:`~fl_poison.core.client_weighting.ClientWeighting`); None when it knows none.
     clock : PhaseClock | None
         The run's clock (the strategy adds its ``train`` and ``aggregate`` times to it).
+    adversary : AdversaryStage | None
+        The run's model-poisoning adversary (simulation only), which rewrites the attackers'
+        replies before screening; None when the run has none.
+    root_training : Callable[[int], ServerUpdate] | None
+        The server's training on a root dataset, for a defense that needs it (FLTrust; see
+        :class:`~strategies.spec.BuildContext`); the ServerApp always provides it.
     """
     weighting = ClientWeighting(config.client_weighting, justified_examples or {}, config.weight_cap_multiple)
     return LabStrategy(
         sampler=sampler,
         round_log=round_log,
-        defense=build_defense(config),
+        defense=build_defense(config, root_training),
         device=resolve_device(config.device),
         weighting=weighting,
         clock=clock,
+        adversary=adversary,
     )

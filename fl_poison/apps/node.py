@@ -12,7 +12,8 @@ on real machines the operator passes the node config with ``--node-config``:
   :meth:`~fl_poison.core.catalogue.Catalogue.node_attack_keys` (how it attacks, and every
   registered attack's own settings: ``attack="badnets"``, ``poison-rate=0.8``, ...) overrides the
   run's for this node. The server learns of it only from the replies, for
-  forensics.
+  forensics. A node's own ``update-attack`` may not name a model-poisoning attack: those forge
+  replies on the server, in simulation only.
 
 Any other key is refused, so that a typo does not silently leave a node benign.
 
@@ -29,7 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fl_poison.apps.algorithms import catalogue, check_attack_classes, experiment_config
-from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.catalogue import MODEL_POISONING, UPDATE_TRANSFORM
+from fl_poison.core.config import AUTO_UPDATE_ATTACK, NO_ATTACK, ExperimentConfig
 from fl_poison.core.data import DatasetInfo, DataSpec, client_data, dataset_info, node_data
 from fl_poison.core.settings import ConfigError, boolean, integer
 
@@ -156,10 +158,36 @@ def config_for_node(run_config: Mapping[str, object], node_config: Mapping[str, 
     overrides = node_attack_settings(node_config)
     if not overrides:
         return config
+    refuse_server_side_attack(overrides)
     try:
         return experiment_config({**run_config, **overrides})
     except ConfigError as error:
         raise ConfigError(f"node config {error}") from None
+
+
+def refuse_server_side_attack(node_config: Mapping[str, object]) -> None:
+    """Refuse a node config whose ``update-attack`` is a model-poisoning attack (simulation only).
+
+    Such an attack forges the attackers' replies in the ServerApp from other clients' updates; a
+    real node can only attack with what it sends itself.
+
+    Parameters
+    ----------
+    node_config : Mapping[str, object]
+        The node config (or its attack settings).
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``update-attack``.
+    """
+    value = node_config.get("update-attack")
+    if value is not None and str(value) in catalogue().attack_names(MODEL_POISONING):
+        allowed = " | ".join((AUTO_UPDATE_ATTACK, NO_ATTACK, *catalogue().attack_names(UPDATE_TRANSFORM)))
+        raise ConfigError(
+            f"node config update-attack: bad value {value!r}; allowed: {allowed} (a model-poisoning attack "
+            "forges replies on the server: simulation only)"
+        )
 
 
 def check_node(

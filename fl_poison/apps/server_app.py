@@ -5,7 +5,9 @@ Flow of one run:
 1. parse and validate the run config (a bad setting fails the run with one line);
 2. wait until ``num-clients`` nodes are connected and ask each for its partition id (on real
    SuperNodes this also checks every node config, before any training);
-3. build the global model (seeded) and the strategy named by ``strategy``;
+3. build the global model (seeded) and the strategy named by ``strategy``, with the adversary
+   stage of a model-poisoning ``update-attack`` (refused outside the simulation engine, before
+   any node is asked anything);
 4. run ``num-rounds`` rounds; after round 0 and every round, evaluate the global model on the
    held-out test set and rewrite ``rounds.csv`` / ``clients.csv``;
 5. write ``summary.json`` (with the number of rounds in which no update was aggregated), the
@@ -15,6 +17,7 @@ Flow of one run:
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -22,6 +25,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from clients.adversary_stage import adversary_stage_for
 from clients.registry import evaluation_for
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.apps.data_checks import check_run_against_data
@@ -35,6 +39,7 @@ from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
 from fl_poison.core.reply_checks import MAX_NUM_EXAMPLES
 from fl_poison.core.reply_polling import send_and_receive
+from fl_poison.core.root_dataset import RootDataset
 from fl_poison.core.results import (
     ATTACK_SUMMARY_METRICS,
     DONE_MARKER,
@@ -44,7 +49,7 @@ from fl_poison.core.results import (
 )
 from fl_poison.core.round_log import AGGREGATED_DECISIONS, CLIENT_COLUMNS, RoundLog, first_client_error
 from fl_poison.core.timings import PhaseClock
-from fl_poison.core.training import resolve_device
+from fl_poison.core.training import LocalTraining, resolve_device
 from fl_poison.core.weights import load_array_record, to_array_record
 from strategies.registry import build_strategy
 from strategies.sampling import PartitionSampler
@@ -58,19 +63,34 @@ def main(grid: Grid, context: Context) -> None:
     clock = PhaseClock()
     with clock.phase("setup"):
         config = experiment_config(context.run_config)
+        adversary = adversary_stage_for(config)
+        if adversary is not None and not in_simulation(grid):
+            raise simulation_only_error(config)
         spec = DataSpec.from_config(config)
         info = check_run_against_data(config)
         folder = create_result_folder(result_folder_path(config))
         model_name = resolve_model_name(config.model, config.dataset)
         device = resolve_device(config.device)
         test_set = test_data(spec)
-        attack_evaluation = evaluation_for(config, test_set, info.num_classes)
 
     with clock.phase("nodes"):
         federation = discover_partitions(grid, config, info)
     sampler = PartitionSampler(federation.node_of_partition, config.sampled_per_round, config.seed)
     round_log = RoundLog(sampler.partition_of_node)
-    strategy = build_strategy(config, sampler, round_log, justified_examples(spec, federation), clock)
+    root_dataset = RootDataset(
+        spec,
+        test_set,
+        lambda: build_model(model_name, info.input_shape, info.num_classes),
+        LocalTraining.from_config(config),
+        device,
+        config.seed,
+    )
+    strategy = build_strategy(
+        config, sampler, round_log, justified_examples(spec, federation), clock, adversary, root_dataset.server_update
+    )
+    with clock.phase("setup"):  # the test set less the root set, when a defense drew one from it (FLTrust)
+        evaluation_set = root_dataset.evaluation_set
+        attack_evaluation = evaluation_for(config, evaluation_set, info.num_classes)
 
     torch.manual_seed(config.seed)
     model = build_model(model_name, info.input_shape, info.num_classes)
@@ -85,6 +105,7 @@ def main(grid: Grid, context: Context) -> None:
             "clients_seeing_cuda": len(federation.cuda_partitions),
             "own_data_partitions": list(federation.own_data_partitions),
             "versions": environment_versions(),
+            **({"root_set": root_dataset.record()} if root_dataset.split is not None else {}),
         },
     )
     print(f"[fl-poison] results -> {folder.path}", flush=True)
@@ -95,8 +116,8 @@ def main(grid: Grid, context: Context) -> None:
 
     def evaluate_round(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_array_record(model, arrays)
-        probabilities = predict_probabilities(model, test_set, device, config.eval_batch_size)
-        metrics = classification_metrics(test_set.y.numpy(), probabilities)
+        probabilities = predict_probabilities(model, evaluation_set, device, config.eval_batch_size)
+        metrics = classification_metrics(evaluation_set.y.numpy(), probabilities)
         metrics.update(
             attack_evaluation.metrics(
                 model, probabilities.argmax(axis=1), device, config.eval_batch_size, round_log.latest_attack_target()
@@ -116,6 +137,7 @@ def main(grid: Grid, context: Context) -> None:
             "attackers": sum(1 for c in clients if c.attacked),
             "train_loss": _mean([c.loss for c in clients if c.status == "ok"]),
             "wall_seconds": round(clock.elapsed(), 3),
+            **round_log.adversary_columns(server_round),
         }
         folder.add_round(row)
         folder.add_clients(round_log.rows(server_round), CLIENT_COLUMNS)
@@ -189,6 +211,35 @@ def finish(
         round_log.for_round(plot_round), folder.path / "update_norms.png", f"{title} · round {plot_round}"
     )
     return summary
+
+
+def in_simulation(grid: Grid) -> bool:
+    """Whether the ServerApp runs in Flower's simulation engine (its in-memory grid) rather than on a real SuperLink.
+
+    The engine's module is looked up among the loaded ones, not imported (importing it costs 2 s):
+    a grid of that class exists only once the engine has loaded it.
+
+    Parameters
+    ----------
+    grid : Grid
+        The run's grid.
+    """
+    engine = sys.modules.get("flwr.superlink.grid.inmemory_grid")
+    return engine is not None and isinstance(grid, engine.InMemoryGrid)
+
+
+def simulation_only_error(config: ExperimentConfig) -> ConfigError:
+    """The one-line refusal of a model-poisoning attack outside the simulation engine.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings (its ``update-attack`` is a model-poisoning attack).
+    """
+    return ConfigError(
+        f"update-attack: bad value {config.resolved_update_attack!r}; allowed on real SuperNodes: none or an update "
+        "transform (a model-poisoning attack forges replies on the server: simulation only, fl-poison run)"
+    )
 
 
 def _mean(values: list[float]) -> float:

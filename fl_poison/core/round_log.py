@@ -4,7 +4,10 @@ The strategy calls :meth:`RoundLog.record_screening` with what the screening of 
 replies found (:func:`fl_poison.core.round_updates.decode_round`), before aggregating,
 :meth:`RoundLog.record_used_examples` with the counts the weights use (``client-weighting``), and
 :meth:`RoundLog.record_decisions` with what the defense did. The malicious flag comes from the
-client's reply (the threat model's ground truth, for forensics only; no defense reads it).
+client's reply (the threat model's ground truth, for forensics only; no defense reads it). In a
+round where a model-poisoning adversary forged updates (:meth:`RoundLog.record_adversary`), its
+``adversary_*`` columns (knowledge level, the attack's parameters) join the attackers' rows and
+the round's row of ``rounds.csv`` (:meth:`RoundLog.adversary_columns`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Protocol
 
 from flwr.app import Message
 
+from fl_poison.core.adversary_stage import AdversaryRound
 from fl_poison.core.round_updates import ScreenedReply
 
 CLIENT_COLUMNS = (
@@ -126,6 +130,7 @@ class RoundLog:
     def __init__(self, partition_of_node: Mapping[int, int]) -> None:
         self.partition_of_node = dict(partition_of_node)
         self.records: list[ClientRoundRecord] = []
+        self._adversary: dict[int, AdversaryRound] = {}
 
     def partition_of(self, message: Message) -> int:
         """The partition id of the node that sent ``message``."""
@@ -161,7 +166,37 @@ class RoundLog:
             The round whose rows are wanted; None for every round.
         """
         records = self.records if server_round is None else self.for_round(server_round)
-        return [asdict(record) for record in records]
+        rows = []
+        for record in records:
+            row = asdict(record)
+            forged = self._adversary.get(record.round)
+            if forged is not None and record.partition_id in forged.attackers:
+                row.update(forged.columns)
+            rows.append(row)
+        return rows
+
+    def record_adversary(self, server_round: int, forged: AdversaryRound) -> None:
+        """Store what the adversary stage did in ``server_round`` (its columns join the attackers' rows).
+
+        Parameters
+        ----------
+        server_round : int
+            The round.
+        forged : AdversaryRound
+            The attackers whose replies were rewritten, and the round's adversary columns.
+        """
+        self._adversary[server_round] = forged
+
+    def adversary_columns(self, server_round: int) -> dict[str, float | int | str]:
+        """The adversary stage's columns of ``server_round`` for ``rounds.csv`` (empty when it forged nothing).
+
+        Parameters
+        ----------
+        server_round : int
+            The round.
+        """
+        forged = self._adversary.get(server_round)
+        return dict(forged.columns) if forged is not None else {}
 
     def for_round(self, server_round: int) -> list[ClientRoundRecord]:
         """The rows of one round."""

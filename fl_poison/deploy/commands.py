@@ -13,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from flwr.common.config import parse_config_args
+
+from fl_poison.apps.node import refuse_server_side_attack
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.local_trial import TrialPlan, start_trial
@@ -134,6 +137,12 @@ def trial_plan(arguments: argparse.Namespace) -> TrialPlan:
         if not separator or not index.strip().isdigit() or not folder:
             raise ValueError(f"--data-path {item!r}: expected ID=FOLDER, e.g. 4=/data/site4")
         data_paths[int(index)] = str(Path(folder).expanduser().resolve())
+    if arguments.malicious_config.strip():
+        try:
+            node_settings = parse_config_args([arguments.malicious_config])
+        except ValueError as error:
+            raise ValueError(f"--malicious-config: {error}") from None
+        refuse_server_side_attack(node_settings)
     return TrialPlan(
         folder=arguments.folder.resolve(),
         num_nodes=arguments.nodes,
