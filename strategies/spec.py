@@ -19,7 +19,7 @@ import torch
 
 from fl_poison.core.catalogue import AlgorithmSpec
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.round_updates import RoundUpdates
+from fl_poison.core.round_updates import RoundUpdates, UpdateLayout
 
 ACCEPTED, REJECTED, CLIPPED, SKIPPED = "accepted", "rejected", "clipped", "skipped"
 
@@ -116,6 +116,11 @@ class Defense(ABC):
         return {}
 
 
+ServerUpdate = Callable[[UpdateLayout, int], torch.Tensor]
+"""The server's own update from a round's global model (``layout.global_arrays``) in round ``server_round``:
+``layout.size`` float64 values in the order of an update row."""
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What a defense's builder may use besides the configuration.
@@ -125,9 +130,15 @@ class BuildContext:
     wrapped : Callable[[str], Defense]
         Builds the registered defense of that name from the same configuration; a pre-aggregator
         (norm-clip) builds the rule it hands its updates to with it.
+    root_training : Callable[[int], ServerUpdate] | None
+        Given a number of rows, draws the server's clean root dataset of that size from held-out
+        data (the run then evaluates on held-out rows outside it) and returns the server's update
+        on it (FLTrust); the ServerApp provides it (:class:`fl_poison.core.root_dataset.RootDataset`),
+        None elsewhere (a defense that needs it fails to build).
     """
 
     wrapped: Callable[[str], Defense]
+    root_training: Callable[[int], ServerUpdate] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -174,6 +174,8 @@ class RoundUpdates:
         Every row's ArrayRecord as the client sent it.
     layout : UpdateLayout
         The global model and where its float arrays lie in a row.
+    server_round : int
+        The round the replies answer (0 when not known: decoded outside a strategy).
     """
 
     matrix: torch.Tensor
@@ -186,6 +188,7 @@ class RoundUpdates:
     contents: tuple[RecordDict, ...]
     arrays: tuple[ArrayRecord, ...]
     layout: UpdateLayout
+    server_round: int = 0
 
     @property
     def count(self) -> int:
@@ -324,6 +327,7 @@ def decode_round(
     partition_of: Callable[[Message], int],
     device: torch.device | str = "cpu",
     workspace: torch.Tensor | None = None,
+    server_round: int = 0,
 ) -> tuple[RoundUpdates, list[ScreenedReply]]:
     """Screen ``replies`` and decode the usable ones into a :class:`RoundUpdates`, each read once.
 
@@ -341,6 +345,8 @@ def decode_round(
         A float32 tensor on ``device`` with at least ``len(replies)`` rows of the model's float size
         to write the rows into (a strategy keeps one across rounds: touching fresh memory for
         every round costs about as much as decoding); None allocates the matrix.
+    server_round : int
+        The round the replies answer (seeds the draws of defenses that draw at random).
 
     Returns
     -------
@@ -398,6 +404,7 @@ def decode_round(
         contents=tuple(message.content for message in kept),
         arrays=tuple(next(iter(message.content.array_records.values())) for message in kept),
         layout=layout,
+        server_round=server_round,
     )
     return updates, screened
 
