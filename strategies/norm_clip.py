@@ -28,8 +28,9 @@ import torch
 from fl_poison.core.catalogue import PRE_AGGREGATOR, Catalogue
 from fl_poison.core.config import ExperimentConfig, algorithm_name
 from fl_poison.core.round_updates import RoundUpdates
-from fl_poison.core.settings import ConfigError, Setting, auto_or, positive_number
+from fl_poison.core.settings import Setting, auto_or, positive_number
 from strategies.spec import ACCEPTED, CLIPPED, BuildContext, Defense, DefenseSpec, Outcome
+from strategies.wrapping import check_wrapped_rule
 
 NAME = "norm-clip"
 CLIP_NORM: Setting[float | None] = Setting(
@@ -128,7 +129,7 @@ class NormClip(Defense):
 
 
 def check(config: ExperimentConfig, catalogue: Catalogue) -> None:
-    """``clip-wrap`` names another registered defense, whose own checks then apply.
+    """``clip-wrap`` names another registered defense (no loop of wrapped rules), whose own checks then apply.
 
     Parameters
     ----------
@@ -137,13 +138,7 @@ def check(config: ExperimentConfig, catalogue: Catalogue) -> None:
     catalogue : Catalogue
         The registered defenses.
     """
-    wrapped = config[CLIP_WRAP]
-    allowed = [name for name in catalogue.defense_names() if name != NAME]
-    if wrapped not in allowed:
-        raise ConfigError.bad_value(CLIP_WRAP.key, wrapped, " | ".join(allowed))
-    inner = catalogue.defense(wrapped)
-    if inner.check is not None:
-        inner.check(config, catalogue)
+    check_wrapped_rule(config, catalogue, NAME, CLIP_WRAP)
 
 
 def build(config: ExperimentConfig, context: BuildContext) -> Defense:
@@ -166,4 +161,5 @@ DEFENSE = DefenseSpec(
     settings=(CLIP_NORM, CLIP_WRAP),
     check=check,
     build=build,
+    wraps=CLIP_WRAP,
 )

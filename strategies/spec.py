@@ -20,6 +20,7 @@ import torch
 from fl_poison.core.catalogue import AlgorithmSpec
 from fl_poison.core.config import ExperimentConfig
 from fl_poison.core.round_updates import RoundUpdates, UpdateLayout
+from fl_poison.core.settings import Setting
 
 ACCEPTED, REJECTED, CLIPPED, SKIPPED = "accepted", "rejected", "clipped", "skipped"
 
@@ -153,6 +154,10 @@ class DefenseSpec(AlgorithmSpec):
         :data:`~fl_poison.core.catalogue.PRE_AGGREGATOR`.
     build : Callable[[ExperimentConfig, BuildContext], Defense]
         Builds the defense from a configuration that the catalogue has parsed and checked.
+    wraps : Setting[str] | None
+        For a pre-aggregator: the setting naming the rule it hands its updates to (``clip-wrap``),
+        which lets a check follow the chain of wrapped rules and refuse a loop; None for a rule.
     """
 
     build: Callable[[ExperimentConfig, BuildContext], Defense]
+    wraps: Setting[str] | None = None

@@ -147,8 +147,7 @@ MESSAGES = [
     ({"proximal-mu": -1}, "proximal-mu: bad value -1; allowed: a number >= 0"),
     (
         {"strategy": "norm-clip", "clip-wrap": "nope"},
-        "clip-wrap: bad value 'nope'; allowed: bulyan | fedavg | fedprox | krum | loss-filter | median | multikrum"
-        " | trimmed-mean",
+        "clip-wrap: bad value 'nope'; allowed: " + " | ".join(CLIP_WRAPPABLE),
     ),
 ]
 
@@ -232,7 +231,16 @@ def test_shared_modules_register_nothing():
 
     names = {info.name for info in pkgutil.iter_modules(strategies.__path__)}
     shared = {name for name in names if getattr(importlib.import_module(f"strategies.{name}"), "DEFENSE", None) is None}
-    assert shared == {"coordinatewise", "distances", "lab", "registry", "sampling", "spec", "weighted_average"}
+    assert shared == {
+        "coordinatewise",
+        "distances",
+        "lab",
+        "registry",
+        "sampling",
+        "spec",
+        "weighted_average",
+        "wrapping",
+    }
 
 
 def test_krum_f_is_one_setting_shared_by_krum_multikrum_and_bulyan():
