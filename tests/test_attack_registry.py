@@ -59,6 +59,7 @@ def test_every_module_of_the_package_is_a_registered_attack_in_name_order():
         "label-flip-random",
         "nan-weights",
         "scaling",
+        "stealthy",
         "train-and-scale",
         "weight-inflation",
     }
@@ -83,6 +84,7 @@ def test_kinds_and_their_builders():
         "label-flip-random": DATA_POISONING,
         "nan-weights": CLIENT_BEHAVIOUR,
         "scaling": UPDATE_TRANSFORM,
+        "stealthy": CLIENT_BEHAVIOUR,
         "train-and-scale": UPDATE_TRANSFORM,
         "weight-inflation": UPDATE_TRANSFORM,
     }
@@ -93,6 +95,7 @@ def test_kinds_and_their_builders():
         "blend",
         "dba",
         "label-flip",
+        "stealthy",
     }
     assert {
         name: spec.default_update_attack for name, spec in by_name().items() if spec.default_update_attack != "none"

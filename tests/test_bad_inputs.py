@@ -480,6 +480,19 @@ CASES: list[Case] = [
     Case("test-fraction-one", run("test-fraction=1"), "test-fraction"),
     Case("target-class-beyond-classes", run("attack=badnets", "num-malicious=1", "target-class=50"), "target-class"),
     Case("source-class-beyond-classes", run("attack=label-flip", "num-malicious=1", "source-class=10"), "source-class"),
+    Case("stealthy-rho-negative", run("attack=stealthy", "num-malicious=1", "stealthy-rho=-1"), "stealthy-rho"),
+    Case("stealthy-boost-zero", run("attack=stealthy", "num-malicious=1", "stealthy-boost=0"), "stealthy-boost"),
+    Case(
+        "stealthy-benign-steps-zero",
+        run("attack=stealthy", "num-malicious=1", "stealthy-benign-steps=0"),
+        "stealthy-benign-steps",
+    ),
+    Case("stealthy-source-all", run("attack=stealthy", "num-malicious=1", "source-class=all"), "source-class"),
+    Case("stealthy-source-is-target", run("attack=stealthy", "num-malicious=1", "source-class=0"), "target-class"),
+    Case(
+        "stealthy-target-beyond-classes", run("attack=stealthy", "num-malicious=1", "target-class=10"), "target-class"
+    ),
+    Case("stealthy-with-update-attack", run("attack=stealthy", "update-attack=scaling"), "update-attack"),
     Case("dataset-traversal-hub-id", run("dataset=a/../b"), "dataset"),
     Case("dataset-missing-folder", run("dataset=./no-such-folder"), "dataset"),
     Case("dataset-bad-hub-id", run("dataset='owner/na me'"), "dataset"),
