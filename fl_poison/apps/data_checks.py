@@ -3,7 +3,8 @@
 Settings are checked one by one when they are parsed (:func:`fl_poison.apps.algorithms.experiment_config`);
 what they mean for a particular dataset is known only once its size, labels and images are read:
 whether the partition plan gives every client samples, whether the attack's classes exist, whether
-the model fits the images. :func:`check_run_against_data` checks all of it and fails with one line
+the model fits the images, whether the held-out rows hold the root set a defense trains the server
+on (FLTrust). :func:`check_run_against_data` checks all of it and fails with one line
 naming the setting at fault. ``fl-poison run`` calls it before Flower starts for data this machine
 holds (digits, local folders); the ServerApp calls it before round 1 for every dataset.
 """
@@ -16,8 +17,11 @@ import torch
 
 from fl_poison.apps.algorithms import check_attack_classes
 from fl_poison.core.config import ConfigError, ExperimentConfig
-from fl_poison.core.data import DatasetInfo, DataSpec, check_data
+from fl_poison.core.data import DatasetInfo, DataSpec, check_data, test_data
 from fl_poison.core.models import build_model, resolve_model_name
+from fl_poison.core.root_dataset import RootDataset
+from fl_poison.core.training import LocalTraining
+from strategies.registry import build_defense
 
 # Replies carry the whole model from every client every round: 1e8 float32 parameters are 400 MB
 # per reply (ResNet-18 has 1.1e7). A larger model means images far larger than the lab's models
@@ -73,12 +77,45 @@ def check_model_fits(config: ExperimentConfig, info: DatasetInfo) -> None:
         )
 
 
+def check_root_set(config: ExperimentConfig, info: DatasetInfo) -> None:
+    """The root set the run's defense asks for (``fltrust-root-size``) fits the held-out rows.
+
+    The defense is built as the ServerApp builds it, with a :class:`~fl_poison.core.root_dataset.RootDataset`
+    (on the CPU), so that the check draws exactly the rows the run will draw; a defense that
+    trains no server draws none.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's validated settings.
+    info : DatasetInfo
+        The data's number of classes and input shape.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``fltrust-root-size`` when the held-out rows cannot hold the root set.
+    """
+    spec = DataSpec.from_config(config)
+    name = resolve_model_name(config.model, config.dataset)
+    root = RootDataset(
+        spec,
+        test_data(spec),
+        lambda: build_model(name, info.input_shape, info.num_classes),
+        LocalTraining.from_config(config),
+        torch.device("cpu"),
+        config.seed,
+    )
+    build_defense(config, root.server_update)
+
+
 def check_run_against_data(config: ExperimentConfig) -> DatasetInfo:
     """Check ``config`` against its dataset before any training; return the data's classes and input shape.
 
     In order: the data itself (labels, images, the partition plan: see
-    :func:`fl_poison.core.data.check_data`), the model against the input shape, and the attack's
-    class settings against the number of classes.
+    :func:`fl_poison.core.data.check_data`), the model against the input shape, the attack's
+    class settings against the number of classes, and the defense's root set against the held-out
+    rows (:func:`check_root_set`).
 
     Parameters
     ----------
@@ -93,4 +130,5 @@ def check_run_against_data(config: ExperimentConfig) -> DatasetInfo:
     info = check_data(DataSpec.from_config(config))
     check_model_fits(config, info)
     check_attack_classes(config, info.num_classes)
+    check_root_set(config, info)
     return info

@@ -39,7 +39,6 @@ from fl_poison.core.plots import plot_training_curves, plot_update_norms
 from fl_poison.core.provenance import environment_versions, result_folder_path
 from fl_poison.core.reply_checks import MAX_NUM_EXAMPLES
 from fl_poison.core.reply_polling import send_and_receive
-from fl_poison.core.root_dataset import RootDataset
 from fl_poison.core.results import (
     ATTACK_SUMMARY_METRICS,
     DONE_MARKER,
@@ -47,6 +46,7 @@ from fl_poison.core.results import (
     ResultFolder,
     create_result_folder,
 )
+from fl_poison.core.root_dataset import RootDataset
 from fl_poison.core.round_log import AGGREGATED_DECISIONS, CLIENT_COLUMNS, RoundLog, first_client_error
 from fl_poison.core.timings import PhaseClock
 from fl_poison.core.training import LocalTraining, resolve_device
