@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import clients.attacks
+from clients.adversary import ATTACK_KNOWLEDGE
 from clients.base import TrainingJob
 from clients.benign import BenignClient
 from clients.malicious import Poisoned
@@ -22,6 +23,7 @@ from fl_poison.apps.algorithms import catalogue, experiment_config
 from fl_poison.core.catalogue import (
     CLIENT_BEHAVIOUR,
     DATA_POISONING,
+    MODEL_POISONING,
     UPDATE_TRANSFORM,
     AlgorithmSpec,
     Catalogue,
@@ -50,15 +52,22 @@ def test_every_module_of_the_package_is_a_registered_attack_in_name_order():
     assert [spec.name for spec in specs] == sorted(spec.name for spec in specs)
     # one module per attack, named after it
     assert sorted(spec.name.replace("-", "_") for spec in specs) == ATTACK_MODULES
-    assert set(by_name()) == {
+    assert set(by_name()) >= {
         "ada",
+        "alie",
         "badnets",
         "blend",
         "dba",
+        "gaussian",
+        "ipm",
         "label-flip",
         "label-flip-random",
+        "mimic",
+        "minmax",
+        "minsum",
         "nan-weights",
         "scaling",
+        "sign-flip",
         "stealthy",
         "train-and-scale",
         "weight-inflation",
@@ -75,19 +84,34 @@ def test_each_attack_module_cites_its_paper(name):
 
 def test_kinds_and_their_builders():
     kinds = {name: spec.kind for name, spec in by_name().items()}
-    assert kinds == {
+    expected = {
         "ada": DATA_POISONING,
+        "alie": MODEL_POISONING,
         "badnets": DATA_POISONING,
         "blend": DATA_POISONING,
         "dba": DATA_POISONING,
+        "gaussian": UPDATE_TRANSFORM,
+        "ipm": MODEL_POISONING,
         "label-flip": DATA_POISONING,
         "label-flip-random": DATA_POISONING,
+        "mimic": MODEL_POISONING,
+        "minmax": MODEL_POISONING,
+        "minsum": MODEL_POISONING,
         "nan-weights": CLIENT_BEHAVIOUR,
         "scaling": UPDATE_TRANSFORM,
+        "sign-flip": UPDATE_TRANSFORM,
         "stealthy": CLIENT_BEHAVIOUR,
         "train-and-scale": UPDATE_TRANSFORM,
         "weight-inflation": UPDATE_TRANSFORM,
     }
+    assert {name: kinds[name] for name in expected} == expected
+    assert {name: spec.knowledge for name, spec in by_name().items() if name in ("alie", "ipm", "mimic")} == {
+        "alie": ("colluding", "omniscient"),
+        "ipm": ("omniscient", "colluding"),
+        "mimic": ("omniscient",),
+    }
+    for spec in by_name().values():  # every model-poisoning attack reads attack-knowledge, checked against its levels
+        assert (ATTACK_KNOWLEDGE in spec.settings) == (spec.kind == MODEL_POISONING), spec.name
     assert {name for name, spec in by_name().items() if spec.trigger is not None} == {"blend", "badnets", "dba"}
     assert {name for name, spec in by_name().items() if spec.evaluation is not None} == {
         "ada",
@@ -134,7 +158,7 @@ def tiny_job(server_round: int = 2, partition_id: int = 1) -> TrainingJob:
 
 
 def attack_settings(spec: AttackSpec) -> dict[str, object]:
-    if spec.kind == UPDATE_TRANSFORM:
+    if spec.kind in (UPDATE_TRANSFORM, MODEL_POISONING):
         return {"attack": "none", "update-attack": spec.name}
     return {"attack": spec.name, "update-attack": "none", "target-class": 1}
 

@@ -376,6 +376,22 @@ def server_folder_exists(tmp: Path) -> Callable[[], object]:
     return lambda: create_result_folder(old)
 
 
+def server_on_real_supernodes(tmp: Path) -> Callable[[], object]:
+    """The ServerApp of a model-poisoning run on a real SuperLink's grid (not the simulation engine's)."""
+    from flwr.app import Context, RecordDict
+
+    from fl_poison.apps.server_app import main as server_main
+    from tests.strategy_helpers import FakeGrid
+
+    run_config: dict[str, bool | float | int | str] = {
+        "update-attack": "alie",
+        "num-malicious": 2,
+        "output-dir": str(tmp / "out"),
+    }
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    return lambda: server_main(FakeGrid(range(10)), context)
+
+
 def unfinished_with_foreign_file(tmp: Path) -> Callable[[], object]:
     """A tool clearing a failed run's folder that also holds a file no run writes."""
     old = tmp / "cell"
@@ -493,6 +509,21 @@ CASES: list[Case] = [
         "stealthy-target-beyond-classes", run("attack=stealthy", "num-malicious=1", "target-class=10"), "target-class"
     ),
     Case("stealthy-with-update-attack", run("attack=stealthy", "update-attack=scaling"), "update-attack"),
+    Case("alie-z-negative", run("update-attack=alie", "num-malicious=2", "alie-z=-1"), "alie-z"),
+    Case("ipm-epsilon-zero", run("update-attack=ipm", "num-malicious=2", "ipm-epsilon=0"), "ipm-epsilon"),
+    Case("mimic-target-text", run("update-attack=mimic", "num-malicious=2", "mimic-target=first"), "mimic-target"),
+    Case(
+        "sign-flip-factor-zero",
+        run("update-attack=sign-flip", "num-malicious=1", "sign-flip-factor=0"),
+        "sign-flip-factor",
+    ),
+    Case("gaussian-std-nan", run("update-attack=gaussian", "num-malicious=1", "gaussian-std=nan"), "gaussian-std"),
+    Case(
+        "attack-knowledge-undeclared",
+        run("update-attack=mimic", "num-malicious=2", "attack-knowledge=colluding"),
+        "attack-knowledge",
+    ),
+    Case("attack-knowledge-unknown", run("update-attack=alie", "attack-knowledge=everything"), "attack-knowledge"),
     Case("dataset-traversal-hub-id", run("dataset=a/../b"), "dataset"),
     Case("dataset-missing-folder", run("dataset=./no-such-folder"), "dataset"),
     Case("dataset-bad-hub-id", run("dataset='owner/na me'"), "dataset"),
@@ -601,6 +632,11 @@ CASES: list[Case] = [
             {"partition-id": 0, "num-partitions": 10, "attack": "blend", "trigger-image": str(bomb_png(tmp / "b.png"))}
         )(tmp),
         "trigger-image",
+    ),
+    Case(
+        "node-model-poisoning-update-attack",
+        node({"partition-id": 0, "num-partitions": 10, "malicious": True, "update-attack": "alie"}),
+        "update-attack",
     ),
     Case("node-unknown-key", node({"partition-id": 0, "num-partitions": 10, "learning-rate": 9}), "learning-rate"),
     Case("node-unknown-attack", node({"partition-id": 0, "num-partitions": 10, "attack": "nope"}), "attack"),
@@ -712,6 +748,7 @@ CASES: list[Case] = [
     Case("run-name-of-a-file", existing_run("file"), "run-name"),
     Case("run-name-of-a-link", existing_run("link"), "run-name"),
     Case("server-result-folder-exists", server_folder_exists, "run-name"),
+    Case("server-model-poisoning-on-real-supernodes", server_on_real_supernodes, "update-attack"),
     Case("clear-run-with-foreign-file", unfinished_with_foreign_file, "run-name"),
     Case("clear-finished-run", finished_run, "run-name"),
     # deploy helpers (exit status 1: their own convention)
@@ -719,6 +756,23 @@ CASES: list[Case] = [
         "deploy-keys-zero-nodes",
         lambda tmp: ["deploy", "keys", "--out", str(tmp / "keys"), "--nodes", "0"],
         "--nodes",
+        1,
+    ),
+    Case(
+        "deploy-trial-model-poisoning",
+        lambda tmp: [
+            "deploy",
+            "trial",
+            "--nodes",
+            "3",
+            "--folder",
+            str(tmp / "trial"),
+            "--malicious",
+            "1",
+            "--malicious-config",
+            "update-attack='alie'",
+        ],
+        "update-attack",
         1,
     ),
     Case(

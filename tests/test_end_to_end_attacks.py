@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 import torch
@@ -100,3 +101,37 @@ def test_a_run_in_which_no_update_is_aggregated_fails_loudly(flower_env: dict[st
     assert not (folder / "summary.json").exists() and not (folder / "model.pt").exists()
     rounds = read_rows(folder / "rounds.csv")
     assert [row["aggregated"] for row in rounds if row["round"] != "0"] == ["0", "0"]
+
+
+def test_alie_forges_identical_updates_and_records_z_in_both_csv_files(
+    flower_env: dict[str, str], tmp_path: Path
+) -> None:
+    """ALIE through Flower's simulation: the server-side stage forges, the CSV files say what it chose."""
+    completed = fl_poison_run(
+        flower_env,
+        "strategy=median",
+        "update-attack=alie",
+        "malicious-ids=1,2",
+        "num-clients=4",
+        "num-rounds=2",
+        f"output-dir={tmp_path}",
+        "run-name=alie",
+        "save-model=false",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    z = NormalDist().inv_cdf(3 / 4)  # n = 4, f = 2: s = floor(4/2 + 1) - 2 = 1, z = Φ⁻¹((4 - 1)/4)
+    rounds = {row["round"]: row for row in read_rows(tmp_path / "alie" / "rounds.csv")}
+    assert rounds["0"]["adversary_knowledge"] == "" and rounds["0"]["adversary_z"] == ""
+    clients = read_rows(tmp_path / "alie" / "clients.csv")
+    for server_round in ("1", "2"):
+        assert rounds[server_round]["adversary_knowledge"] == "colluding"
+        assert float(rounds[server_round]["adversary_z"]) == pytest.approx(z, rel=1e-12)
+        rows = {row["partition_id"]: row for row in clients if row["round"] == server_round}
+        for pid in ("1", "2"):
+            assert rows[pid]["attacked"] == "1" and rows[pid]["adversary_knowledge"] == "colluding"
+            assert float(rows[pid]["adversary_z"]) == pytest.approx(z, rel=1e-12)
+        for pid in ("0", "3"):
+            assert rows[pid]["attacked"] == "0" and rows[pid]["adversary_z"] == ""
+        # both attackers sent the same forged update mu - z sigma, not their two honest ones
+        assert rows["1"]["norm_before"] == rows["2"]["norm_before"]
+        assert rows["0"]["norm_before"] != rows["3"]["norm_before"]
