@@ -159,6 +159,12 @@ def test_mimic_auto_copies_the_outlying_client_and_falls_back_when_the_target_is
         np.testing.assert_array_equal(forged.updates.numpy(), np.stack([benign[3], benign[3]]))
 
 
+def test_mimic_target_must_be_a_partition_of_the_run():
+    with pytest.raises(ConfigError, match=r"^mimic-target: bad value 10; allowed: auto \| a partition id in 0 \.\. 9"):
+        experiment_config({"update-attack": "mimic", "num-clients": 10, "mimic-target": 10})
+    assert experiment_config({"update-attack": "mimic", "num-clients": 10, "mimic-target": 9})
+
+
 def test_mimic_without_a_benign_update_sends_the_attackers_own():
     own = updates(2, seed=10)
     forged = MimicAttack(None).forge(view_of(own, np.empty((0, 12))))

@@ -34,8 +34,9 @@ import torch
 
 from clients.adversary import OMNISCIENT, AdversaryContext, AdversaryView, Forged
 from clients.spec import AttackSpec
-from fl_poison.core.catalogue import MODEL_POISONING
-from fl_poison.core.settings import Setting, auto_or, integer
+from fl_poison.core.catalogue import MODEL_POISONING, Catalogue
+from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.settings import ConfigError, Setting, auto_or, integer
 
 MIMIC_TARGET = Setting(
     "mimic-target",
@@ -93,6 +94,23 @@ class Mimic:
         return Forged(benign[row].expand(view.num_attackers, -1).clone(), {"target": target})
 
 
+def check_target(config: ExperimentConfig, catalogue: Catalogue) -> None:
+    """Refuse a ``mimic-target`` that is no partition of the run (one line naming it).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The parsed settings.
+    catalogue : Catalogue
+        The registered algorithms (unused).
+    """
+    target = config[MIMIC_TARGET]
+    if target is not None and target >= config.num_clients:
+        raise ConfigError.bad_value(
+            MIMIC_TARGET.key, target, f"auto | a partition id in 0 .. {config.num_clients - 1} (num-clients - 1)"
+        )
+
+
 def mimic(context: AdversaryContext) -> Mimic:
     """Mimic with ``mimic-target`` (None for ``auto``).
 
@@ -109,6 +127,7 @@ ATTACK = AttackSpec(
     kind=MODEL_POISONING,
     summary="Mimic: every attacker copies one benign client's update (Karimireddy, He and Jaggi, 2022).",
     settings=(MIMIC_TARGET,),
+    check=check_target,
     adversary=mimic,
     knowledge=(OMNISCIENT,),
 )
