@@ -10,7 +10,8 @@ Algorithm, with n updates of which at most f are Byzantine (requires 2f + 2 < n)
 3. the update with the lowest score (ties: the lower partition id) becomes the new model's update.
 
 This module also holds what Multi-Krum and Bulyan share with Krum: the ``krum-f`` setting (f),
-its default (:func:`assumed_attackers`), its condition and the scoring.
+its default (:func:`assumed_attackers`), its condition and the scoring; NNM and DnC take f from it
+too.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from strategies.weighted_average import average_of
 KRUM_F: Setting[int | None] = Setting(
     "krum-f",
     "auto",
-    "Attackers f assumed by krum, multikrum and bulyan; auto = num-malicious (at least 1).",
+    "Attackers f assumed by krum, multikrum, bulyan, nnm and dnc; auto = num-malicious (at least 1).",
     auto_or(integer(1), "an integer >= 1"),
 )
 

@@ -13,17 +13,39 @@ from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.catalogue import AGGREGATION_RULE, PRE_AGGREGATOR
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.settings import ConfigError
-from strategies import bulyan, fedavg, fedprox, krum, loss_filter, median, multikrum, norm_clip, trimmed_mean
+from strategies import (
+    bucketing,
+    bulyan,
+    centered_clipping,
+    dnc,
+    fedavg,
+    fedprox,
+    geomed,
+    krum,
+    loss_filter,
+    median,
+    multikrum,
+    nnm,
+    norm_clip,
+    rlr,
+    trimmed_mean,
+)
+from strategies.bucketing import Bucketing
 from strategies.bulyan import BULYAN_SELECTION, Bulyan
+from strategies.centered_clipping import CenteredClipping
+from strategies.dnc import DivideAndConquer
 from strategies.fedavg import FedAvg
 from strategies.fedprox import PROXIMAL_MU, FedProx
+from strategies.geomed import GeometricMedian
 from strategies.krum import KRUM_F, Krum, assumed_attackers
 from strategies.lab import LabStrategy
 from strategies.loss_filter import LOSS_PERCENTILE, LossFilter
 from strategies.median import Median
 from strategies.multikrum import KRUM_M, MultiKrum, krum_keep
+from strategies.nnm import NearestNeighborMixing
 from strategies.norm_clip import CLIP_NORM, CLIP_WRAP, NormClip
 from strategies.registry import build_defense, build_strategy, registered_defenses
+from strategies.rlr import RobustLearningRate
 from strategies.sampling import PartitionSampler
 from strategies.spec import DefenseSpec
 from strategies.trimmed_mean import TRIM_BETA, TrimmedMean
@@ -198,14 +220,20 @@ def test_krum_keep(raw, m):
 # ---------------------------------------------------------------- the registry
 
 EXPECTED = {
+    "bucketing": (bucketing, Bucketing, PRE_AGGREGATOR),
     "bulyan": (bulyan, Bulyan, AGGREGATION_RULE),
+    "centered-clipping": (centered_clipping, CenteredClipping, AGGREGATION_RULE),
+    "dnc": (dnc, DivideAndConquer, AGGREGATION_RULE),
     "fedavg": (fedavg, FedAvg, AGGREGATION_RULE),
     "fedprox": (fedprox, FedProx, AGGREGATION_RULE),
+    "geomed": (geomed, GeometricMedian, AGGREGATION_RULE),
     "krum": (krum, Krum, AGGREGATION_RULE),
     "loss-filter": (loss_filter, LossFilter, AGGREGATION_RULE),
     "median": (median, Median, AGGREGATION_RULE),
     "multikrum": (multikrum, MultiKrum, AGGREGATION_RULE),
+    "nnm": (nnm, NearestNeighborMixing, PRE_AGGREGATOR),
     "norm-clip": (norm_clip, NormClip, PRE_AGGREGATOR),
+    "rlr": (rlr, RobustLearningRate, AGGREGATION_RULE),
     "trimmed-mean": (trimmed_mean, TrimmedMean, AGGREGATION_RULE),
 }
 
@@ -235,6 +263,7 @@ def test_shared_modules_register_nothing():
         "coordinatewise",
         "distances",
         "lab",
+        "mixing",
         "registry",
         "sampling",
         "spec",
