@@ -383,7 +383,7 @@ def test_every_attack_leaves_cached_read_only_data_alone(cache_dir):
         from clients.base import TrainingJob
         from clients.registry import behaviour_for, evaluation_for, registered_attacks
         from fl_poison.apps.algorithms import experiment_config
-        from fl_poison.core.catalogue import UPDATE_TRANSFORM
+        from fl_poison.core.catalogue import UPDATE_ATTACK_KINDS
         from fl_poison.core.data import DataSpec, client_data, dataset_info, test_data
         from fl_poison.core.models import build_model, resolve_model_name
         from fl_poison.core.training import LocalTraining
@@ -393,7 +393,7 @@ def test_every_attack_leaves_cached_read_only_data_alone(cache_dir):
         data, test = client_data(spec, 1), test_data(spec)
         before = (data.x.clone(), data.y.clone(), test.x.clone(), test.y.clone())
         for attack in registered_attacks():
-            key = "update-attack" if attack.kind == UPDATE_TRANSFORM else "attack"
+            key = "update-attack" if attack.kind in UPDATE_ATTACK_KINDS else "attack"
             config = experiment_config({"num-clients": 5, "malicious-ids": "1", key: attack.name, "local-epochs": 1})
             model = build_model(resolve_model_name(config.model, config.dataset), info.input_shape, info.num_classes)
             job = TrainingJob(model=model, data=data, training=LocalTraining(1, 16, 0.05), device=torch.device("cpu"),
@@ -418,3 +418,42 @@ def test_every_attack_leaves_cached_read_only_data_alone(cache_dir):
     )
     assert completed.returncode == 0, f"exit {completed.returncode}: {completed.stderr[-3000:]}"
     assert completed.stdout.split()[0] == "ok"
+
+
+def test_images_are_checked_once_per_version_of_a_local_folder(cache_dir, monkeypatch, tmp_path):
+    from fl_poison.core.data import check_data
+
+    folder = png_folder(tmp_path / "images")
+    spec = spec_of(dataset=str(folder), **{"num-clients": 3})
+    checked: list[str] = []
+    real_check = data_module.check_images
+    monkeypatch.setattr(data_module, "check_images", lambda s: checked.append(s.dataset) or real_check(s))
+    check_data(spec)
+    forget_memo()
+    check_data(spec)  # the verdict is in the cache: the headers are not read again
+    assert checked == [str(folder)]
+    # a changed file is another version of the folder: checked again, and a bad image is found
+    (folder / "train" / "class0" / "0.png").write_bytes(b"not an image")
+    forget_memo()
+    data_cache._source_fingerprint_json.cache_clear()  # a process fingerprints a folder once; this is a new one
+    data_cache._entry.cache_clear()
+    data_module._source.cache_clear()
+    with pytest.raises(ConfigError, match=r"^dataset: .*0\.png"):
+        check_data(spec_of(dataset=str(folder), **{"num-clients": 3}))
+    assert checked == [str(folder), str(folder)]
+
+
+def test_missing_labels_are_refused_without_reading_row_by_row():
+    from fl_poison.core.data_sources import checked_labels
+
+    split = datasets.Dataset.from_dict(
+        {"label": [1, None, 0]}, features=datasets.Features({"label": datasets.Value("int64")})
+    )
+    with pytest.raises(ConfigError, match=r"^label-column: column 'label' of dataset 'x' has missing labels"):
+        checked_labels(split, "label", "dataset", "x")
+    labelled = datasets.Dataset.from_dict(
+        {"label": [2, 0, 1, 2]}, features=datasets.Features({"label": datasets.ClassLabel(num_classes=3)})
+    )
+    assert checked_labels(labelled.select([3, 1]), "label", "dataset", "x") == 3
+    with pytest.raises(ConfigError, match=r"has label 2; allowed: classes 0 \.\. 1"):
+        checked_labels(labelled, "label", "dataset", "x", num_classes=2)

@@ -379,14 +379,56 @@ def check_partition_plan(spec: DataSpec) -> None:
         raise empty_partition_error(spec, empty, rows)
 
 
+# The data-cache record saying that a source's images passed :func:`check_images`: the entry's key
+# holds the folder's file names, sizes and modification times, so any change checks them again.
+IMAGES_CHECKED = "images-checked"
+
+
+def check_images(spec: DataSpec) -> None:
+    """Check the images of ``spec``'s source from their headers: readable, one size and mode in both splits, no bomb.
+
+    Columns of arrays rather than images are decoded and their shapes compared.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        The run's data settings (only the source fields matter).
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``dataset``.
+    """
+    source = source_of(spec)
+    headers = {
+        name: check_image_headers(split, source.image_column, "dataset", spec.dataset)
+        for name, split in (("train", source.train), ("test", source.test))
+        if len(split)
+    }
+    if len(set(headers.values())) > 1:
+        raise ConfigError(
+            f"dataset: the train and test images of {spec.dataset!r} differ in size or mode ({headers}); allowed: images of one size and mode"
+        )
+    if None in headers.values():  # arrays, not images: decode them to compare shapes
+        shapes = {
+            tuple(to_tensors(split, source.image_column, source.label_column, source.pixel_max).x.shape[1:])
+            for split in (source.train, source.test)
+            if len(split)
+        }
+        if len(shapes) > 1:
+            raise ConfigError(
+                f"dataset: the train and test images of {spec.dataset!r} have different shapes {sorted(shapes)}; allowed: images of one size"
+            )
+
+
 def check_data(spec: DataSpec) -> DatasetInfo:
     """Check everything about ``spec``'s data that training relies on; return its classes and input shape.
 
     The labels of every split are checked when the source is loaded
     (:func:`fl_poison.core.data_sources.checked_labels`); here the images of a local folder or of
     a hub dataset other than the built-in aliases are checked from their headers (readable, one
-    size and mode, no decompression bomb) and the partition plan is computed
-    (:func:`check_partition_plan`).
+    size and mode, no decompression bomb: :func:`check_images`, once per version of the source
+    while the disk cache is on) and the partition plan is computed (:func:`check_partition_plan`).
 
     Parameters
     ----------
@@ -399,26 +441,11 @@ def check_data(spec: DataSpec) -> DatasetInfo:
         One line naming the setting at fault.
     """
     if spec.dataset != "digits" and spec.dataset not in DATASET_ALIASES:
-        source = source_of(spec)
-        headers = {
-            name: check_image_headers(split, source.image_column, "dataset", spec.dataset)
-            for name, split in (("train", source.train), ("test", source.test))
-            if len(split)
-        }
-        if len(set(headers.values())) > 1:
-            raise ConfigError(
-                f"dataset: the train and test images of {spec.dataset!r} differ in size or mode ({headers}); allowed: images of one size and mode"
-            )
-        if None in headers.values():  # arrays, not images: decode them to compare shapes
-            shapes = {
-                tuple(to_tensors(split, source.image_column, source.label_column, source.pixel_max).x.shape[1:])
-                for split in (source.train, source.test)
-                if len(split)
-            }
-            if len(shapes) > 1:
-                raise ConfigError(
-                    f"dataset: the train and test images of {spec.dataset!r} have different shapes {sorted(shapes)}; allowed: images of one size"
-                )
+        entry = source_cache_entry(spec)
+        if entry is None or entry.load(IMAGES_CHECKED, (IMAGES_CHECKED,)) is None:
+            check_images(spec)
+            if entry is not None:
+                entry.store(IMAGES_CHECKED, {IMAGES_CHECKED: np.ones(1, dtype=np.int64)})
     info = dataset_info(spec)
     check_partition_plan(spec)
     return info

@@ -344,12 +344,12 @@ def checked_labels(
         raise ConfigError(
             f"label-column: column {label_column!r} of {key} {name!r} holds {dtype} values; allowed: integer class labels"
         )
-    try:
-        labels = np.asarray(split.with_format("numpy", columns=[label_column])[label_column], dtype=np.int64)
-    except (TypeError, ValueError):
+    column = split.with_format("arrow", columns=[label_column])[:][label_column]  # one Arrow column, not row by row
+    if column.null_count:
         raise ConfigError(
             f"label-column: column {label_column!r} of {key} {name!r} has missing labels; allowed: an integer label in every row"
-        ) from None
+        )
+    labels = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     if num_classes is None:
         num_classes = count_classes(split, label_column) if len(labels) else 0
     if num_classes > MAX_CLASSES:
