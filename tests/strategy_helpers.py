@@ -13,9 +13,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, Metric
 from flwr.serverapp import Grid
 
 from fl_poison.core.round_log import RoundLog
-from fl_poison.core.round_updates import RoundUpdates, decode_round
+from fl_poison.core.round_updates import RoundUpdates, UpdateLayout, decode_round
 from strategies.lab import LabStrategy
 from strategies.sampling import PartitionSampler
+from strategies.spec import ServerUpdate
 
 BASE_METRICS = {
     "train_loss": 0.5,
@@ -101,6 +102,21 @@ def start_round(strategy, global_arrays: dict[str, np.ndarray], num_partitions: 
     grid = FakeGrid(node_map(num_partitions).values())
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid))
     assert sorted(m.metadata.dst_node_id for m in messages) == sorted(node_map(num_partitions).values())
+
+
+def root_training(size: int) -> ServerUpdate:
+    """A stand-in for the ServerApp's root training (the ``root_training`` every strategy is built with here).
+
+    The server's "update" is a fixed direction (seeded by ``size``) of norm 1e-3, below the norm of
+    every update these tests build, so that FLTrust's rescaling to it only shortens updates, as the
+    contracts' norm checks expect of every rule (FLTrust's own tests use their own server updates).
+    """
+
+    def server_update(layout: UpdateLayout, server_round: int) -> torch.Tensor:
+        direction = np.random.default_rng(size).standard_normal(layout.size)
+        return torch.from_numpy(1e-3 * direction / np.linalg.norm(direction))
+
+    return server_update
 
 
 def make_global(seed: int = 0) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 import pytest
-from strategy_helpers import client_weights, make_global, node_map, reply, start_round, true_update
+from strategy_helpers import client_weights, make_global, node_map, reply, root_training, start_round, true_update
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
 from fl_poison.core.catalogue import UPDATE_TRANSFORM, AlgorithmSpec
@@ -94,7 +94,7 @@ def test_every_defense_aggregates_a_round_and_records_every_client(name, server_
     config = experiment_config(in_use(catalogue().defense(name)))
     sampler = PartitionSampler(node_map(NUM_CLIENTS), NUM_CLIENTS, seed=0)
     round_log = RoundLog(sampler.partition_of_node)
-    strategy = build_strategy(config, sampler, round_log)
+    strategy = build_strategy(config, sampler, round_log, root_training=root_training)
     global_arrays = make_global()
     start_round(strategy, global_arrays, NUM_CLIENTS)
     replies, updates = round_of_replies(global_arrays)

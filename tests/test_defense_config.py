@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from strategy_helpers import root_training
 
 import strategies
 from fl_poison.apps.algorithms import experiment_config
@@ -20,6 +21,9 @@ from strategies import (
     dnc,
     fedavg,
     fedprox,
+    flame,
+    fltrust,
+    foolsgold,
     geomed,
     krum,
     loss_filter,
@@ -36,6 +40,9 @@ from strategies.centered_clipping import CenteredClipping
 from strategies.dnc import DivideAndConquer
 from strategies.fedavg import FedAvg
 from strategies.fedprox import PROXIMAL_MU, FedProx
+from strategies.flame import Flame
+from strategies.fltrust import FLTrust
+from strategies.foolsgold import FoolsGold
 from strategies.geomed import GeometricMedian
 from strategies.krum import KRUM_F, Krum, assumed_attackers
 from strategies.lab import LabStrategy
@@ -226,6 +233,9 @@ EXPECTED = {
     "dnc": (dnc, DivideAndConquer, AGGREGATION_RULE),
     "fedavg": (fedavg, FedAvg, AGGREGATION_RULE),
     "fedprox": (fedprox, FedProx, AGGREGATION_RULE),
+    "flame": (flame, Flame, AGGREGATION_RULE),
+    "fltrust": (fltrust, FLTrust, AGGREGATION_RULE),
+    "foolsgold": (foolsgold, FoolsGold, AGGREGATION_RULE),
     "geomed": (geomed, GeometricMedian, AGGREGATION_RULE),
     "krum": (krum, Krum, AGGREGATION_RULE),
     "loss-filter": (loss_filter, LossFilter, AGGREGATION_RULE),
@@ -261,6 +271,7 @@ def test_shared_modules_register_nothing():
     shared = {name for name in names if getattr(importlib.import_module(f"strategies.{name}"), "DEFENSE", None) is None}
     assert shared == {
         "coordinatewise",
+        "cosine",
         "distances",
         "lab",
         "mixing",
@@ -281,7 +292,7 @@ def test_krum_f_is_one_setting_shared_by_krum_multikrum_and_bulyan():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_registry_builds_every_strategy(name):
     sampler, log = sampler_and_log()
-    strategy = build_strategy(experiment_config({"strategy": name}), sampler, log)
+    strategy = build_strategy(experiment_config({"strategy": name}), sampler, log, root_training=root_training)
     assert type(strategy) is LabStrategy
     assert type(strategy.defense) is EXPECTED[name][1]
     assert strategy.sampler is sampler and strategy.round_log is log
@@ -317,7 +328,9 @@ def test_registry_passes_the_defense_settings():
 @pytest.mark.parametrize("wrap", CLIP_WRAPPABLE)
 def test_norm_clip_wraps_every_other_registered_defense(wrap):
     sampler, log = sampler_and_log()
-    strategy = build_strategy(experiment_config({"strategy": "norm-clip", "clip-wrap": wrap}), sampler, log)
+    strategy = build_strategy(
+        experiment_config({"strategy": "norm-clip", "clip-wrap": wrap}), sampler, log, root_training=root_training
+    )
     assert type(strategy.defense) is NormClip
     assert type(strategy.defense.inner) is EXPECTED[wrap][1]
 

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from strategy_helpers import node_map, reply, start_round
+from strategy_helpers import node_map, reply, root_training, start_round
 
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.round_log import RoundLog
@@ -48,7 +48,7 @@ def run_round(name: str, order_seed: int, device: str):
     config = experiment_config({"strategy": name, "num-clients": N, "num-malicious": 2, "device": device})
     sampler = PartitionSampler(node_map(N), per_round=N, seed=0)
     log = RoundLog(sampler.partition_of_node)
-    strategy = build_strategy(config, sampler, log)
+    strategy = build_strategy(config, sampler, log, root_training=root_training)
     global_arrays, weights = round_data()
     start_round(strategy, global_arrays, N)
     replies = [reply(w, pid, num_examples=10 + pid, loss=0.1 * (pid + 1)) for pid, w in enumerate(weights)]
@@ -118,7 +118,7 @@ def test_a_later_round_with_fewer_replies_reuses_the_matrix_correctly(server_tas
 
     def fresh():
         sampler = PartitionSampler(node_map(N), per_round=N, seed=0)
-        return build_strategy(config, sampler, RoundLog(sampler.partition_of_node))
+        return build_strategy(config, sampler, RoundLog(sampler.partition_of_node), root_training=root_training)
 
     reused = fresh()
     aggregate(reused, 1, range(N))

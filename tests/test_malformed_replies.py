@@ -25,6 +25,7 @@ from strategy_helpers import (
     make_global,
     metadata_from,
     node_map,
+    root_training,
     start_round,
 )
 
@@ -215,7 +216,7 @@ def test_malformed_rounds_never_break_aggregation(name):
     config = experiment_config({"num-clients": NUM_CLIENTS, "malicious-ids": "5", "strategy": name})
     sampler = PartitionSampler(node_map(NUM_CLIENTS), NUM_CLIENTS, seed=0)
     round_log = RoundLog(sampler.partition_of_node)
-    strategy = build_strategy(config, sampler, round_log)
+    strategy = build_strategy(config, sampler, round_log, root_training=root_training)
     counter = iter(range(1, 10**6))
 
     @settings(
