@@ -42,17 +42,27 @@ def mixed_matrix(updates: RoundUpdates, coefficients: torch.Tensor) -> tuple[tor
     mixing = coefficients.to(updates.device, torch.float64)
     matrix = torch.empty((count, updates.size), dtype=torch.float32, device=updates.device)
     squares = torch.zeros(count, dtype=torch.float64)
-    on_cpu = updates.device.type == "cpu"
-    for start, stop, values in updates.blocks():
-        target = matrix[:, start:stop]
-        if on_cpu:  # the product in BLAS, rounding and squares in numpy (one thread)
-            rounded = target.numpy()
-            np.copyto(rounded, torch.mm(mixing, values).numpy(), casting="same_kind")
-            squares.numpy()[:] += np.einsum("ij,ij->i", rounded, rounded, dtype=np.float64)
-        else:
+    if updates.device.type != "cpu":
+        for start, stop, values in updates.blocks():
+            target = matrix[:, start:stop]
             target.copy_(torch.mm(mixing, values))
             squares += target.double().square().sum(dim=1).cpu()
-    return matrix, squares.sqrt().to(updates.device)
+        return matrix, squares.sqrt().to(updates.device)
+    # On the CPU a sparse A (bucket means: one coefficient per update) is summed row by row over
+    # its nonzero coefficients in numpy (one thread); a dense one (NNM) is multiplied in BLAS.
+    weights = mixing.numpy()
+    nonzero = [np.flatnonzero(row) for row in weights]
+    sparse = sum(len(columns) for columns in nonzero) <= 2 * weights.shape[1]
+    for start, stop, values in updates.blocks():
+        rounded = matrix[:, start:stop].numpy()
+        if sparse:
+            block = values.numpy()
+            for row, columns in enumerate(nonzero):
+                rounded[row] = np.einsum("i,ij->j", weights[row, columns], block[columns])
+        else:
+            np.copyto(rounded, torch.mm(mixing, values).numpy(), casting="same_kind")
+        squares.numpy()[:] += np.einsum("ij,ij->i", rounded, rounded, dtype=np.float64)
+    return matrix, squares.sqrt()
 
 
 def mixed_round(
