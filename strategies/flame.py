@@ -18,16 +18,16 @@ Algorithm, per round, with the n updates W_i − G_{t−1} of the round (as the 
    update alone is admitted without clustering.
    The paper clusters the local models W_i; their cosines are those of the updates shifted by the
    common G_{t−1}, which dominates every model and squeezes all angles near 0, so the updates are
-   clustered here (as in BackFed and FLPoison).
+   clustered here.
 2. **Adaptive clipping.** S_t is the median of the Euclidean distances e_i = ‖W_i − G_{t−1}‖ of
    *all* n models (numpy's median: the mean of the two middle ones for even n); every admitted
    update is scaled by min(1, S_t / e_i) (:func:`strategies.norm_clip.clipped_scale`: its norm
    after clipping never exceeds S_t).
 3. **Aggregation.** The mean (unweighted, as in the paper) of the clipped admitted updates.
 4. **Adaptive noise.** Gaussian noise N(0, σ²), σ = λ · S_t, is added to every float coordinate of
-   the aggregate (λ: ``flame-lambda``; 0.001, the value used for image classification in
-   BackFed's reimplementation). The noise is drawn on the CPU (so that it does not depend on the
-   device) from a generator seeded by the run's ``seed`` and the round.
+   the aggregate (λ: ``flame-lambda``; default 0.001, the default of BackFed's reimplementation).
+   The noise is drawn on the CPU (so that it does not depend on the device) from a generator
+   seeded by the run's ``seed`` and the round.
 
 Decisions: rejected (outside the cluster), clipped (admitted and scaled down), accepted (admitted
 as it was); weight 1 / (number admitted); every row records S_t as its bound.

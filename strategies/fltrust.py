@@ -14,7 +14,8 @@ updates g_1 .. g_n of the round (``w_i − w_global``, as the defense sees them)
    every score is 0 nothing is aggregated and the global model stays as it was.
 
 The paper's global learning rate α multiplies the aggregate of gradients; with updates that are
-model differences the aggregate is applied as it is (α = 1), as in the public reimplementations.
+model differences (the local learning rate already in them) the aggregate is applied as it is
+(α = 1), as every other rule here applies its aggregate.
 
 Decisions: a client with TS_i = 0 is rejected; the others are accepted with weight TS_i / Σ TS
 and norm after ‖g_0‖ (the rescaling may lengthen a short update).

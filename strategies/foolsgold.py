@@ -20,7 +20,7 @@ weight of clients whose histories are too alike. Per round, with the updates Δ_
 7. the aggregate is the α-weighted mean Σ α_i Δ_i / Σ α_i of this round's updates. The paper's
    Algorithm 1 returns the weighted sum of gradients, scaled by the learning rate; with updates
    that are model differences the sum would multiply the step by about n, so the weights are
-   normalised (as in BackFed and FLPoison). Example counts play no part.
+   normalised. Example counts play no part.
 
 Features (``foolsgold-features``): ``all`` compares whole updates; ``output-layer`` compares only
 the output layer's weight matrix (the last float array of two or more dimensions, the classifier's
