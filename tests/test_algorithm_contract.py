@@ -24,7 +24,7 @@ import pytest
 from strategy_helpers import client_weights, make_global, node_map, reply, root_training, start_round, true_update
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
-from fl_poison.core.catalogue import UPDATE_TRANSFORM, AlgorithmSpec
+from fl_poison.core.catalogue import UPDATE_ATTACK_KINDS, AlgorithmSpec
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.settings import ConfigError
 from fl_poison.core.weights import record_to_numpy
@@ -45,7 +45,7 @@ def in_use(spec: AlgorithmSpec) -> dict[str, object]:
     base: dict[str, object] = {"num-clients": NUM_CLIENTS, "malicious-ids": str(ATTACKER)}
     if spec in catalogue().defenses:
         return {**base, "strategy": spec.name}
-    if spec.kind == UPDATE_TRANSFORM:
+    if spec.kind in UPDATE_ATTACK_KINDS:  # update transforms and model-poisoning attacks
         return {**base, "update-attack": spec.name}
     return {**base, "attack": spec.name}
 
