@@ -1,9 +1,9 @@
 """Bucketing (Karimireddy, He, Jaggi, 2022, "Byzantine-Robust Learning on Heterogeneous Datasets via
-Bucketing", ICLR 2022, Algorithm 1).
+Bucketing", ICLR 2022).
 
 A pre-aggregator: it rewrites the round's updates and hands them to another rule
 (``bucketing-wrap``), like ``norm-clip`` does. Algorithm, per round, with n updates and bucket
-size s (``bucket-size``, default 2, the paper's choice in its experiments):
+size s (``bucket-size``, default 2, as in the authors' experiments):
 
 1. draw a random permutation π of the n updates (in partition-id order, so the draw does not
    depend on arrival order): ``numpy.random.default_rng([seed, BUCKETING_SALT, round]).permutation(n)``
@@ -15,9 +15,10 @@ size s (``bucket-size``, default 2, the paper's choice in its experiments):
    this is the paper's plain mean; weighted, FedAvg behind bucketing is FedAvg; an attacker gains
    nothing from its weight inside a bucket, since it chooses its update anyway);
 4. hand the ⌈n/s⌉ bucket means to the wrapped rule (``bucketing-wrap``, default ``median``: the
-   paper pairs bucketing with Krum, the coordinate-wise median, RFA and centered clipping; the
-   median has no condition on the number of buckets, which Krum's 2f + 2 < ⌈n/s⌉ rarely meets
-   at the lab's sizes). The wrapped rule's own checks apply with ⌈n/s⌉ clients per round.
+   authors' experiments pair bucketing with Krum, the coordinate-wise median, RFA and centered
+   clipping; the median has no condition on the number of buckets, while Krum needs
+   2f + 2 < ⌈n/s⌉, e.g. f = 1 at most with 10 clients and s = 2). The wrapped rule's own checks
+   apply with ⌈n/s⌉ clients per round.
 
 Decisions (:mod:`strategies.mixing`): every client takes the wrapped rule's decision on its
 bucket (accepted, clipped, rejected or skipped); its weight is the bucket's weight times its share

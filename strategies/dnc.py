@@ -1,5 +1,5 @@
 """Divide-and-Conquer (Shejwalkar, Houmansadr, 2021, "Manipulating the Byzantine: Optimizing Model
-Poisoning Attacks and Defenses for Federated Learning", NDSS 2021, §V, Algorithm 2).
+Poisoning Attacks and Defenses for Federated Learning", NDSS 2021, Algorithm 2).
 
 Algorithm, per round, with n updates x_i of d coordinates, f attackers assumed (as Krum's:
 ``krum-f``, auto = num-malicious, at least 1), c = ``dnc-filter-fraction``, b = ``dnc-subsample``

@@ -1,5 +1,5 @@
 """Nearest Neighbor Mixing (Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, 2023, "Fixing by
-Mixing: A Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023, Algorithm 1).
+Mixing: A Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023).
 
 A pre-aggregator: it rewrites the round's updates and hands them to another rule (``nnm-wrap``),
 like ``norm-clip`` does. Algorithm, with n updates of which at most f are Byzantine (f as Krum's:
@@ -12,9 +12,9 @@ like ``norm-clip`` does. Algorithm, with n updates of which at most f are Byzant
    a round, k = 1 and the updates are left as they are); the mean is uniform, as in the paper
    (ByzFL's ``NNM`` likewise), and the mixed row of client i keeps client i's example count for
    the wrapped rule's weights;
-3. hand the n mixed updates to the wrapped rule (``nnm-wrap``, default ``trimmed-mean``: the
-   paper pairs NNM with CWTM, Krum, the geometric median and the coordinate-wise median and ByzFL
-   pairs it with the trimmed mean; any registered defense may be named, its own checks apply).
+3. hand the n mixed updates to the wrapped rule (``nnm-wrap``, default ``trimmed-mean``, the
+   coordinate-wise trimmed mean, one of the rules the paper composes NNM with; any registered
+   defense may be named, and its own checks apply).
 
 Decisions (:mod:`strategies.mixing`): client i takes the wrapped rule's decision on its mixed row
 (weight: that row's weight; norm after: its own norm, scaled down as the wrapped rule scaled the

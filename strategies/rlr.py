@@ -1,20 +1,21 @@
 """Robust Learning Rate (Ozdayi, Kantarcioglu, Gel, 2021, "Defending against Backdoors in Federated
-Learning with Robust Learning Rate", AAAI 2021, §4, Eq. (4)-(5)).
+Learning with Robust Learning Rate", AAAI 2021).
 
 A backdoor defense: coordinates on which the clients' updates disagree in sign are pushed the other
 way. Algorithm, per round, with n updates Δ_i, threshold θ = ``rlr-threshold`` and server learning
 rate η = ``rlr-learning-rate``:
 
-1. per coordinate j, the sign agreement a_j = |Σ_i sgn(Δ_ij)| (unweighted, as in the paper;
-   sgn(0) = 0);
+1. per coordinate j, the sign agreement a_j = |Σ_i sgn(Δ_ij)| (a count of clients, not
+   weighted by examples; sgn(0) = 0);
 2. the coordinate's learning rate is η where a_j >= θ and −η where a_j < θ;
 3. the aggregated update is that learning-rate vector times the FedAvg mean of the updates
-   (example-weighted, :func:`strategies.weighted_average.client_weights`, as the authors' code).
+   (example-weighted, :func:`strategies.weighted_average.client_weights`, as every weighted rule
+   here; ``client-weighting=uniform`` gives the plain mean).
 
-The paper's experiments use η = 1 and θ = 4 with 10 agents (its Fashion-MNIST setting), the
-defaults here; θ above the clients per round would flip every coordinate and is refused. η is at
-most 1, so the aggregate stays within the clients' update range (a larger one could push a huge
-but finite update past float32's range).
+Defaults: θ = 4, the threshold the authors' README uses for Fashion-MNIST with 10 agents, and
+η = 1 (the mean's own step where the signs agree). θ above the clients per round would flip every
+coordinate and is refused. η is at most 1, so no coordinate of the aggregate is larger than the
+largest update's (a larger η could push a huge but finite update past float32's range).
 
 RLR judges coordinates, not clients: every client is accepted, with its example share as weight
 (so as a detector it flags no one).
