@@ -28,7 +28,10 @@ object (round 1: first use; round 2: the steady state every later round of a run
   FedTrimmedAvg (beta 0.2), Bulyan, and for norm clipping
   ``DifferentialPrivacyServerSideFixedClipping`` with noise 0 around FedAvg; each round gets its
   own shallow copy of the replies (FedMedian, FedTrimmedAvg and Bulyan pop the arrays out of them;
-  the clipping wrapper rewrites them).
+  the clipping wrapper rewrites them); geomed, centered-clipping, dnc, rlr, nnm, bucketing, flame,
+  fltrust and foolsgold have no Flower counterpart and are timed for fl_poison alone (with their
+  defaults, f for dnc and nnm; FLTrust's server update is a fixed synthetic honest-like vector,
+  :func:`synthetic_root_training`).
 
 Each measurement follows an idle second (thread pools left spinning by the previous one would bill
 it on a machine with few cores). Both use f for the Krum family and Bulyan, and the same fixed
@@ -81,11 +84,12 @@ from torchvision.models import resnet18
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.results import write_json
 from fl_poison.core.round_log import RoundLog
-from fl_poison.core.round_updates import decode_round
+from fl_poison.core.round_updates import UpdateLayout, decode_round
 from fl_poison.core.weights import float_state
 from strategies.distances import pairwise_squared_distances
 from strategies.registry import build_strategy
 from strategies.sampling import PartitionSampler
+from strategies.spec import ServerUpdate
 
 DEFAULT_OUT = Path("experiments/results/benchmark_aggregation.json")
 NODE_OFFSET = 100
@@ -105,13 +109,13 @@ class Rule:
         fl_poison's ``strategy`` value.
     settings : Callable[[int, int, float], dict[str, object]]
         fl_poison's settings for (n, f, clipping bound) besides ``strategy`` and ``num-clients``.
-    flower : Callable[[int, int, float], Strategy]
-        Flower's strategy for (n, f, clipping bound).
+    flower : Callable[[int, int, float], Strategy] | None
+        Flower's strategy for (n, f, clipping bound); None when Flower has none (fl_poison alone is timed).
     """
 
     name: str
     settings: Callable[[int, int, float], dict[str, object]]
-    flower: Callable[[int, int, float], Strategy]
+    flower: Callable[[int, int, float], Strategy] | None
 
 
 RULES = {
@@ -132,6 +136,16 @@ RULES = {
             lambda n, f, c: {"clip-norm": c, "clip-wrap": "fedavg"},
             lambda n, f, c: DifferentialPrivacyServerSideFixedClipping(FedAvg(), 0.0, c, n),
         ),
+        # Rules Flower has no strategy for: fl_poison alone, with its defaults and f where the rule uses it.
+        Rule("geomed", lambda n, f, c: {}, None),
+        Rule("centered-clipping", lambda n, f, c: {}, None),
+        Rule("dnc", lambda n, f, c: {"krum-f": f}, None),
+        Rule("rlr", lambda n, f, c: {}, None),
+        Rule("nnm", lambda n, f, c: {"krum-f": f}, None),
+        Rule("bucketing", lambda n, f, c: {}, None),
+        Rule("flame", lambda n, f, c: {}, None),
+        Rule("fltrust", lambda n, f, c: {}, None),
+        Rule("foolsgold", lambda n, f, c: {}, None),
     )
 }
 
@@ -331,6 +345,28 @@ def timed_rounds(
     return results
 
 
+def synthetic_root_training(size: int) -> ServerUpdate:
+    """FLTrust's server update here: one honest-like N(0, 1e-3) vector, drawn on the first call and returned every round.
+
+    The server's training on its root set is not part of ``aggregate_train``'s cost measured here
+    (it runs the clients' local training on ``size`` rows: time it like a client's).
+
+    Parameters
+    ----------
+    size : int
+        The root set's rows (unused: nothing is trained).
+    """
+    drawn: list[torch.Tensor] = []
+
+    def server_update(layout: UpdateLayout, server_round: int) -> torch.Tensor:
+        if not drawn:
+            generator = torch.Generator().manual_seed(size)
+            drawn.append(torch.randn(layout.size, dtype=torch.float64, generator=generator).mul_(HONEST_SCALE))
+        return drawn[0]
+
+    return server_update
+
+
 def time_fl_poison(
     rule: Rule, replies: list[Message], global_arrays: dict[str, np.ndarray], f: int, bound: float, device: str
 ) -> Timing:
@@ -341,7 +377,7 @@ def time_fl_poison(
     )
     sampler = PartitionSampler({pid: NODE_OFFSET + pid for pid in range(n)}, per_round=n, seed=0)
     log = RoundLog(sampler.partition_of_node)
-    strategy = build_strategy(config, sampler, log)
+    strategy = build_strategy(config, sampler, log, root_training=synthetic_root_training)
     (cold, cold_peak), (steady, peak) = timed_rounds(strategy, lambda: replies, global_arrays)
     accepted = tuple(row.partition_id for row in log.for_round(2) if row.decision in ("accepted", "clipped"))
     return Timing(cold, steady, cold_peak, peak, accepted)
@@ -351,6 +387,8 @@ def time_flower(
     rule: Rule, replies: list[Message], global_arrays: dict[str, np.ndarray], f: int, bound: float
 ) -> Timing:
     """Flower's strategy for ``rule`` over two rounds, each on its own shallow copy of ``replies``."""
+    if rule.flower is None:
+        raise ValueError(f"Flower has no strategy for {rule.name}")
     strategy = rule.flower(len(replies), f, bound)
     (cold, cold_peak), (steady, peak) = timed_rounds(
         strategy, lambda: [shallow_copy(message) for message in replies], global_arrays
@@ -453,28 +491,28 @@ def benchmark(clients: Sequence[int], rules: Sequence[str], device: str, seed: i
         for name in rules:
             rule = RULES[name]
             ours = time_fl_poison(rule, replies, global_arrays, f, bound, device)
-            theirs = time_flower(rule, replies, global_arrays, f, bound)
+            theirs = None if rule.flower is None else time_flower(rule, replies, global_arrays, f, bound)
             row = {
                 "clients": n,
                 "attackers": f,
                 "rule": name,
                 "fl_poison_seconds": round(ours.seconds, 3),
-                "flower_seconds": round(theirs.seconds, 3),
-                "ratio": round(ours.seconds / theirs.seconds, 3),
+                "flower_seconds": None if theirs is None else round(theirs.seconds, 3),
+                "ratio": None if theirs is None else round(ours.seconds / theirs.seconds, 3),
                 "fl_poison_first_round_seconds": round(ours.cold_seconds, 3),
-                "flower_first_round_seconds": round(theirs.cold_seconds, 3),
-                "first_round_ratio": round(ours.cold_seconds / theirs.cold_seconds, 3),
+                "flower_first_round_seconds": None if theirs is None else round(theirs.cold_seconds, 3),
+                "first_round_ratio": None if theirs is None else round(ours.cold_seconds / theirs.cold_seconds, 3),
                 "fl_poison_peak_mib": round(max(ours.cold_peak_mib, ours.peak_mib)),
-                "flower_peak_mib": round(max(theirs.cold_peak_mib, theirs.peak_mib)),
+                "flower_peak_mib": None if theirs is None else round(max(theirs.cold_peak_mib, theirs.peak_mib)),
                 "fl_poison_accepted_attackers": sum(1 for pid in ours.accepted if pid >= n - f),
-                "target_met": ours.seconds <= TARGET_RATIO * theirs.seconds,
+                "target_met": None if theirs is None else ours.seconds <= TARGET_RATIO * theirs.seconds,
                 "load_average_1min": round(os.getloadavg()[0], 2),
             }
             rows.append(row)
             print(
-                f"[benchmark] n={n} {name:<13} fl_poison {ours.seconds:7.2f}s (first {ours.cold_seconds:6.2f}s)"
-                f"  flower {theirs.seconds:7.2f}s (first {theirs.cold_seconds:6.2f}s)  ratio {row['ratio']:5.2f}"
-                f"  peak MiB {row['fl_poison_peak_mib']} / {row['flower_peak_mib']}",
+                f"[benchmark] n={n} {name:<17} fl_poison {ours.seconds:7.2f}s (first {ours.cold_seconds:6.2f}s)"
+                f"  flower {shown(row['flower_seconds'], '7.2f')}s (first {shown(row['flower_first_round_seconds'], '6.2f')}s)"
+                f"  ratio {shown(row['ratio'], '5.2f')}  peak MiB {row['fl_poison_peak_mib']} / {shown(row['flower_peak_mib'], 'd')}",
                 flush=True,
             )
             del ours, theirs
@@ -515,6 +553,11 @@ def benchmark(clients: Sequence[int], rules: Sequence[str], device: str, seed: i
     }
 
 
+def shown(value: object, spec: str) -> str:
+    """``value`` formatted with ``spec``, or a dash for a rule Flower has no strategy for (None)."""
+    return "–" if value is None else format(value, spec)
+
+
 def markdown(report: dict[str, object]) -> str:
     """The report as a short markdown table."""
     lines = [
@@ -534,10 +577,11 @@ def markdown(report: dict[str, object]) -> str:
     ]
     for row in report["results"]:  # type: ignore[attr-defined]
         lines.append(
-            f"| {row['clients']} | {row['rule']} | {row['fl_poison_seconds']:.2f} | {row['flower_seconds']:.2f} | "
-            f"{row['ratio']:.2f} | {row['fl_poison_first_round_seconds']:.2f} | {row['flower_first_round_seconds']:.2f} | "
-            f"{row['first_round_ratio']:.2f} | {row['fl_poison_peak_mib']} | {row['flower_peak_mib']} | "
-            f"{'yes' if row['target_met'] else 'no'} | {row['load_average_1min']:.1f} |"
+            f"| {row['clients']} | {row['rule']} | {row['fl_poison_seconds']:.2f} | {shown(row['flower_seconds'], '.2f')} | "
+            f"{shown(row['ratio'], '.2f')} | {row['fl_poison_first_round_seconds']:.2f} | "
+            f"{shown(row['flower_first_round_seconds'], '.2f')} | {shown(row['first_round_ratio'], '.2f')} | "
+            f"{row['fl_poison_peak_mib']} | {shown(row['flower_peak_mib'], 'd')} | "
+            f"{'–' if row['target_met'] is None else 'yes' if row['target_met'] else 'no'} | {row['load_average_1min']:.1f} |"
         )
     lines += [
         "",
