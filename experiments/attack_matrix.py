@@ -1,0 +1,221 @@
+"""The attack × rule tables of a sweep folder: ``matrix.csv`` and ``matrix.md``.
+
+Usage::
+
+    fl-poison sweep experiments/sweeps/byzantine-digits.toml --out DIR
+    python -m experiments.attack_matrix DIR [DIR ...] [--out DIR] [--title TEXT]
+
+Every finished cell is labelled by its attack (``none``; the data attack; the update attack; or
+``data+update``) and its rule (``strategy``); cells that differ only in their seed are replicates.
+For each (attack, rule): the final accuracy and the mean accuracy over the last five rounds, the
+final attack metric where the attack has one (``asr`` for backdoors, ``ts_ata`` for targeted
+label flipping and stealthy poisoning), the run's detection precision / recall / FPR (for rules
+that decide per client) and the seconds per round, each as the mean over seeds with its sample
+standard deviation and 95 % t interval (:mod:`experiments.statistics`; one seed: no interval).
+The change of accuracy against the same rule without an attack is paired by seed.
+
+``matrix.csv`` is long (one row per attack and rule, loadable with pandas); ``matrix.md`` shows
+the final and last-5 accuracy as attack × rule matrices, then the other metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+
+from experiments.cells import markdown_table
+from experiments.seed_studies import cell_rows, last_rounds_mean, number, round_rows, seed_of
+from experiments.statistics import Summary, format_summary, paired_difference, summarize
+from fl_poison.core.results import atomic_write_bytes, write_csv
+
+NO_ATTACK = "none"
+UNSET = ("", "none", "auto")
+# Per-cell metrics read from sweep.csv (final round, or the whole run for detection).
+FINAL_METRICS = ("accuracy", "asr", "ts_ata", "detection_precision", "detection_recall", "detection_fpr")
+SUMMARIES = (
+    "accuracy",
+    "last5_accuracy",
+    "asr",
+    "ts_ata",
+    "detection_precision",
+    "detection_recall",
+    "detection_fpr",
+    "seconds_per_round",
+)
+
+
+def attack_label(row: dict[str, str]) -> str:
+    """How a cell's attack is named in the tables: ``none``, ``blend``, ``alie`` or ``blend+scaling``.
+
+    ``none`` is a run without attackers; attackers that do not attack (no ``attack``, no
+    ``update-attack``) are ``honest``.
+
+    Parameters
+    ----------
+    row : dict[str, str]
+        A cell of ``sweep.csv`` (its ``attack`` and ``update-attack``; missing ones are unset).
+    """
+    if number(row.get("num-malicious")) == 0:
+        return NO_ATTACK
+    data = row.get("attack") or ""
+    update = row.get("update-attack") or ""
+    parts = [part for part in (data, update) if part not in UNSET]
+    return "+".join(parts) or "honest"
+
+
+def cell_metrics(row: dict[str, str]) -> dict[str, float]:
+    """The metrics of one finished cell (NaN where it has none).
+
+    Parameters
+    ----------
+    row : dict[str, str]
+        A cell of ``sweep.csv`` whose ``folder`` holds its ``rounds.csv``.
+    """
+    history = round_rows(row)
+    metrics = {name: number(row.get(name)) for name in FINAL_METRICS}
+    metrics["last5_accuracy"] = last_rounds_mean(history, "accuracy")
+    metrics["seconds_per_round"] = number(row.get("wall_seconds")) / len(history) if history else math.nan
+    return metrics
+
+
+def matrix_rows(cells: Sequence[dict[str, str]]) -> list[dict[str, object]]:
+    """One row per (attack, rule): each metric summarised over seeds, and the paired change against no attack.
+
+    Parameters
+    ----------
+    cells : Sequence[dict[str, str]]
+        The finished cells (see :func:`experiments.seed_studies.cell_rows`).
+    """
+    groups: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for row in cells:
+        key = (attack_label(row), row.get("strategy") or "fedavg")
+        groups.setdefault(key, {})[seed_of(row)] = cell_metrics(row)
+    rows: list[dict[str, object]] = []
+    for (attack, strategy), by_seed in sorted(groups.items(), key=lambda item: item[0][0] != NO_ATTACK):
+        entry: dict[str, object] = {"attack": attack, "strategy": strategy, "seeds": len(by_seed)}
+        for name in SUMMARIES:
+            entry[name] = summarize(metrics[name] for metrics in by_seed.values())
+        clean = groups.get((NO_ATTACK, strategy), {})
+        for name in ("accuracy", "last5_accuracy"):
+            attacked: dict[Hashable, float] = {seed: metrics[name] for seed, metrics in by_seed.items()}
+            reference: dict[Hashable, float] = {seed: metrics[name] for seed, metrics in clean.items()}
+            entry[f"{name}_change"] = paired_difference(reference, attacked).difference
+        rows.append(entry)
+    return rows
+
+
+def flat(rows: Sequence[dict[str, object]]) -> tuple[list[dict[str, object]], list[str]]:
+    """The rows with every summary spread into ``NAME``, ``NAME_std``, ``NAME_ci_low``, ``NAME_ci_high``."""
+    out: list[dict[str, object]] = []
+    columns: list[str] = []
+    for row in rows:
+        record: dict[str, object] = {}
+        for key, value in row.items():
+            if isinstance(value, Summary):
+                record.update(
+                    {
+                        key: value.mean,
+                        f"{key}_std": value.std,
+                        f"{key}_ci_low": value.ci_low,
+                        f"{key}_ci_high": value.ci_high,
+                    }
+                )
+            else:
+                record[key] = value
+        out.append(record)
+        columns.extend(key for key in record if key not in columns)
+    return out, columns
+
+
+def compact(value: object) -> str:
+    """A summary in a matrix cell: the mean, with ± the sample standard deviation over two seeds or more."""
+    if not isinstance(value, Summary) or value.count == 0:
+        return "–"
+    return f"{value.mean:.3f}" if value.count < 2 else f"{value.mean:.3f} ± {value.std:.3f}"
+
+
+def matrix_table(rows: Sequence[dict[str, object]], metric: str) -> str:
+    """An attack × rule Markdown matrix of one summarised metric (see :func:`compact`), rules in sweep order."""
+    strategies = list(dict.fromkeys(str(row["strategy"]) for row in rows))
+    attacks = list(dict.fromkeys(str(row["attack"]) for row in rows))
+    cells = {(str(row["attack"]), str(row["strategy"])): row[metric] for row in rows}
+    table = []
+    for attack in attacks:
+        line: dict[str, object] = {"attack": attack}
+        for strategy in strategies:
+            value = cells.get((attack, strategy))
+            line[strategy] = compact(value)
+        table.append(line)
+    return markdown_table(table, ["attack", *strategies])
+
+
+def markdown(rows: Sequence[dict[str, object]], title: str) -> str:
+    """The matrices and the long table of the other metrics."""
+    details = []
+    for row in rows:
+        line: dict[str, object] = {"attack": row["attack"], "strategy": row["strategy"], "seeds": row["seeds"]}
+        for name in (
+            "accuracy_change",
+            "asr",
+            "ts_ata",
+            "detection_precision",
+            "detection_recall",
+            "detection_fpr",
+            "seconds_per_round",
+        ):
+            value = row[name]
+            line[name] = format_summary(value) if isinstance(value, Summary) and value.count else "–"
+        details.append(line)
+    parts = [
+        f"# {title}",
+        "",
+        "Matrices: mean over seeds ± sample standard deviation (one seed: the value). The long table: "
+        "mean ± sd [95 % t interval]; `matrix.csv` has every interval.",
+        "",
+        "## Final accuracy",
+        "",
+        matrix_table(rows, "accuracy"),
+        "",
+        "## Mean accuracy over the last 5 rounds",
+        "",
+        matrix_table(rows, "last5_accuracy"),
+        "",
+        "## Change against no attack (final accuracy, paired by seed), attack metrics, detection and time",
+        "",
+        markdown_table(details, list(details[0])) if details else "",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m experiments.attack_matrix DIR [DIR ...] [--out DIR] [--title TEXT]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR", help="sweep folder(s)")
+    parser.add_argument("--out", type=Path, default=None, help="where matrix.csv/.md go (default: the first folder)")
+    parser.add_argument("--title", default="Attacks against aggregation rules", help="the title of matrix.md")
+    arguments = parser.parse_args(argv)
+    for folder in arguments.sweep_dirs:
+        if not (folder / "sweep.csv").is_file():
+            print(
+                f"attack_matrix: error: {folder}: no sweep.csv; allowed: a folder written by fl-poison sweep",
+                file=sys.stderr,
+            )
+            return 2
+    rows = matrix_rows(cell_rows(arguments.sweep_dirs))
+    if not rows:
+        print(f"attack_matrix: error: {arguments.sweep_dirs[0]}: no finished cells yet", file=sys.stderr)
+        return 2
+    out = arguments.out or arguments.sweep_dirs[0]
+    records, columns = flat(rows)
+    write_csv(out / "matrix.csv", records, columns)
+    atomic_write_bytes(out / "matrix.md", markdown(rows, arguments.title).encode())
+    print(out / "matrix.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The attack x rule tables of a sweep folder (experiments/attack_matrix.py) on a hand-made folder."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from experiments.attack_matrix import attack_label, main
+from fl_poison.core.results import write_csv
+
+# final accuracy per (strategy, attack, seed); each cell has 6 rounds climbing 0.05 a round to it
+FINAL = {
+    ("fedavg", "none", 1): 0.90,
+    ("fedavg", "none", 2): 0.92,
+    ("krum", "none", 1): 0.88,
+    ("krum", "none", 2): 0.86,
+    ("fedavg", "alie", 1): 0.50,
+    ("fedavg", "alie", 2): 0.60,
+    ("krum", "alie", 1): 0.30,
+    ("krum", "alie", 2): 0.40,
+}
+WALL_SECONDS = 12.0
+
+
+def build_folder(root: Path) -> Path:
+    rows = []
+    for number, ((strategy, attack, seed), final) in enumerate(FINAL.items()):
+        cell_id = f"{number:08x}"
+        folder = root / cell_id
+        folder.mkdir(parents=True)
+        rounds = [{"round": r, "accuracy": round(final - 0.05 * (6 - r), 6)} for r in range(0, 7)]
+        write_csv(folder / "rounds.csv", rounds, ["round", "accuracy"])
+        rows.append(
+            {
+                "cell_id": cell_id,
+                "grid": "clean" if attack == "none" else "attacks",
+                "num-malicious": 0 if attack == "none" else 2,
+                "strategy": strategy,
+                "update-attack": "auto" if attack == "none" else attack,
+                "attack": "none",
+                "seed": seed,
+                "status": "ok",
+                "accuracy": final,
+                "asr": "",
+                "ts_ata": "",
+                "detection_precision": 0.5 if strategy == "krum" else "",
+                "detection_recall": "",
+                "detection_fpr": "",
+                "wall_seconds": WALL_SECONDS,
+                "folder": str(folder),
+            }
+        )
+    write_csv(root / "sweep.csv", rows, list(rows[0]))
+    return root
+
+
+def read(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(path, newline="") as stream:
+        return {(row["attack"], row["strategy"]): row for row in csv.DictReader(stream)}
+
+
+def test_matrix_means_changes_and_intervals_by_hand(tmp_path, capsys):
+    folder = build_folder(tmp_path / "sweep")
+    assert main([str(folder), "--title", "Hand-made"]) == 0
+    rows = read(folder / "matrix.csv")
+    krum = rows[("alie", "krum")]
+    assert int(krum["seeds"]) == 2
+    assert float(krum["accuracy"]) == pytest.approx(0.35)
+    assert float(krum["accuracy_std"]) == pytest.approx(math.sqrt(0.005))  # values 0.30, 0.40
+    # last 5 rounds: final - 0.05 * (4, 3, 2, 1, 0) -> final - 0.1
+    assert float(krum["last5_accuracy"]) == pytest.approx(0.25)
+    # change paired by seed: (0.30 - 0.88, 0.40 - 0.86) = (-0.58, -0.46); t(1) = 12.706
+    assert float(krum["accuracy_change"]) == pytest.approx(-0.52)
+    half = 12.7062047 * math.sqrt(((0.06) ** 2 * 2) / 1) / math.sqrt(2)
+    assert float(krum["accuracy_change_ci_low"]) == pytest.approx(-0.52 - half, abs=1e-6)
+    assert float(krum["seconds_per_round"]) == pytest.approx(WALL_SECONDS / 6)
+    assert float(krum["detection_precision"]) == pytest.approx(0.5)
+    assert rows[("alie", "fedavg")]["detection_precision"] in ("", "nan")
+    assert float(rows[("none", "fedavg")]["accuracy_change"]) == 0.0
+    text = (folder / "matrix.md").read_text()
+    assert text.startswith("# Hand-made")
+    assert "| alie | 0.550 ± 0.071 | 0.350 ± 0.071 |" in text  # rules in sweep order: fedavg, krum
+
+
+def test_labels_and_a_folder_without_a_sweep(tmp_path, capsys):
+    assert attack_label({"num-malicious": "0", "attack": "blend"}) == "none"
+    assert attack_label({"num-malicious": "2", "attack": "blend", "update-attack": "scaling"}) == "blend+scaling"
+    assert attack_label({"num-malicious": "2", "attack": "none", "update-attack": "alie"}) == "alie"
+    assert attack_label({"num-malicious": "2", "attack": "none", "update-attack": "auto"}) == "honest"
+    assert main([str(tmp_path)]) == 2
+    assert "no sweep.csv" in capsys.readouterr().err
