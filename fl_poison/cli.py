@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fl_poison.apps.algorithms import catalogue
@@ -106,6 +106,97 @@ def sweep_folder_command(command: str, folder: Path, last_rounds: int = 5) -> in
     return 0
 
 
+def audit_command(arguments: argparse.Namespace) -> int:
+    """``fl-poison audit``: audit a run's final model into ``RUN_DIR/audit`` and print a short table.
+
+    Parameters
+    ----------
+    arguments : argparse.Namespace
+        The parsed ``audit`` options (``run_dir``, ``eps``, ``samples``, ``attacks``, ``defenses``,
+        ``seed``, ``hsj_samples``, ``no_detector``, ``threads``).
+    """
+    from fl_poison.audit.evasion import ATTACK_NAMES
+    from fl_poison.audit.input_defenses import DEFENSE_NAMES
+    from fl_poison.audit.loading import load_subject
+    from fl_poison.audit.pipeline import AuditSettings, parse_eps, parse_names, run_audit
+    from fl_poison.audit.report import summary_table, write_audit
+
+    for option, value in (
+        ("--samples", arguments.samples),
+        ("--hsj-samples", arguments.hsj_samples),
+        ("--threads", arguments.threads),
+    ):
+        if value < 1:
+            raise ConfigError.bad_value(option, value, "a positive integer")
+    settings = AuditSettings(
+        eps=parse_eps(arguments.eps),
+        samples=arguments.samples,
+        attacks=parse_names("--attacks", arguments.attacks, ATTACK_NAMES),
+        defenses=parse_names("--defenses", arguments.defenses, DEFENSE_NAMES),
+        seed=arguments.seed,
+        hsj_samples=arguments.hsj_samples,
+        detector=not arguments.no_detector,
+        threads=arguments.threads,
+    )
+    subject = load_subject(arguments.run_dir)
+    from tqdm import tqdm
+
+    def progress(jobs: Iterable[tuple[str, float | None]]) -> Iterable[tuple[str, float | None]]:
+        return tqdm(list(jobs), desc="audit", unit="attack", file=sys.stderr)
+
+    result = run_audit(subject, settings, progress)
+    folder = write_audit(arguments.run_dir, result)
+    print(summary_table(result))
+    print(
+        f"audit of {subject.model_name} on {len(subject.test_set)} test rows ({result.settings['samples']} attacked) "
+        f"in {result.settings['wall_seconds']} s -> {folder}"
+    )
+    return 0
+
+
+def add_audit_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``audit`` subcommand's options.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The parser's subcommands.
+    """
+    from fl_poison.audit.pipeline import DEFAULT_HSJ_SAMPLES, DEFAULT_SAMPLES
+
+    audit = commands.add_parser(
+        "audit", help="audit a run's final model: evasion attacks, input defenses, a detector (RUN_DIR/audit)"
+    )
+    audit.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with model.pt (save-model=true)")
+    audit.add_argument(
+        "--eps",
+        default="0,8/255,0.1,0.2,0.3",
+        help="L-infinity budgets in [0, 1], comma-separated (default %(default)s)",
+    )
+    audit.add_argument(
+        "--samples", type=int, default=DEFAULT_SAMPLES, help="test images attacked (default %(default)s)"
+    )
+    audit.add_argument(
+        "--attacks", default="fgsm,bim,bim-targeted,pgd,deepfool,hopskipjump", help="attacks (default %(default)s)"
+    )
+    audit.add_argument(
+        "--defenses",
+        default="blur,spatial-smoothing,feature-squeezing,jpeg",
+        help="input defenses (default %(default)s)",
+    )
+    audit.add_argument("--seed", type=int, default=None, help="seed of the audit (default: the run's seed)")
+    audit.add_argument(
+        "--hsj-samples", type=int, default=DEFAULT_HSJ_SAMPLES, help="images HopSkipJump attacks (default %(default)s)"
+    )
+    audit.add_argument("--no-detector", action="store_true", help="skip the binary input detector")
+    audit.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fastest for small models on a busy machine)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fl-poison``."""
     parser = argparse.ArgumentParser(prog="fl-poison", description="Federated-learning poisoning lab on Flower.")
@@ -153,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--write-docs", action="store_true", help="regenerate both tables in README.md and pyproject.toml"
     )
     add_deploy_parser(commands)
+    add_audit_parser(commands)
     return parser
 
 
@@ -195,6 +287,8 @@ def dispatch(arguments: argparse.Namespace) -> int:
         return settings_command(arguments.markdown, arguments.toml, arguments.write_docs)
     if arguments.command == "deploy":
         return deploy_command(arguments)
+    if arguments.command == "audit":
+        return audit_command(arguments)
     if arguments.command in ("plot", "report"):
         return sweep_folder_command(arguments.command, arguments.folder, arguments.last_rounds)
     if arguments.command == "sweep":

@@ -11,7 +11,8 @@ rank  layer                       modules
 0     core                        ``fl_poison.core.*``
 1     clients, strategies         ``clients.*``, ``strategies.*`` (neither imports the other)
 2     apps                        ``fl_poison.apps.*`` (the Flower ServerApp/ClientApp, node config)
-3     launch                      ``fl_poison.launch`` (one experiment through ``flwr run``)
+3     launch, audit               ``fl_poison.launch`` (one experiment through ``flwr run``),
+                                  ``fl_poison.audit.*`` (a trained model's audit; neither imports the other)
 4     deploy, experiments         ``fl_poison.deploy.*``, ``experiments.*`` (neither imports the other)
 5     cli                         ``fl_poison.cli`` (the ``fl-poison`` command: dispatch only)
 ====  ==========================  =============================================================
@@ -38,6 +39,7 @@ LAYER_OF_PREFIX = {
     "strategies": "strategies",
     "fl_poison.apps": "apps",
     "fl_poison.launch": "launch",
+    "fl_poison.audit": "audit",
     "fl_poison.deploy": "deploy",
     "experiments": "experiments",
     "fl_poison.cli": "cli",
@@ -51,6 +53,7 @@ LAYER_RANK = {
     "strategies": 1,
     "apps": 2,
     "launch": 3,
+    "audit": 3,
     "deploy": 4,
     "experiments": 4,
     "cli": 5,
