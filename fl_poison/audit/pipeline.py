@@ -438,6 +438,8 @@ def example_images(
         "adversarial": chosen.adversarial[:count],
         "adversarial_predictions": predictions[:count],
     }
+    if chosen.targets is not None:
+        images["targets"] = chosen.targets[:count]
     if defenses:
         defended = defenses[0](chosen.adversarial[:count])
         images.update(

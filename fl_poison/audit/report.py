@@ -191,6 +191,7 @@ def plot_examples(examples: Mapping[str, object], path: Path) -> None:
         panels.append(
             (f"after {examples['defense']}", np.asarray(examples["defended"]), examples["defended_predictions"])
         )
+    targets = examples.get("targets")
     count = len(original)
     figure, axes = plt.subplots(count, len(panels), figsize=(1.9 * len(panels), 1.9 * count), squeeze=False)
     for row in range(count):
@@ -200,14 +201,13 @@ def plot_examples(examples: Mapping[str, object], path: Path) -> None:
             axis.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
             axis.set_xticks([])
             axis.set_yticks([])
-            caption = title if row == 0 else ""
-            if predictions is not None:
-                caption += ("\n" if caption else "") + f"pred {int(np.asarray(predictions)[row])}"
-            elif row == 0:
-                caption += f"\nclass {int(labels[row])}"
-            else:
-                caption = f"class {int(labels[row])}"
-            axis.set_title(caption, fontsize=7)
+            caption = [title] if row == 0 else []
+            if column == 0:
+                caption.append(f"class {int(labels[row])}, pred {int(np.asarray(predictions)[row])}")
+            elif predictions is not None:
+                target = f" (target {int(np.asarray(targets)[row])})" if targets is not None and column == 2 else ""
+                caption.append(f"pred {int(np.asarray(predictions)[row])}{target}")
+            axis.set_title("\n".join(caption), fontsize=7)
     figure.tight_layout()
     save_figure(figure, path)
 
