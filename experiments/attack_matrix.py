@@ -3,7 +3,7 @@
 Usage::
 
     fl-poison sweep experiments/sweeps/byzantine-digits.toml --out DIR
-    python -m experiments.attack_matrix DIR [DIR ...] [--out DIR] [--title TEXT]
+    python -m experiments.attack_matrix DIR [DIR ...] [--out DIR] [--title TEXT] [--findings byzantine]
 
 Every finished cell is labelled by its attack (``none``; the data attack; the update attack; or
 ``data+update``) and its rule (``strategy``); cells that differ only in their seed are replicates.
@@ -15,7 +15,9 @@ standard deviation and 95 % t interval (:mod:`experiments.statistics`; one seed:
 The change of accuracy against the same rule without an attack is paired by seed.
 
 ``matrix.csv`` is long (one row per attack and rule, loadable with pandas); ``matrix.md`` shows
-the final and last-5 accuracy as attack × rule matrices, then the other metrics.
+the final and last-5 accuracy as attack × rule matrices, then the other metrics, and with
+``--findings byzantine`` the published directions of the Byzantine attacks (issue 14), each judged
+by the 95 % t interval over seeds of the difference it is about (:func:`byzantine_findings`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 from experiments.cells import markdown_table
-from experiments.seed_studies import cell_rows, last_rounds_mean, number, round_rows, seed_of
+from experiments.seed_studies import (
+    Claim,
+    SeedValues,
+    cell_rows,
+    combine,
+    last_rounds_mean,
+    number,
+    paired,
+    round_rows,
+    seed_of,
+)
 from experiments.statistics import Summary, format_summary, paired_difference, summarize
 from fl_poison.core.results import atomic_write_bytes, write_csv
 
@@ -81,6 +93,24 @@ def cell_metrics(row: dict[str, str]) -> dict[str, float]:
     return metrics
 
 
+Groups = dict[tuple[str, str], dict[Hashable, dict[str, float]]]
+
+
+def grouped(cells: Sequence[dict[str, str]]) -> Groups:
+    """The cells' metrics by (attack label, rule), then by seed.
+
+    Parameters
+    ----------
+    cells : Sequence[dict[str, str]]
+        The finished cells (see :func:`experiments.seed_studies.cell_rows`).
+    """
+    groups: Groups = {}
+    for row in cells:
+        key = (attack_label(row), row.get("strategy") or "fedavg")
+        groups.setdefault(key, {})[seed_of(row)] = cell_metrics(row)
+    return groups
+
+
 def matrix_rows(cells: Sequence[dict[str, str]]) -> list[dict[str, object]]:
     """One row per (attack, rule): each metric summarised over seeds, and the paired change against no attack.
 
@@ -89,10 +119,7 @@ def matrix_rows(cells: Sequence[dict[str, str]]) -> list[dict[str, object]]:
     cells : Sequence[dict[str, str]]
         The finished cells (see :func:`experiments.seed_studies.cell_rows`).
     """
-    groups: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
-    for row in cells:
-        key = (attack_label(row), row.get("strategy") or "fedavg")
-        groups.setdefault(key, {})[seed_of(row)] = cell_metrics(row)
+    groups = grouped(cells)
     rows: list[dict[str, object]] = []
     for (attack, strategy), by_seed in sorted(groups.items(), key=lambda item: item[0][0] != NO_ATTACK):
         entry: dict[str, object] = {"attack": attack, "strategy": strategy, "seeds": len(by_seed)}
@@ -100,11 +127,75 @@ def matrix_rows(cells: Sequence[dict[str, str]]) -> list[dict[str, object]]:
             entry[name] = summarize(metrics[name] for metrics in by_seed.values())
         clean = groups.get((NO_ATTACK, strategy), {})
         for name in ("accuracy", "last5_accuracy"):
-            attacked: dict[Hashable, float] = {seed: metrics[name] for seed, metrics in by_seed.items()}
-            reference: dict[Hashable, float] = {seed: metrics[name] for seed, metrics in clean.items()}
+            attacked = {seed: metrics[name] for seed, metrics in by_seed.items()}
+            reference = {seed: metrics[name] for seed, metrics in clean.items()}
             entry[f"{name}_change"] = paired_difference(reference, attacked).difference
         rows.append(entry)
     return rows
+
+
+def accuracy_of(groups: Groups, attack: str, strategy: str) -> SeedValues:
+    """Seed -> final accuracy of one (attack, rule) group (empty when it was not run)."""
+    return {seed: metrics["accuracy"] for seed, metrics in groups.get((attack, strategy), {}).items()}
+
+
+def byzantine_findings(groups: Groups) -> list[str]:
+    """The published directions of issue 14 that a Byzantine sweep measures, each judged by its interval over seeds.
+
+    Each claim is a difference of final accuracies paired by seed (see
+    :func:`experiments.seed_studies.judge`: agrees / differs / inconclusive / not measured); a
+    claim of a size ("at least 10 points") is judged on the difference plus that size.
+
+    Parameters
+    ----------
+    groups : Groups
+        The sweep's metrics (see :func:`grouped`).
+    """
+
+    def lower_than(first: tuple[str, str], second: tuple[str, str], margin: float = 0.0) -> Claim:
+        """The claim ``accuracy(first) < accuracy(second) - margin`` (as ``first - second + margin < 0``)."""
+        difference = paired(accuracy_of(groups, *second), accuracy_of(groups, *first))
+        return Claim({seed: value + margin for seed, value in difference.items()}, -1)
+
+    def finding(text: str, claims: Sequence[tuple[str, Claim]]) -> str:
+        parts = "; ".join(f"{name}: {claim.text()} → {claim.verdict}" for name, claim in claims)
+        return f"{text} — **{combine([claim.verdict for _, claim in claims])}** ({parts})"
+
+    robust = ("median", "trimmed-mean", "krum")
+    lines = []
+    for attack in ("gaussian", "sign-flip"):
+        lines.append(
+            finding(
+                f"{attack} ruins FedAvg while median, trimmed mean and Krum hold (FedAvg − rule < 0)",
+                [(rule, lower_than((attack, "fedavg"), (attack, rule))) for rule in robust],
+            )
+        )
+    lines.append(
+        finding(
+            "ALIE costs each of Krum, trimmed mean and Bulyan at least 10 points (attacked − clean + 0.10 < 0; an MNIST claim)",
+            [
+                (rule, lower_than(("alie", rule), (NO_ATTACK, rule), 0.10))
+                for rule in ("krum", "trimmed-mean", "bulyan")
+            ],
+        )
+    )
+    for attack in ("minmax", "minsum"):
+        lines.append(
+            finding(
+                f"{attack} does at least as much damage as ALIE to Multi-Krum and trimmed mean ({attack} − ALIE < 0)",
+                [(rule, lower_than((attack, rule), ("alie", rule))) for rule in ("multikrum", "trimmed-mean")],
+            )
+        )
+    lines.append(
+        finding(
+            "Fang-Krum costs Krum at least 20 points (attacked − clean + 0.20 < 0)",
+            [("krum", lower_than(("fang-krum", "krum"), (NO_ATTACK, "krum"), 0.20))],
+        )
+    )
+    return lines
+
+
+FINDINGS = {"byzantine": byzantine_findings}
 
 
 def flat(rows: Sequence[dict[str, object]]) -> tuple[list[dict[str, object]], list[str]]:
@@ -152,8 +243,8 @@ def matrix_table(rows: Sequence[dict[str, object]], metric: str) -> str:
     return markdown_table(table, ["attack", *strategies])
 
 
-def markdown(rows: Sequence[dict[str, object]], title: str) -> str:
-    """The matrices and the long table of the other metrics."""
+def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[str] = ()) -> str:
+    """The matrices, the long table of the other metrics and the judged findings (if any)."""
     details = []
     for row in rows:
         line: dict[str, object] = {"attack": row["attack"], "strategy": row["strategy"], "seeds": row["seeds"]}
@@ -188,6 +279,13 @@ def markdown(rows: Sequence[dict[str, object]], title: str) -> str:
         markdown_table(details, list(details[0])) if details else "",
         "",
     ]
+    if findings:
+        parts += [
+            "## Published directions, judged by the 95 % t interval over seeds",
+            "",
+            *[f"- {line}" for line in findings],
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -197,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR", help="sweep folder(s)")
     parser.add_argument("--out", type=Path, default=None, help="where matrix.csv/.md go (default: the first folder)")
     parser.add_argument("--title", default="Attacks against aggregation rules", help="the title of matrix.md")
+    parser.add_argument(
+        "--findings", choices=sorted(FINDINGS), default=None, help="judge a study's published directions"
+    )
     arguments = parser.parse_args(argv)
     for folder in arguments.sweep_dirs:
         if not (folder / "sweep.csv").is_file():
@@ -205,14 +306,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    rows = matrix_rows(cell_rows(arguments.sweep_dirs))
+    cells = cell_rows(arguments.sweep_dirs)
+    rows = matrix_rows(cells)
     if not rows:
         print(f"attack_matrix: error: {arguments.sweep_dirs[0]}: no finished cells yet", file=sys.stderr)
         return 2
     out = arguments.out or arguments.sweep_dirs[0]
     records, columns = flat(rows)
     write_csv(out / "matrix.csv", records, columns)
-    atomic_write_bytes(out / "matrix.md", markdown(rows, arguments.title).encode())
+    findings = FINDINGS[arguments.findings](grouped(cells)) if arguments.findings else []
+    atomic_write_bytes(out / "matrix.md", markdown(rows, arguments.title, findings).encode())
     print(out / "matrix.md")
     return 0
 

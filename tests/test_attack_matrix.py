@@ -92,3 +92,27 @@ def test_labels_and_a_folder_without_a_sweep(tmp_path, capsys):
     assert attack_label({"num-malicious": "2", "attack": "none", "update-attack": "auto"}) == "honest"
     assert main([str(tmp_path)]) == 2
     assert "no sweep.csv" in capsys.readouterr().err
+
+
+def test_byzantine_findings_are_judged_by_paired_intervals():
+    from experiments.attack_matrix import byzantine_findings
+
+    def group(values):
+        return {seed: {"accuracy": value} for seed, value in zip((1, 2, 3), values, strict=True)}
+
+    groups = {
+        ("none", "krum"): group([0.90, 0.92, 0.91]),
+        # Fang-Krum: 0.30 lower on every seed (+0.20 margin -> -0.10 +- 0.01: agrees)
+        ("fang-krum", "krum"): group([0.60, 0.61, 0.62]),
+        # Gaussian: FedAvg far below median and trimmed mean (agrees); Krum below FedAvg (differs)
+        ("gaussian", "fedavg"): group([0.50, 0.40, 0.45]),
+        ("gaussian", "median"): group([0.95, 0.96, 0.94]),
+        ("gaussian", "trimmed-mean"): group([0.94, 0.95, 0.96]),
+        ("gaussian", "krum"): group([0.30, 0.20, 0.25]),
+    }
+    lines = {line.split(" ")[0]: line for line in byzantine_findings(groups)}
+    assert "**agrees**" in lines["Fang-Krum"]
+    # per seed (0.50 - 0.95, 0.40 - 0.96, 0.45 - 0.94) = (-0.45, -0.56, -0.49): mean -0.500
+    assert "median: -0.500" in lines["gaussian"] and "krum: +0.200" in lines["gaussian"]
+    assert "**differs**" in lines["gaussian"]  # one claim differs: the finding differs
+    assert "**not measured**" in lines["sign-flip"]  # no sign-flip cells
