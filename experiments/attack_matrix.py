@@ -3,7 +3,7 @@
 Usage::
 
     fl-poison sweep experiments/sweeps/byzantine-digits.toml --out DIR
-    python -m experiments.attack_matrix DIR [DIR ...] [--out DIR] [--title TEXT] [--findings byzantine]
+    python -m experiments.attack_matrix DIR [DIR ...] [--out DIR] [--title TEXT] [--findings byzantine|defenses]
 
 Every finished cell is labelled by its attack (``none``; the data attack; the update attack; or
 ``data+update``) and its rule (``strategy``); cells that differ only in their seed are replicates.
@@ -16,8 +16,9 @@ The change of accuracy against the same rule without an attack is paired by seed
 
 ``matrix.csv`` is long (one row per attack and rule, loadable with pandas); ``matrix.md`` shows
 the final and last-5 accuracy as attack × rule matrices, then the other metrics, and with
-``--findings byzantine`` the published directions of the Byzantine attacks (issue 14), each judged
-by the 95 % t interval over seeds of the difference it is about (:func:`byzantine_findings`).
+``--findings byzantine`` / ``defenses`` the published directions of the Byzantine attacks (issue
+14) or of the defenses (issue 15), each judged by the 95 % t interval over seeds of the difference
+it is about (:func:`byzantine_findings`, :func:`defense_findings`).
 """
 
 from __future__ import annotations
@@ -134,9 +135,20 @@ def matrix_rows(cells: Sequence[dict[str, str]]) -> list[dict[str, object]]:
     return rows
 
 
-def accuracy_of(groups: Groups, attack: str, strategy: str) -> SeedValues:
-    """Seed -> final accuracy of one (attack, rule) group (empty when it was not run)."""
-    return {seed: metrics["accuracy"] for seed, metrics in groups.get((attack, strategy), {}).items()}
+def accuracy_of(groups: Groups, attack: str, strategy: str, metric: str = "accuracy") -> SeedValues:
+    """Seed -> a final metric (default the accuracy) of one (attack, rule) group (empty when it was not run)."""
+    return {seed: metrics[metric] for seed, metrics in groups.get((attack, strategy), {}).items()}
+
+
+def shifted(values: SeedValues, offset: float, sign: int) -> Claim:
+    """The claim that ``value + offset`` has ``sign`` for the seeds' values."""
+    return Claim({seed: value + offset for seed, value in values.items()}, sign)
+
+
+def finding(text: str, claims: Sequence[tuple[str, Claim]]) -> str:
+    """A finding's line: its text, the combined verdict and each claim's interval and verdict."""
+    parts = "; ".join(f"{name}: {claim.text()} → {claim.verdict}" for name, claim in claims)
+    return f"{text} — **{combine([claim.verdict for _, claim in claims])}** ({parts})"
 
 
 def byzantine_findings(groups: Groups) -> list[str]:
@@ -156,10 +168,6 @@ def byzantine_findings(groups: Groups) -> list[str]:
         """The claim ``accuracy(first) < accuracy(second) - margin`` (as ``first - second + margin < 0``)."""
         difference = paired(accuracy_of(groups, *second), accuracy_of(groups, *first))
         return Claim({seed: value + margin for seed, value in difference.items()}, -1)
-
-    def finding(text: str, claims: Sequence[tuple[str, Claim]]) -> str:
-        parts = "; ".join(f"{name}: {claim.text()} → {claim.verdict}" for name, claim in claims)
-        return f"{text} — **{combine([claim.verdict for _, claim in claims])}** ({parts})"
 
     robust = ("median", "trimmed-mean", "krum")
     lines = []
@@ -195,7 +203,62 @@ def byzantine_findings(groups: Groups) -> list[str]:
     return lines
 
 
-FINDINGS = {"byzantine": byzantine_findings}
+def defense_findings(groups: Groups) -> list[str]:
+    """The published directions of issue 15 that a defense sweep measures, each judged by its interval over seeds.
+
+    "The clean run" is FedAvg without attackers, paired by seed; "within k points" is judged on
+    ``attacked − clean + k > 0``, "ASR at most 0.05" on ``ASR − 0.05 < 0``.
+
+    Parameters
+    ----------
+    groups : Groups
+        The sweep's metrics (see :func:`grouped`).
+    """
+    clean = accuracy_of(groups, NO_ATTACK, "fedavg")
+
+    def within(attack: str, strategy: str, points: float) -> Claim:
+        return shifted(paired(clean, accuracy_of(groups, attack, strategy)), points, 1)
+
+    lines = [
+        finding(
+            "FLAME keeps BadNets and model replacement at ASR ≤ 0.05 with accuracy within 3 points of the clean run",
+            [
+                (f"{attack} {name}", claim)
+                for attack in ("badnets", "blend+scaling")
+                for name, claim in (
+                    ("ASR − 0.05", shifted(accuracy_of(groups, attack, "flame", "asr"), -0.05, -1)),
+                    ("accuracy − clean + 0.03", within(attack, "flame", 0.03)),
+                )
+            ],
+        ),
+        finding(
+            "FLTrust holds accuracy within 5 points of the clean run under ALIE, MinMax and Fang",
+            [(attack, within(attack, "fltrust", 0.05)) for attack in ("alie", "minmax", "fang-krum", "fang-trmean")],
+        ),
+        finding(
+            "FoolsGold down-weights sybil label flippers sharing one target (ts_ATA under FoolsGold − under FedAvg < 0)",
+            [
+                (
+                    "label-flip",
+                    Claim(
+                        paired(
+                            accuracy_of(groups, "label-flip", "fedavg", "ts_ata"),
+                            accuracy_of(groups, "label-flip", "foolsgold", "ts_ata"),
+                        ),
+                        -1,
+                    ),
+                )
+            ],
+        ),
+        finding(
+            "DnC resists MinMax (accuracy within 3 points of the clean run)",
+            [("minmax", within("minmax", "dnc", 0.03))],
+        ),
+    ]
+    return lines
+
+
+FINDINGS = {"byzantine": byzantine_findings, "defenses": defense_findings}
 
 
 def flat(rows: Sequence[dict[str, object]]) -> tuple[list[dict[str, object]], list[str]]:

@@ -116,3 +116,30 @@ def test_byzantine_findings_are_judged_by_paired_intervals():
     assert "median: -0.500" in lines["gaussian"] and "krum: +0.200" in lines["gaussian"]
     assert "**differs**" in lines["gaussian"]  # one claim differs: the finding differs
     assert "**not measured**" in lines["sign-flip"]  # no sign-flip cells
+
+
+def test_defense_findings_use_the_clean_fedavg_run_and_the_stated_margins():
+    from experiments.attack_matrix import defense_findings
+
+    def group(accuracy, **other):
+        return {
+            seed: {"accuracy": value, **{name: values[i] for name, values in other.items()}}
+            for i, (seed, value) in enumerate(zip((1, 2, 3), accuracy, strict=True))
+        }
+
+    groups = {
+        ("none", "fedavg"): group([0.95, 0.96, 0.97]),
+        # FLAME: ASR 0.01-0.03 (-0.05 -> about -0.03: agrees); accuracy 1 point below clean (+0.03 -> +0.02: agrees)
+        ("badnets", "flame"): group([0.94, 0.95, 0.96], asr=[0.01, 0.02, 0.03]),
+        ("blend+scaling", "flame"): group([0.94, 0.95, 0.96], asr=[0.02, 0.03, 0.01]),
+        # FLTrust under ALIE: 20 points below clean on every seed (+0.05 -> -0.15: differs)
+        ("alie", "fltrust"): group([0.75, 0.76, 0.77]),
+        ("label-flip", "fedavg"): group([0.9, 0.9, 0.9], ts_ata=[0.5, 0.6, 0.7]),
+        ("label-flip", "foolsgold"): group([0.9, 0.9, 0.9], ts_ata=[0.0, 0.1, 0.0]),
+    }
+    flame, fltrust, foolsgold, dnc = defense_findings(groups)
+    assert "**agrees**" in flame and "badnets ASR − 0.05: -0.030" in flame
+    assert "**differs**" in fltrust and "alie: -0.150" in fltrust  # one claim differs: the finding differs
+    assert "minmax: – (no shared seed) → not measured" in fltrust  # its cells were not run
+    assert "**agrees**" in foolsgold and "label-flip: -0.567" in foolsgold
+    assert "**not measured**" in dnc
