@@ -9,7 +9,9 @@ them but random label flipping ``poison-rate``).
 
 from __future__ import annotations
 
+from clients.label_flipping import SourceTargetedEvaluation
 from fl_poison.core.config import ExperimentConfig
+from fl_poison.core.data import LabeledTensors
 from fl_poison.core.settings import ConfigError, Setting, class_or_all, integer, number_in
 
 SOURCE_CLASS = Setting(
@@ -55,3 +57,34 @@ def check_source_class(config: ExperimentConfig, num_classes: int) -> None:
     source = config[SOURCE_CLASS]
     if source >= num_classes:
         raise ConfigError.bad_value(SOURCE_CLASS.key, source, f"0 .. {num_classes - 1} or all")
+
+
+def check_source_and_target_classes(config: ExperimentConfig, num_classes: int) -> None:
+    """``target-class`` and ``source-class`` must be classes of the data (``all`` passes for the source).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    num_classes : int
+        Number of classes of the run's dataset.
+    """
+    check_target_class(config, num_classes)
+    check_source_class(config, num_classes)
+
+
+def source_target_evaluation(
+    config: ExperimentConfig, test_set: LabeledTensors, num_classes: int
+) -> SourceTargetedEvaluation:
+    """The server's metrics of a source→target attack: ``mta`` outside the source class, ``ts_ata`` and ``max_ata``.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings (``source-class``, ``target-class``).
+    test_set : LabeledTensors
+        The clean test set.
+    num_classes : int
+        Number of classes of the data.
+    """
+    return SourceTargetedEvaluation(test_set.y.numpy(), config[SOURCE_CLASS], config[TARGET_CLASS], num_classes)

@@ -35,6 +35,7 @@ from experiments.seed_studies import (
     SeedValues,
     cell_rows,
     combine,
+    csv_rows,
     last_rounds_mean,
     number,
     paired,
@@ -261,29 +262,6 @@ def defense_findings(groups: Groups) -> list[str]:
 FINDINGS = {"byzantine": byzantine_findings, "defenses": defense_findings}
 
 
-def flat(rows: Sequence[dict[str, object]]) -> tuple[list[dict[str, object]], list[str]]:
-    """The rows with every summary spread into ``NAME``, ``NAME_std``, ``NAME_ci_low``, ``NAME_ci_high``."""
-    out: list[dict[str, object]] = []
-    columns: list[str] = []
-    for row in rows:
-        record: dict[str, object] = {}
-        for key, value in row.items():
-            if isinstance(value, Summary):
-                record.update(
-                    {
-                        key: value.mean,
-                        f"{key}_std": value.std,
-                        f"{key}_ci_low": value.ci_low,
-                        f"{key}_ci_high": value.ci_high,
-                    }
-                )
-            else:
-                record[key] = value
-        out.append(record)
-        columns.extend(key for key in record if key not in columns)
-    return out, columns
-
-
 def compact(value: object) -> str:
     """A summary in a matrix cell: the mean, with ± the sample standard deviation over two seeds or more."""
     if not isinstance(value, Summary) or value.count == 0:
@@ -375,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"attack_matrix: error: {arguments.sweep_dirs[0]}: no finished cells yet", file=sys.stderr)
         return 2
     out = arguments.out or arguments.sweep_dirs[0]
-    records, columns = flat(rows)
+    records, columns = csv_rows(rows)
     write_csv(out / "matrix.csv", records, columns)
     findings = FINDINGS[arguments.findings](grouped(cells)) if arguments.findings else []
     atomic_write_bytes(out / "matrix.md", markdown(rows, arguments.title, findings).encode())

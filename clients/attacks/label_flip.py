@@ -16,13 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.base import TrainingJob
-from clients.label_flipping import SourceTargetedEvaluation, flip_source_to_target
+from clients.label_flipping import flip_source_to_target
 from clients.malicious import Poisoned
 from clients.spec import AttackContext, AttackSpec
-from clients.targeting import POISON_RATE, SOURCE_CLASS, TARGET_CLASS, check_source_class, check_target_class
+from clients.targeting import (
+    POISON_RATE,
+    SOURCE_CLASS,
+    TARGET_CLASS,
+    check_source_and_target_classes,
+    source_target_evaluation,
+)
 from fl_poison.core.catalogue import DATA_POISONING, Catalogue
 from fl_poison.core.config import ExperimentConfig
-from fl_poison.core.data import LabeledTensors
 from fl_poison.core.settings import ConfigError
 
 
@@ -69,35 +74,6 @@ def check_source_is_not_target(config: ExperimentConfig, catalogue: Catalogue) -
         raise ConfigError.bad_value(TARGET_CLASS.key, config[TARGET_CLASS], "a class other than source-class")
 
 
-def check_classes(config: ExperimentConfig, num_classes: int) -> None:
-    """``target-class`` and ``source-class`` must be classes of the data (``all`` passes).
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-        The run's settings.
-    num_classes : int
-        Number of classes of the run's dataset.
-    """
-    check_target_class(config, num_classes)
-    check_source_class(config, num_classes)
-
-
-def evaluation(config: ExperimentConfig, test_set: LabeledTensors, num_classes: int) -> SourceTargetedEvaluation:
-    """The server's metrics of the attack.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-        The run's settings.
-    test_set : LabeledTensors
-        The clean test set.
-    num_classes : int
-        Number of classes of the data.
-    """
-    return SourceTargetedEvaluation(test_set.y.numpy(), config[SOURCE_CLASS], config[TARGET_CLASS], num_classes)
-
-
 ATTACK = AttackSpec(
     name="label-flip",
     kind=DATA_POISONING,
@@ -105,6 +81,6 @@ ATTACK = AttackSpec(
     settings=(SOURCE_CLASS, TARGET_CLASS, POISON_RATE),
     check=check_source_is_not_target,
     poisoner=source_target_flip,
-    evaluation=evaluation,
-    check_classes=check_classes,
+    evaluation=source_target_evaluation,
+    check_classes=check_source_and_target_classes,
 )

@@ -64,9 +64,9 @@ from torch import nn
 
 from clients.base import ClientUpdate, TrainingJob
 from clients.benign import BenignClient
-from clients.label_flipping import ALL_CLASSES, SourceTargetedEvaluation
+from clients.label_flipping import ALL_CLASSES
 from clients.spec import AttackContext, AttackSpec
-from clients.targeting import SOURCE_CLASS, TARGET_CLASS, check_source_class, check_target_class
+from clients.targeting import SOURCE_CLASS, TARGET_CLASS, check_source_and_target_classes, source_target_evaluation
 from fl_poison.core.catalogue import CLIENT_BEHAVIOUR, Catalogue
 from fl_poison.core.config import NO_ATTACK, ExperimentConfig
 from fl_poison.core.data import LabeledTensors
@@ -331,35 +331,6 @@ def check_settings(config: ExperimentConfig, catalogue: Catalogue) -> None:
         )
 
 
-def check_classes(config: ExperimentConfig, num_classes: int) -> None:
-    """``source-class`` and ``target-class`` must be classes of the data.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-        The run's settings.
-    num_classes : int
-        Number of classes of the run's dataset.
-    """
-    check_target_class(config, num_classes)
-    check_source_class(config, num_classes)
-
-
-def evaluation(config: ExperimentConfig, test_set: LabeledTensors, num_classes: int) -> SourceTargetedEvaluation:
-    """The server's metrics of the attack: ``mta`` outside the source class, ``ts_ata`` and ``max_ata``.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-        The run's settings.
-    test_set : LabeledTensors
-        The clean test set.
-    num_classes : int
-        Number of classes of the data.
-    """
-    return SourceTargetedEvaluation(test_set.y.numpy(), config[SOURCE_CLASS], config[TARGET_CLASS], num_classes)
-
-
 ATTACK = AttackSpec(
     name="stealthy",
     kind=CLIENT_BEHAVIOUR,
@@ -367,6 +338,6 @@ ATTACK = AttackSpec(
     settings=(SOURCE_CLASS, TARGET_CLASS, STEALTHY_BOOST, STEALTHY_RHO, STEALTHY_BENIGN_STEPS),
     check=check_settings,
     behaviour=stealthy_client,
-    evaluation=evaluation,
-    check_classes=check_classes,
+    evaluation=source_target_evaluation,
+    check_classes=check_source_and_target_classes,
 )
