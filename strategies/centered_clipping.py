@@ -141,7 +141,12 @@ class CenteredClipping(Defense):
             )
             for row, pid in enumerate(updates.partition_ids)
         )
-        return Outcome(update=reference, decisions=decisions, metric_rows=tuple(range(updates.count)))
+        return Outcome(
+            update=reference,
+            decisions=decisions,
+            metric_rows=tuple(range(updates.count)),
+            diagnostics={"clipped": sum(clipped)},
+        )
 
     def describe(self) -> str:
         """``centered-clipping (tau=..., L=...)``."""

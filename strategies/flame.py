@@ -30,7 +30,9 @@ Algorithm, per round, with the n updates W_i − G_{t−1} of the round (as the 
    seeded by the run's ``seed`` and the round.
 
 Decisions: rejected (outside the cluster), clipped (admitted and scaled down), accepted (admitted
-as it was); weight 1 / (number admitted); every row records S_t as its bound.
+as it was); weight 1 / (number admitted); every row records S_t as its bound. The round's row of
+``rounds.csv`` records the admitted count (``defense_majority_size``), S_t
+(``defense_clipping_bound``) and σ (``defense_noise_sd``).
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ class Flame(Defense):
         sd = self.noise_level * bound
         if sd > 0:
             update += gaussian_noise(updates.size, sd, self.seed, updates.server_round).to(update.device)
-        return Outcome(update=update, decisions=decisions, metric_rows=tuple(admitted))
+        diagnostics = {"majority_size": len(admitted), "clipping_bound": bound, "noise_sd": sd}
+        return Outcome(update=update, decisions=decisions, metric_rows=tuple(admitted), diagnostics=diagnostics)
 
     def describe(self) -> str:
         """``flame defense (Nguyen et al. 2022; lambda=...)``."""

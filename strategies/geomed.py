@@ -23,8 +23,8 @@ an iteration therefore costs no pass over the model, which is why the default al
 call to the secure-average oracle). ν = 1e-5 and tol = 1e-6 are that code's ``eps`` and ``ftol``.
 
 Every client is accepted with weight c_i, its share in the aggregate (outliers get small shares).
-The iterations of the latest round are kept on the rule (``iterations_used``) and shown by
-:meth:`GeometricMedian.describe`.
+The iterations each round ran are the ``defense_iterations`` column of ``rounds.csv``; those of the
+latest round are also kept on the rule (``iterations_used``) and shown by :meth:`GeometricMedian.describe`.
 """
 
 from __future__ import annotations
@@ -136,7 +136,12 @@ class GeometricMedian(Defense):
         decisions = tuple(
             ClientDecision(pid, ACCEPTED, norms[row], shares[row]) for row, pid in enumerate(updates.partition_ids)
         )
-        return Outcome(update=weighted_sum(updates, rows, shares), decisions=decisions, metric_rows=tuple(rows))
+        return Outcome(
+            update=weighted_sum(updates, rows, shares),
+            decisions=decisions,
+            metric_rows=tuple(rows),
+            diagnostics={"iterations": self.iterations_used},
+        )
 
     def describe(self) -> str:
         """The settings, and the iterations of the latest round."""

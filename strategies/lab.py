@@ -144,6 +144,7 @@ class LabStrategy(FedAvg):
         )
         outcome = self.defense.aggregate(updates)
         self.round_log.record_decisions(server_round, outcome.decisions)
+        self.round_log.record_defense(server_round, outcome.diagnostics)
         if outcome.update is None:
             return None, None
         if outcome.exact_row is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -69,12 +69,17 @@ class Outcome:
     exact_row : int | None
         Set when the aggregate is exactly one row's update with weight 1 (Krum, FedAvg over one
         reply): that reply's own weights become the new model, bit for bit.
+    diagnostics : Mapping[str, float | int]
+        What the rule computed for the round as a whole (the iterations a geometric median ran,
+        the clusters FLAME found, its noise): each becomes a ``defense_<name>`` column of the
+        round's row of ``rounds.csv``. Names are lower-case words joined by ``_``.
     """
 
     update: torch.Tensor | None
     decisions: tuple[ClientDecision, ...]
     metric_rows: tuple[int, ...]
     exact_row: int | None = None
+    diagnostics: Mapping[str, float | int] = field(default_factory=dict)
 
 
 def skipped_round(updates: RoundUpdates) -> Outcome:

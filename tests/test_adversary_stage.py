@@ -30,6 +30,7 @@ from clients.adversary_stage import ModelPoisoningStage, parameter_column, round
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.weights import record_to_numpy
 from strategies.fedavg import FedAvg
+from strategies.geomed import GeometricMedian
 from strategies.lab import LabStrategy
 from strategies.sampling import PartitionSampler
 
@@ -232,3 +233,21 @@ def test_without_an_adversary_the_strategy_records_no_adversary_columns(server_t
     assert log.adversary_columns(1) == {}
     assert all(not any(key.startswith("adversary_") for key in row) for row in log.rows(1))
     assert all(not math.isnan(row["norm_before"]) for row in log.rows(1))
+
+
+def test_the_strategy_records_the_defenses_round_diagnostics(server_task_identity):
+    """A rule's ``Outcome.diagnostics`` become the round's ``defense_*`` columns (geomed's iterations)."""
+    global_arrays, weights, _ = round_of()
+    sampler = PartitionSampler(node_map(NUM_CLIENTS), per_round=NUM_CLIENTS, seed=0)
+    log = RoundLog(sampler.partition_of_node)
+    rule = GeometricMedian(iterations=3, tolerance=0.0, nu=1e-5)
+    strategy = LabStrategy(sampler=sampler, round_log=log, defense=rule)
+    start_round(strategy, global_arrays, NUM_CLIENTS)
+    strategy.aggregate_train(1, replies_of(weights))
+    assert log.defense_columns(1) == {"defense_iterations": 3}  # tolerance 0: the whole budget runs
+    assert log.defense_columns(2) == {}
+    fedavg_log = RoundLog(sampler.partition_of_node)
+    fedavg = LabStrategy(sampler=sampler, round_log=fedavg_log, defense=FedAvg())
+    start_round(fedavg, global_arrays, NUM_CLIENTS)
+    fedavg.aggregate_train(1, replies_of(weights))
+    assert fedavg_log.defense_columns(1) == {}

@@ -72,6 +72,11 @@ def test_the_minority_cluster_is_rejected_and_the_rest_clipped_and_averaged():
         assert decision.norm_after <= bound
     assert [d.bound for d in outcome.decisions] == [pytest.approx(bound, rel=1e-12)] * len(rows)
     assert outcome.metric_rows == tuple(admitted)
+    assert outcome.diagnostics == {
+        "majority_size": len(admitted),
+        "clipping_bound": pytest.approx(bound),
+        "noise_sd": 0.0,
+    }
 
 
 def test_the_clipping_bound_is_the_median_of_all_updates_not_of_the_admitted_ones():

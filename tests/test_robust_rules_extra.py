@@ -119,6 +119,7 @@ def test_geomed_follows_rfas_iterations_with_example_weights(seed):
     expected, used = reference_weiszfeld(seen(updates), counts, nu=1e-5, iterations=100, tolerance=1e-6)
     np.testing.assert_allclose(as_numpy(outcome.update), expected, rtol=0, atol=1e-9)
     assert rule.iterations_used == used and 1 < used < 100
+    assert outcome.diagnostics == {"iterations": used}  # the defense_iterations column of rounds.csv
     assert f"iterations in the latest round: {used}" in rule.describe()
 
 
@@ -127,7 +128,7 @@ def test_geomed_stops_after_the_iteration_budget():
     rule = GeometricMedian(iterations=2, tolerance=0.0, nu=1e-5)
     outcome = rule.aggregate(updates)
     expected, used = reference_weiszfeld(seen(updates), [10] * 7, nu=1e-5, iterations=2, tolerance=0.0)
-    assert rule.iterations_used == used == 2
+    assert rule.iterations_used == used == 2 == outcome.diagnostics["iterations"]
     np.testing.assert_allclose(as_numpy(outcome.update), expected, rtol=0, atol=1e-9)
 
 

@@ -138,6 +138,7 @@ def main(grid: Grid, context: Context) -> None:
             "train_loss": _mean([c.loss for c in clients if c.status == "ok"]),
             "wall_seconds": round(clock.elapsed(), 3),
             **round_log.adversary_columns(server_round),
+            **round_log.defense_columns(server_round),
         }
         folder.add_round(row)
         folder.add_clients(round_log.rows(server_round), CLIENT_COLUMNS)

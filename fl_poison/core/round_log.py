@@ -7,7 +7,8 @@ replies found (:func:`fl_poison.core.round_updates.decode_round`), before aggreg
 client's reply (the threat model's ground truth, for forensics only; no defense reads it). In a
 round where a model-poisoning adversary forged updates (:meth:`RoundLog.record_adversary`), its
 ``adversary_*`` columns (knowledge level, the attack's parameters) join the attackers' rows and
-the round's row of ``rounds.csv`` (:meth:`RoundLog.adversary_columns`).
+the round's row of ``rounds.csv`` (:meth:`RoundLog.adversary_columns`), and so do what the defense
+computed for the round as a whole (:meth:`RoundLog.record_defense`, ``defense_*`` columns).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class RoundLog:
         self.partition_of_node = dict(partition_of_node)
         self.records: list[ClientRoundRecord] = []
         self._adversary: dict[int, AdversaryRound] = {}
+        self._defense: dict[int, dict[str, float | int]] = {}
 
     def partition_of(self, message: Message) -> int:
         """The partition id of the node that sent ``message``."""
@@ -197,6 +199,29 @@ class RoundLog:
         """
         forged = self._adversary.get(server_round)
         return dict(forged.columns) if forged is not None else {}
+
+    def record_defense(self, server_round: int, diagnostics: Mapping[str, float | int]) -> None:
+        """Store what the defense computed for ``server_round`` as a whole (its iterations, clusters, noise).
+
+        Parameters
+        ----------
+        server_round : int
+            The round.
+        diagnostics : Mapping[str, float | int]
+            Name → value; each becomes the ``defense_<name>`` column of the round's row.
+        """
+        if diagnostics:
+            self._defense[server_round] = {f"defense_{name}": value for name, value in diagnostics.items()}
+
+    def defense_columns(self, server_round: int) -> dict[str, float | int]:
+        """The defense's ``defense_*`` columns of ``server_round`` for ``rounds.csv`` (empty when it reported none).
+
+        Parameters
+        ----------
+        server_round : int
+            The round.
+        """
+        return dict(self._defense.get(server_round, {}))
 
     def for_round(self, server_round: int) -> list[ClientRoundRecord]:
         """The rows of one round."""
