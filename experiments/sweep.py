@@ -610,7 +610,8 @@ def run_sweep(
     cpus_per_client = float(workers)
 
     def run_cell(cell: SweepCell) -> None:
-        settings = {**cell.settings, "output-dir": str(out), "run-name": cell.cell_id, "save-model": False}
+        # a cell keeps no model unless its sweep file asks for one (save-model = true: to audit it)
+        settings = {"save-model": False, **cell.settings, "output-dir": str(out), "run-name": cell.cell_id}
         bar.start(cell)
         started, clock = datetime.now(UTC), time.monotonic()
         try:

@@ -414,3 +414,13 @@ def test_the_sweep_command_refuses_bad_replicates_with_exit_2(tmp_path, capsys):
         "fl-poison: error: replicates: bad value 0 in [base]; allowed: an integer >= 1"
     )
     assert "\n" not in error and not (tmp_path / "out").exists()
+
+
+def test_cells_keep_no_model_unless_the_sweep_file_asks_for_one(tmp_path):
+    runner = FakeRunner()
+    run_sweep(write_sweep(tmp_path), tmp_path / "out", runner=runner, progress=lambda line: None)
+    assert [call["save-model"] for call in runner.calls] == [False] * 6
+    keeping = FakeRunner()
+    text = SWEEP.replace("num-clients = 8", "num-clients = 8\nsave-model = true")
+    run_sweep(write_sweep(tmp_path, text), tmp_path / "kept", runner=keeping, progress=lambda line: None)
+    assert [call["save-model"] for call in keeping.calls] == [True] * 6
