@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fl_poison.apps.algorithms import catalogue
@@ -107,27 +107,62 @@ def sweep_folder_command(command: str, folder: Path, last_rounds: int = 5) -> in
 
 
 def audit_command(arguments: argparse.Namespace) -> int:
-    """``fl-poison audit``: audit a run's final model into ``RUN_DIR/audit`` and print a short table.
+    """``fl-poison audit``: audit a run's final model into ``RUN_DIR/audit``, or every finished cell of a sweep folder.
 
     Parameters
     ----------
     arguments : argparse.Namespace
-        The parsed ``audit`` options (``run_dir``, ``eps``, ``samples``, ``attacks``, ``defenses``,
-        ``seed``, ``hsj_samples``, ``no_detector``, ``threads``).
+        The parsed ``audit`` options (``run_dir``, ``parts``, ``eps``, ``samples``, ``attacks``,
+        ``defenses``, ``seed``, ``hsj_samples``, ``no_detector``, ``threads``, ``server_rows``,
+        ``nc_steps``, ``strip_overlays``, ``fp_fractions``, ``fp_epochs``, ``force``).
     """
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
     from fl_poison.audit.evasion import ATTACK_NAMES
+    from fl_poison.audit.forensics import ForensicsSettings
     from fl_poison.audit.input_defenses import DEFENSE_NAMES
     from fl_poison.audit.loading import load_subject
-    from fl_poison.audit.pipeline import AuditSettings, parse_eps, parse_names, run_audit
+    from fl_poison.audit.pipeline import (
+        AuditSettings,
+        check_fits,
+        parse_eps,
+        parse_fractions,
+        parse_names,
+        parse_parts,
+        planned_steps,
+        run_audit,
+    )
     from fl_poison.audit.report import summary_table, write_audit
+    from fl_poison.audit.sweep_audit import audit_sweep, is_sweep_folder, summary_text
 
-    for option, value in (
-        ("--samples", arguments.samples),
-        ("--hsj-samples", arguments.hsj_samples),
-        ("--threads", arguments.threads),
+    for option, value, least in (
+        ("--samples", arguments.samples, 1),
+        ("--hsj-samples", arguments.hsj_samples, 1),
+        ("--threads", arguments.threads, 1),
+        ("--server-rows", arguments.server_rows, 1),
+        ("--nc-steps", arguments.nc_steps, 1),
+        ("--strip-overlays", arguments.strip_overlays, 1),
+        ("--fp-epochs", arguments.fp_epochs, 0),
     ):
-        if value < 1:
-            raise ConfigError.bad_value(option, value, "a positive integer")
+        if value < least:
+            raise ConfigError.bad_value(option, value, f"an integer >= {least}")
+    parts = parse_parts(arguments.parts)
+    if arguments.no_detector:
+        parts = tuple(part for part in parts if part != "detector")
+    defaults = ForensicsSettings()
+    forensics = replace(
+        defaults,
+        server_rows=arguments.server_rows,
+        neural_cleanse=replace(defaults.neural_cleanse, steps=arguments.nc_steps),
+        strip=replace(defaults.strip, overlays=arguments.strip_overlays),
+        fine_pruning=replace(
+            defaults.fine_pruning,
+            prune_fractions=parse_fractions("--fp-fractions", arguments.fp_fractions),
+            fine_tune_epochs=arguments.fp_epochs,
+        ),
+    )
     settings = AuditSettings(
         eps=parse_eps(arguments.eps),
         samples=arguments.samples,
@@ -135,20 +170,42 @@ def audit_command(arguments: argparse.Namespace) -> int:
         defenses=parse_names("--defenses", arguments.defenses, DEFENSE_NAMES),
         seed=arguments.seed,
         hsj_samples=arguments.hsj_samples,
-        detector=not arguments.no_detector,
+        parts=parts,
+        forensics=forensics,
         threads=arguments.threads,
     )
+
+    def bar(description: str, total: int) -> tuple[Callable[[str], None], Callable[[], None]]:
+        progress = tqdm(total=total, desc=description, unit="step", file=sys.stderr, leave=False)
+
+        def advance(label: str) -> None:
+            progress.set_postfix_str(label, refresh=False)
+            progress.update()
+
+        return advance, progress.close
+
+    if is_sweep_folder(arguments.run_dir):
+        outcome = audit_sweep(
+            arguments.run_dir, settings, arguments.force, bar, lambda line: print(line, file=sys.stderr)
+        )
+        print(summary_text(outcome.summary))
+        print(
+            f"{len(outcome.audited)} cells audited, {len(outcome.complete)} already complete, "
+            f"{len(outcome.not_auditable)} not auditable, {len(outcome.failed)} failed -> {outcome.summary}"
+        )
+        return 1 if outcome.failed else 0
     subject = load_subject(arguments.run_dir)
-    from tqdm import tqdm
-
-    def progress(jobs: Iterable[tuple[str, float | None]]) -> Iterable[tuple[str, float | None]]:
-        return tqdm(list(jobs), desc="audit", unit="attack", file=sys.stderr)
-
-    result = run_audit(subject, settings, progress)
+    check_fits(subject, settings)
+    advance, close = bar("audit", planned_steps(settings, subject.num_classes))
+    try:
+        result = run_audit(subject, settings, advance)
+    finally:
+        close()
     folder = write_audit(arguments.run_dir, result)
     print(summary_table(result))
+    attacked = f", {result.settings['samples']} attacked" if "samples" in result.settings else ""
     print(
-        f"audit of {subject.model_name} on {len(subject.test_set)} test rows ({result.settings['samples']} attacked) "
+        f"audit of {subject.model_name} on {len(subject.test_set)} test rows{attacked} "
         f"in {result.settings['wall_seconds']} s -> {folder}"
     )
     return 0
@@ -162,12 +219,27 @@ def add_audit_parser(commands: argparse._SubParsersAction) -> None:
     commands : argparse._SubParsersAction
         The parser's subcommands.
     """
-    from fl_poison.audit.pipeline import DEFAULT_HSJ_SAMPLES, DEFAULT_SAMPLES
+    from fl_poison.audit.fine_pruning import FinePruningSettings
+    from fl_poison.audit.forensics import DEFAULT_SERVER_ROWS
+    from fl_poison.audit.neural_cleanse import NeuralCleanseSettings
+    from fl_poison.audit.pipeline import DEFAULT_HSJ_SAMPLES, DEFAULT_SAMPLES, PARTS
+    from fl_poison.audit.strip import DEFAULT_OVERLAYS
 
     audit = commands.add_parser(
-        "audit", help="audit a run's final model: evasion attacks, input defenses, a detector (RUN_DIR/audit)"
+        "audit",
+        help="audit a run's final model (evasion attacks, input defenses, a detector, backdoor forensics) into "
+        "RUN_DIR/audit, or every finished cell of a sweep folder",
     )
-    audit.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with model.pt (save-model=true)")
+    audit.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a run folder with model.pt (save-model=true), or a sweep folder (with sweep.csv): every cell with "
+        "model.pt, summary in SWEEP_DIR/audit_summary.csv",
+    )
+    audit.add_argument(
+        "--parts", default=",".join(PARTS), help="parts of the audit, comma-separated (default %(default)s)"
+    )
     audit.add_argument(
         "--eps",
         default="0,8/255,0.1,0.2,0.3",
@@ -189,6 +261,39 @@ def add_audit_parser(commands: argparse._SubParsersAction) -> None:
         "--hsj-samples", type=int, default=DEFAULT_HSJ_SAMPLES, help="images HopSkipJump attacks (default %(default)s)"
     )
     audit.add_argument("--no-detector", action="store_true", help="skip the binary input detector")
+    audit.add_argument(
+        "--server-rows",
+        type=int,
+        default=DEFAULT_SERVER_ROWS,
+        help="held-out rows given to the server as its clean set for the forensics (Neural Cleanse, STRIP's "
+        "pool, fine-tuning); the others are evaluated on (default %(default)s)",
+    )
+    audit.add_argument(
+        "--nc-steps",
+        type=int,
+        default=NeuralCleanseSettings.steps,
+        help="Neural Cleanse passes over the server's rows per class (default %(default)s)",
+    )
+    audit.add_argument(
+        "--strip-overlays",
+        type=int,
+        default=DEFAULT_OVERLAYS,
+        help="STRIP: clean images blended into each input (default %(default)s; the paper's 100)",
+    )
+    audit.add_argument(
+        "--fp-fractions",
+        default=",".join(f"{f:g}" for f in FinePruningSettings.prune_fractions),
+        help="fine-pruning: shares of the penultimate units pruned, in [0, 1) (default %(default)s)",
+    )
+    audit.add_argument(
+        "--fp-epochs",
+        type=int,
+        default=FinePruningSettings.fine_tune_epochs,
+        help="fine-pruning: fine-tuning passes over the server's rows, 0 for none (default %(default)s)",
+    )
+    audit.add_argument(
+        "--force", action="store_true", help="sweep folder: audit again the cells whose audit is complete"
+    )
     audit.add_argument(
         "--threads",
         type=int,

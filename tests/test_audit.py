@@ -230,7 +230,8 @@ def test_cli_refuses_what_is_not_a_finished_run_with_a_model(capsys, tmp_path, r
 
 
 def test_cli_writes_the_promised_files_and_columns(capsys, run_folder):
-    argv = ["audit", str(run_folder), "--eps", "0,0.1,0.3", "--samples", "60", "--hsj-samples", "4", "--seed", "5"]
+    argv = ["audit", str(run_folder), "--eps", "0,0.1,0.3", "--samples", "60", "--hsj-samples", "4", "--seed", "5",
+            "--parts", "evasion,defenses,detector"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fgsm" in out and "targeted BIM success" in out

@@ -1,6 +1,11 @@
-"""The audit's settings and its steps: attacks, input defenses and the detector on one run's model.
+"""The audit's settings and its steps: attacks, input defenses, the detector and backdoor forensics on one run's model.
 
-1. Load the run's final model and evaluation rows (:func:`fl_poison.audit.loading.load_subject`).
+The audit has four parts (``--parts``): ``evasion`` (steps 2, 3), ``defenses`` (step 4),
+``detector`` (step 5) and ``forensics`` (step 7); the defenses and the detector act on the
+evasion part's adversarial inputs, so they need it.
+
+1. Load the run's final model and evaluation rows (:func:`fl_poison.audit.loading.load_subject`);
+   the model's accuracy on all of them is recorded (it should be the run's final accuracy).
 2. Draw ``samples`` test images uniformly without replacement (numpy ``default_rng([seed, 1])``).
 3. Craft adversarial inputs: each budgeted attack at each ε, each minimal attack once
    (HopSkipJump on the first ``hsj-samples`` images), scored at each ε within the L∞ budget.
@@ -8,13 +13,18 @@
 5. Train the binary input detector (cross-fitted) and record its flag rates.
 6. Rows for ``evasion.csv``, ``defenses.csv``, ``detector.csv`` with 95 % intervals
    (:mod:`fl_poison.audit.statistics`).
+7. Backdoor forensics of the model (:mod:`fl_poison.audit.forensics`): Neural Cleanse, STRIP,
+   fine-pruning and activation clustering, with the run's trigger or BadNets' as the probe.
+
+Progress: :func:`run_audit` calls ``advance(label)`` after each of :func:`planned_steps` steps
+(one per attack job, one per input defense, one for the detector, and the forensics' steps).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +42,14 @@ from fl_poison.audit.evasion import (
     perturbation_norms,
     predict,
 )
+from fl_poison.audit.forensics import (
+    ForensicsResult,
+    ForensicsSettings,
+    backdoor_probe,
+    check_server_rows,
+    predicted_classes,
+    run_forensics,
+)
 from fl_poison.audit.input_defenses import DEFENSE_NAMES, InputDefense, build_defense
 from fl_poison.audit.loading import AuditSubject
 from fl_poison.audit.statistics import Interval, difference_interval, proportion_interval
@@ -42,6 +60,10 @@ DEFAULT_EPS = (0.0, 8.0 / 255.0, 0.1, 0.2, 0.3)
 DEFAULT_SAMPLES = 200
 DEFAULT_HSJ_SAMPLES = 20
 LEVEL = 0.95
+PARTS = ("evasion", "defenses", "detector", "forensics")
+NEEDS_EVASION = ("defenses", "detector")
+
+Advance = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -62,8 +84,10 @@ class AuditSettings:
         Seed of the sample draw, the attacks' randomness and the detector; None for the run's seed.
     hsj_samples : int
         Images HopSkipJump attacks (the first of the drawn ones).
-    detector : bool
-        Train and score the binary input detector.
+    parts : tuple[str, ...]
+        The parts run, from :data:`PARTS` (``defenses`` and ``detector`` need ``evasion``).
+    forensics : ForensicsSettings
+        The backdoor forensics' settings.
     threads : int
         Torch's CPU threads during the audit (restored after). One by default: on the shared
         2-core machine a gradient of 120 digits took 0.30 s with two threads against 0.017 s with
@@ -76,8 +100,89 @@ class AuditSettings:
     defenses: tuple[str, ...] = DEFENSE_NAMES
     seed: int | None = None
     hsj_samples: int = DEFAULT_HSJ_SAMPLES
-    detector: bool = True
+    parts: tuple[str, ...] = PARTS
+    forensics: ForensicsSettings = field(default_factory=ForensicsSettings)
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        for part in self.parts:
+            if part not in PARTS:
+                raise ConfigError.bad_value("--parts", part, ", ".join(PARTS))
+            if part in NEEDS_EVASION and "evasion" not in self.parts:
+                raise ConfigError.bad_value(
+                    "--parts", ",".join(self.parts), f"{part} only with evasion (it acts on the adversarial inputs)"
+                )
+
+
+def parse_parts(text: str) -> tuple[str, ...]:
+    """``--parts``: comma-separated parts of :data:`PARTS`, at least one, kept in the order of :data:`PARTS`.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``--parts``.
+    """
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ConfigError.bad_value("--parts", text, ", ".join(PARTS) + " (comma-separated, at least one)")
+    for name in names:
+        if name not in PARTS:
+            raise ConfigError.bad_value("--parts", name, ", ".join(PARTS) + " (comma-separated)")
+    return tuple(part for part in PARTS if part in names)
+
+
+def parse_fractions(option: str, text: str) -> tuple[float, ...]:
+    """``--fp-fractions``: comma-separated shares in [0, 1), at least one, in the order given, without repeats.
+
+    Parameters
+    ----------
+    option : str
+        The option, for the message.
+    text : str
+        Its value.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``option``.
+    """
+    values: list[float] = []
+    for item in (part.strip() for part in text.split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not 0.0 <= value < 1.0:
+            raise ConfigError.bad_value(option, item, "comma-separated numbers in [0, 1)")
+        values.append(value)
+    return tuple(dict.fromkeys(values))
+
+
+def planned_steps(settings: AuditSettings, num_classes: int) -> int:
+    """How many times :func:`run_audit` calls ``advance`` with ``settings`` on a model of ``num_classes``.
+
+    Parameters
+    ----------
+    settings : AuditSettings
+        The audit's settings.
+    num_classes : int
+        Number of classes.
+    """
+    steps = 0
+    if "evasion" in settings.parts:
+        steps += sum(len(settings.eps) if name in BUDGETED_ATTACKS else 1 for name in settings.attacks)
+    if "defenses" in settings.parts:
+        steps += len(settings.defenses)
+    if "detector" in settings.parts:
+        steps += 1
+    if "forensics" in settings.parts:
+        steps += settings.forensics.steps(num_classes)
+    return steps
 
 
 def parse_eps(text: str) -> tuple[float, ...]:
@@ -148,6 +253,8 @@ class AuditResult:
         Rows of ``detector.csv``.
     examples : dict[str, object]
         Images for the example grid.
+    forensics : ForensicsResult | None
+        The backdoor forensics (None when not run).
     """
 
     settings: dict[str, object]
@@ -155,6 +262,7 @@ class AuditResult:
     defenses: list[dict[str, object]] = field(default_factory=list)
     detector: list[dict[str, object]] = field(default_factory=list)
     examples: dict[str, object] = field(default_factory=dict)
+    forensics: ForensicsResult | None = None
 
 
 def _interval_columns(prefix: str, interval: Interval) -> dict[str, float]:
@@ -193,7 +301,7 @@ def adversarial_sets(
     labels: np.ndarray,
     num_classes: int,
     seed: int,
-    progress: Callable[[Iterable[tuple[str, float | None]]], Iterable[tuple[str, float | None]]],
+    advance: Advance,
 ) -> list[AdversarialSet]:
     """Every attack's adversarial inputs: budgeted ones at each ε, minimal ones unbounded then at each ε.
 
@@ -211,14 +319,14 @@ def adversarial_sets(
         Number of classes.
     seed : int
         The audit's seed.
-    progress : Callable
-        Wraps the list of (attack, ε) jobs (a progress bar, or nothing).
+    advance : Callable[[str], None]
+        Called after each (attack, ε) job with its label.
     """
     jobs: list[tuple[str, float | None]] = []
     for name in settings.attacks:
         jobs.extend((name, eps) for eps in settings.eps) if name in BUDGETED_ATTACKS else jobs.append((name, None))
     found: list[AdversarialSet] = []
-    for name, eps in progress(jobs):
+    for name, eps in jobs:
         if name in MINIMAL_ATTACKS:
             count = min(settings.hsj_samples, len(clean)) if name == "hopskipjump" else len(clean)
             unbounded = craft(name, classifier, clean[:count], labels[:count], None, num_classes, seed)
@@ -226,6 +334,7 @@ def adversarial_sets(
             found.extend(unbounded.within_budget(clean[:count], budget) for budget in settings.eps)
         else:
             found.append(craft(name, classifier, clean, labels, eps, num_classes, seed))
+        advance(name if eps is None else f"{name} eps={eps:.3g}")
     return found
 
 
@@ -448,11 +557,21 @@ def example_images(
     return images
 
 
-def run_audit(
-    subject: AuditSubject,
-    settings: AuditSettings,
-    progress: Callable[[Iterable[tuple[str, float | None]]], Iterable[tuple[str, float | None]]] = lambda jobs: jobs,
-) -> AuditResult:
+def check_fits(subject: AuditSubject, settings: AuditSettings) -> None:
+    """Fail with one line before any work when ``settings`` do not fit ``subject`` (the forensics' server rows).
+
+    Parameters
+    ----------
+    subject : AuditSubject
+        The run's model and test rows.
+    settings : AuditSettings
+        The audit's settings.
+    """
+    if "forensics" in settings.parts:
+        check_server_rows(len(subject.test_set), settings.forensics.server_rows)
+
+
+def run_audit(subject: AuditSubject, settings: AuditSettings, advance: Advance = lambda label: None) -> AuditResult:
     """Audit ``subject`` (the steps of the module docstring), with ``settings.threads`` torch threads.
 
     Parameters
@@ -461,64 +580,98 @@ def run_audit(
         The run's model and test rows.
     settings : AuditSettings
         The audit's settings.
-    progress : Callable
-        Wraps the list of (attack, ε) jobs, e.g. with a progress bar.
+    advance : Callable[[str], None]
+        Called after each of the :func:`planned_steps` steps with its label (e.g. a progress bar's update).
     """
+    check_fits(subject, settings)
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        return _audit(subject, settings, progress)
+        return _audit(subject, settings, advance)
     finally:
         torch.set_num_threads(threads)
 
 
-def _audit(
-    subject: AuditSubject,
-    settings: AuditSettings,
-    progress: Callable[[Iterable[tuple[str, float | None]]], Iterable[tuple[str, float | None]]],
-) -> AuditResult:
-    started = time.perf_counter()
-    seed = subject.config.seed if settings.seed is None else settings.seed
-    device = "gpu" if torch.cuda.is_available() else "cpu"
-    positions = draw_samples(settings.samples, len(subject.test_set), seed)
-    clean = subject.test_set.x[torch.from_numpy(positions)].numpy().astype(np.float32)
-    labels = subject.test_set.y[torch.from_numpy(positions)].numpy().astype(np.int64)
-    classifier = art_classifier(subject.model, subject.input_shape, subject.num_classes, device)
-    clean_predictions = predict(classifier, clean)
-    sets = adversarial_sets(settings, classifier, clean, labels, subject.num_classes, seed, progress)
-    set_predictions = [predict(classifier, adversarial.adversarial) for adversarial in sets]
-    defenses = [build_defense(name) for name in settings.defenses]
-    result = AuditResult(settings={})
-    result.evasion = [
-        evasion_row(adversarial, clean, labels, clean_predictions, predictions)
-        for adversarial, predictions in zip(sets, set_predictions, strict=True)
-    ]
-    for defense in defenses:
-        result.defenses.extend(
-            defense_rows(defense, classifier, clean, labels, clean_predictions, sets, set_predictions)
-        )
-    detector = None
-    if settings.detector:
-        result.detector, detector = detector_rows(subject, settings, clean, sets, seed, device)
-    result.examples = example_images(sets, set_predictions, defenses, classifier, clean, labels, clean_predictions)
-    result.settings = {
-        "run": str(subject.folder),
-        "model": subject.model_name,
-        "dataset": subject.config.dataset,
-        "test_rows": len(subject.test_set),
-        "samples": len(positions),
+def _evasion_settings(settings: AuditSettings, defenses: Sequence[InputDefense], samples: int) -> dict[str, object]:
+    return {
+        "samples": samples,
         "sample_draw": "uniform without replacement, numpy default_rng([seed, 1])",
-        "seed": seed,
         "eps": list(settings.eps),
         "eps_norm": "linf, inputs scaled to [0, 1]",
         "attacks": {name: dict(attack_settings(name, settings.hsj_samples)) for name in settings.attacks},
         "minimal_attacks_at_eps": "an adversarial input counts at eps when its linf perturbation is at most eps",
         "defenses": {defense.name: dict(defense.settings) for defense in defenses},
         "attacker": "non-adaptive: adversarial inputs are crafted against the undefended model",
-        "detector": detector,
         "intervals": "95 %: Wilson for accuracies and rates, two-proportion normal (seed 003) for differences",
-        "device": device,
-        "torch_threads": settings.threads,
-        "wall_seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _audit(subject: AuditSubject, settings: AuditSettings, advance: Advance) -> AuditResult:
+    started = time.perf_counter()
+    seed = subject.config.seed if settings.seed is None else settings.seed
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    result = AuditResult(settings={})
+    labels_all = subject.test_set.y.numpy()
+    accuracy = float(np.mean(predicted_classes(subject.model, subject.test_set.x) == labels_all))
+    seconds: dict[str, float] = {}
+    summary: dict[str, object] = {
+        "run": str(subject.folder),
+        "model": subject.model_name,
+        "dataset": subject.config.dataset,
+        "attack": subject.config.attack,
+        "strategy": subject.config.strategy,
+        "parts": list(settings.parts),
+        "test_rows": len(subject.test_set),
+        "clean_accuracy": accuracy,
+        "seed": seed,
+    }
+    if "evasion" in settings.parts:
+        clock = time.perf_counter()
+        positions = draw_samples(settings.samples, len(subject.test_set), seed)
+        clean = subject.test_set.x[torch.from_numpy(positions)].numpy().astype(np.float32)
+        labels = subject.test_set.y[torch.from_numpy(positions)].numpy().astype(np.int64)
+        classifier = art_classifier(subject.model, subject.input_shape, subject.num_classes, device)
+        clean_predictions = predict(classifier, clean)
+        sets = adversarial_sets(settings, classifier, clean, labels, subject.num_classes, seed, advance)
+        set_predictions = [predict(classifier, adversarial.adversarial) for adversarial in sets]
+        result.evasion = [
+            evasion_row(adversarial, clean, labels, clean_predictions, predictions)
+            for adversarial, predictions in zip(sets, set_predictions, strict=True)
+        ]
+        seconds["evasion"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        defenses = [build_defense(name) for name in settings.defenses] if "defenses" in settings.parts else []
+        for defense in defenses:
+            result.defenses.extend(
+                defense_rows(defense, classifier, clean, labels, clean_predictions, sets, set_predictions)
+            )
+            advance(defense.name)
+        if defenses:
+            seconds["defenses"] = time.perf_counter() - clock
+        detector = None
+        if "detector" in settings.parts:
+            clock = time.perf_counter()
+            result.detector, detector = detector_rows(subject, settings, clean, sets, seed, device)
+            seconds["detector"] = time.perf_counter() - clock
+            advance("detector")
+        result.examples = example_images(sets, set_predictions, defenses, classifier, clean, labels, clean_predictions)
+        summary.update(_evasion_settings(settings, defenses, len(positions)))
+        summary["detector"] = detector
+    if "forensics" in settings.parts:
+        clock = time.perf_counter()
+        probe = backdoor_probe(subject.config, subject.input_shape, subject.test_set, subject.num_classes)
+        result.forensics = run_forensics(
+            subject.model, subject.test_set, probe, subject.num_classes, settings.forensics, seed, advance
+        )
+        summary["forensics"] = result.forensics.block()
+        seconds["forensics"] = time.perf_counter() - clock
+    summary.update(
+        {
+            "device": device,
+            "torch_threads": settings.threads,
+            "seconds": {part: round(value, 3) for part, value in seconds.items()},
+            "wall_seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    result.settings = summary
     return result
