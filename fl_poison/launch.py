@@ -20,8 +20,10 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,7 +171,114 @@ def run_status(run_id: str, environment: dict[str, str]) -> tuple[str, str]:
     return str(run.get("status", "")), str(run.get("status-details", ""))
 
 
-def follow(command: list[str], environment: dict[str, str], verbose: bool) -> tuple[int, str, list[str]]:
+def flower_home(environment: dict[str, str]) -> Path:
+    """Flower's home folder for ``environment`` (``FLWR_HOME``, else ``~/.flwr``), created if missing.
+
+    ``flwr run`` runs with this folder as its working directory: the local SuperLink it starts on
+    first use inherits it and keeps it for as long as it runs, and so does every simulation it
+    launches. A folder that is removed later (a temporary checkout, a deleted work folder) would
+    leave a SuperLink whose simulations cannot start (see :func:`stale_superlinks`).
+
+    Parameters
+    ----------
+    environment : dict[str, str]
+        The environment ``flwr`` runs with.
+    """
+    home = Path(environment.get("FLWR_HOME") or Path.home() / ".flwr").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def local_control_address(environment: dict[str, str]) -> str:
+    """The Control API address of the local SuperLink ``flwr`` manages for ``environment`` (Flower's default port 39093).
+
+    Parameters
+    ----------
+    environment : dict[str, str]
+        The environment ``flwr`` runs with (``FLWR_LOCAL_CONTROL_API_PORT`` moves the port).
+    """
+    return f"127.0.0.1:{environment.get('FLWR_LOCAL_CONTROL_API_PORT', '39093')}"
+
+
+def stale_superlinks(proc_root: Path, control_address: str) -> list[int]:
+    """Process ids of ``flower-superlink`` processes serving ``control_address`` whose working folder was removed.
+
+    Such a SuperLink still answers, so ``flwr run`` reuses it, but the simulation process it
+    launches inherits a working folder that no longer exists, fails before its first heartbeat,
+    and every run ends a minute later as ``finished:failed: No heartbeat received from the task``.
+    Linux shows a removed working folder as ``<path> (deleted)``; elsewhere (no ``/proc``) nothing
+    is found.
+
+    Parameters
+    ----------
+    proc_root : Path
+        The process table (``/proc``).
+    control_address : str
+        The local SuperLink's ``--control-api-address``.
+    """
+    found = []
+    for entry in proc_root.glob("[0-9]*") if proc_root.is_dir() else ():
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            working = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or another user's process
+            continue
+        words = [word.decode(errors="replace") for word in arguments]
+        if not any(Path(word).name == "flower-superlink" for word in words[:2]):
+            continue
+        if _option_value(words, "--control-api-address") != control_address:
+            continue
+        if not Path(working).is_dir():
+            found.append(int(entry.name))
+    return found
+
+
+def _option_value(words: Sequence[str], option: str) -> str | None:
+    """The word after ``option`` in a command line (None when absent or last)."""
+    if option not in words[:-1]:
+        return None
+    return words[words.index(option) + 1]
+
+
+def stop_stale_superlinks(environment: dict[str, str], proc_root: Path = Path("/proc")) -> list[int]:
+    """Stop the local SuperLinks of :func:`stale_superlinks` (``flwr run`` then starts a fresh one); their ids.
+
+    Parameters
+    ----------
+    environment : dict[str, str]
+        The environment ``flwr`` runs with (which local SuperLink it uses).
+    proc_root : Path
+        The process table.
+    """
+    stale = stale_superlinks(proc_root, local_control_address(environment))
+    for pid in stale:
+        print(
+            f"[fl-poison] stopping the local SuperLink (pid {pid}): the folder it was started in no longer "
+            "exists, so no simulation can start in it; flwr run starts a fresh one",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15.0
+    while any(_running(pid) for pid in stale) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (an exited process not yet reaped by its parent does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    except IndexError:
+        return True
+    return state not in ("Z", "X")
+
+
+def follow(
+    command: list[str], environment: dict[str, str], verbose: bool, working_directory: Path | None = None
+) -> tuple[int, str, list[str]]:
     """Run ``command``, echoing fl_poison's progress lines (all lines when ``verbose``).
 
     Parameters
@@ -180,6 +289,8 @@ def follow(command: list[str], environment: dict[str, str], verbose: bool) -> tu
         Its environment.
     verbose : bool
         Echo every line to stderr, not only fl_poison's progress lines and errors.
+    working_directory : Path | None
+        Its working directory (None: this process's).
 
     Returns
     -------
@@ -190,7 +301,13 @@ def follow(command: list[str], environment: dict[str, str], verbose: bool) -> tu
     lines: list[str] = []
     run_id = ""
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment, bufsize=1
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+        bufsize=1,
+        cwd=working_directory,
     ) as process:
         assert process.stdout is not None
         try:
@@ -339,7 +456,8 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
     check_against_data(config)
     environment = {**os.environ, **{k: v for k, v in FLOWER_ENVIRONMENT.items() if k not in os.environ}}
     command = flower_command(app_directory(), overrides, config.num_clients, cpus, gpus)
-    code, run_id, lines = follow(command, environment, verbose)
+    stop_stale_superlinks(environment)
+    code, run_id, lines = follow(command, environment, verbose, flower_home(environment))
     if not run_id:
         tail = "".join(lines[-15:]).strip()
         raise CommandError(f"flwr run did not start the run (exit {code}):\n{tail}")
