@@ -226,26 +226,37 @@ def pruned_copy(model: SplitClassifier, order: np.ndarray, count: int) -> Pruned
 
 
 @torch.no_grad()
-def _predictions(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+def predicted_classes(model: nn.Module, images: torch.Tensor, batch_size: int = EVALUATION_BATCH) -> np.ndarray:
+    """The model's class of each image (evaluation mode, in batches).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A classifier returning logits (on the CPU or wherever its parameters are).
+    images : torch.Tensor
+        ``(N, C, H, W)`` inputs.
+    batch_size : int
+        Images per forward pass.
+    """
     device = _device_of(model)
     model.eval()
-    outputs = [
-        model(images[start : start + EVALUATION_BATCH].to(device)).argmax(dim=1).cpu()
-        for start in range(0, len(images), EVALUATION_BATCH)
+    chunks = [
+        model(images[start : start + batch_size].to(device)).argmax(dim=1).cpu()
+        for start in range(0, len(images), batch_size)
     ]
-    return torch.cat(outputs).numpy() if outputs else np.zeros(0, dtype=np.int64)
+    return torch.cat(chunks).numpy() if chunks else np.zeros(0, dtype=np.int64)
 
 
 def _measure(
     model: nn.Module, clean_eval: LabeledTensors, triggered_eval: LabeledTensors | None, target: int | None
 ) -> tuple[float, float, int, int]:
     labels = clean_eval.y.numpy()
-    clean = _predictions(model, clean_eval.x)
+    clean = predicted_classes(model, clean_eval.x)
     accuracy = float(np.mean(clean == labels)) if len(labels) else math.nan
     if triggered_eval is None or target is None:
         return accuracy, math.nan, len(labels), 0
     true_classes = triggered_eval.y.numpy()
-    success = attack_success_rate(_predictions(model, triggered_eval.x), true_classes, target)
+    success = attack_success_rate(predicted_classes(model, triggered_eval.x), true_classes, target)
     return accuracy, success, len(labels), int((true_classes != target).sum())
 
 

@@ -60,7 +60,7 @@ from fl_poison.audit.activation_clustering import (
     ActivationClusteringSettings,
     activation_clustering,
 )
-from fl_poison.audit.fine_pruning import FinePruningRow, FinePruningSettings, fine_prune
+from fl_poison.audit.fine_pruning import FinePruningRow, FinePruningSettings, fine_prune, predicted_classes
 from fl_poison.audit.neural_cleanse import NeuralCleanseResult, NeuralCleanseSettings, reverse_engineer, stamp
 from fl_poison.audit.strip import StripResult, StripSettings, strip_audit
 from fl_poison.core.config import ExperimentConfig
@@ -258,26 +258,6 @@ def _subset(data: LabeledTensors, positions: np.ndarray) -> LabeledTensors:
     return LabeledTensors(data.x[index], data.y[index])
 
 
-@torch.no_grad()
-def predicted_classes(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    """The model's class of each image (evaluation mode, batches of :data:`EVALUATION_BATCH`).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A classifier returning logits (on the CPU or wherever its parameters are).
-    images : torch.Tensor
-        ``(N, C, H, W)`` inputs.
-    """
-    device = next(model.parameters()).device
-    model.eval()
-    chunks = [
-        model(images[start : start + EVALUATION_BATCH].to(device)).argmax(dim=1).cpu()
-        for start in range(0, len(images), EVALUATION_BATCH)
-    ]
-    return torch.cat(chunks).numpy() if chunks else np.zeros(0, dtype=np.int64)
-
-
 def reversed_trigger_success(
     model: torch.nn.Module, images: torch.Tensor, result: NeuralCleanseResult, target: int
 ) -> float:
@@ -295,7 +275,7 @@ def reversed_trigger_success(
         The class.
     """
     mask, pattern = torch.from_numpy(result.masks[target]), torch.from_numpy(result.patterns[target])
-    return float(np.mean(predicted_classes(model, stamp(images, mask, pattern)) == target))
+    return float(np.mean(predicted_classes(model, stamp(images, mask, pattern), EVALUATION_BATCH) == target))
 
 
 def _tracked(items: Iterable[Item], advance: Advance, label: Callable[[Item], str]) -> Iterator[Item]:
@@ -530,9 +510,11 @@ def run_forensics(
     triggered = LabeledTensors(probe.trigger.apply(evaluation.x), evaluation.y)
     labels = evaluation.y.numpy()
     attacked = labels != probe.target
-    clean_accuracy = float(np.mean(predicted_classes(model, evaluation.x) == labels))
+    clean_accuracy = float(np.mean(predicted_classes(model, evaluation.x, EVALUATION_BATCH) == labels))
     attack_success_rate = (
-        float(np.mean(predicted_classes(model, triggered.x[torch.from_numpy(attacked)]) == probe.target))
+        float(
+            np.mean(predicted_classes(model, triggered.x[torch.from_numpy(attacked)], EVALUATION_BATCH) == probe.target)
+        )
         if attacked.any()
         else math.nan
     )

@@ -42,12 +42,13 @@ from fl_poison.audit.evasion import (
     perturbation_norms,
     predict,
 )
+from fl_poison.audit.fine_pruning import predicted_classes
 from fl_poison.audit.forensics import (
+    EVALUATION_BATCH,
     ForensicsResult,
     ForensicsSettings,
     backdoor_probe,
     check_server_rows,
-    predicted_classes,
     run_forensics,
 )
 from fl_poison.audit.input_defenses import DEFENSE_NAMES, InputDefense, build_defense
@@ -612,7 +613,7 @@ def _audit(subject: AuditSubject, settings: AuditSettings, advance: Advance) -> 
     device = "gpu" if torch.cuda.is_available() else "cpu"
     result = AuditResult(settings={})
     labels_all = subject.test_set.y.numpy()
-    accuracy = float(np.mean(predicted_classes(subject.model, subject.test_set.x) == labels_all))
+    accuracy = float(np.mean(predicted_classes(subject.model, subject.test_set.x, EVALUATION_BATCH) == labels_all))
     seconds: dict[str, float] = {}
     summary: dict[str, object] = {
         "run": str(subject.folder),
