@@ -14,6 +14,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from audit_helpers import (
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    trained_small_cnn,
+    training_rows,
+    write_run,
+)
 
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.audit.evasion import art_classifier, craft, next_class_targets, perturbation_norms, predict
@@ -24,11 +30,8 @@ from fl_poison.audit.report import DEFENSE_COLUMNS, DETECTOR_COLUMNS, EVASION_CO
 from fl_poison.audit.statistics import difference_interval, proportion_interval
 from fl_poison.cli import main
 from fl_poison.core import data as core_data
-from fl_poison.core.data import DataSpec, LabeledTensors, client_data
-from fl_poison.core.models import build_model
-from fl_poison.core.results import write_json
+from fl_poison.core.data import DataSpec
 from fl_poison.core.settings import ConfigError
-from fl_poison.core.training import LocalTraining, train_locally
 
 # --- intervals ------------------------------------------------------------------------------
 
@@ -83,33 +86,11 @@ def test_blur_kernel_and_a_hand_convolution():
 SETTINGS = {"dataset": "digits", "num-clients": 4, "seed": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread, as the audit runs (see AuditSettings.threads): 20x faster on the busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A finished digits run's folder, made by hand: config.json, summary.json and model.pt."""
-    folder = tmp_path_factory.mktemp("runs") / "tiny-run"
-    folder.mkdir()
-    config = experiment_config({**SETTINGS, "output-dir": str(folder.parent), "run-name": folder.name})
-    spec = DataSpec.from_config(config)
-    parts = [client_data(spec, partition) for partition in range(4)]
-    data = LabeledTensors(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
-    torch.manual_seed(0)
-    model = build_model("small-cnn", (1, 8, 8), 10)
-    train_locally(model, data, LocalTraining(epochs=8, batch_size=32, learning_rate=0.05, momentum=0.9),
-                  torch.device("cpu"), 0)  # fmt: skip
-    write_json(folder / "config.json", {"settings": config.to_dict(), "model": "small-cnn", "num_classes": 10,
-                                        "input_shape": [1, 8, 8]})  # fmt: skip
-    write_json(folder / "summary.json", {"accuracy": 0.0})
-    torch.save(model.state_dict(), folder / "model.pt")
-    return folder
+    state = trained_small_cnn(training_rows(experiment_config(SETTINGS)))
+    return write_run(tmp_path_factory.mktemp("runs") / "tiny-run", SETTINGS, state)
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 
 The subject is a small-cnn trained in a plain loop (no Flower run, so no e2e mark) on the digits'
 training partitions with a BadNets patch stamped on a tenth of the rows; its run folder is
-written by hand (``config.json`` of a BadNets run, ``summary.json``, ``model.pt``), as in
-``tests/test_audit.py``. Expected values come from the attack registry's own evaluation (the
-stamped test set the ServerApp scores), from hand-written triggers, and from the model's
-predictions recomputed here on the rows the audit says it evaluated on.
+written by hand (``config.json`` of a BadNets run, ``summary.json``, ``model.pt``) with
+``tests/audit_helpers.py``, as in ``tests/test_audit.py``. Expected values come from the attack
+registry's own evaluation (the stamped test set the ServerApp scores), from hand-written
+triggers, and from the model's predictions recomputed here on the rows the audit says it
+evaluated on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from audit_helpers import (
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    trained_small_cnn,
+    training_rows,
+    write_run,
+)
 
 from clients.attacks import badnets
 from clients.backdoors import BackdoorEvaluation, poison_with_trigger
@@ -39,11 +46,9 @@ from fl_poison.audit.report import (
 )
 from fl_poison.audit.strip import StripSettings, strip_audit
 from fl_poison.cli import main
-from fl_poison.core.data import DataSpec, LabeledTensors, client_data
-from fl_poison.core.models import build_model
+from fl_poison.core.data import LabeledTensors
 from fl_poison.core.results import write_json
 from fl_poison.core.settings import ConfigError
-from fl_poison.core.training import LocalTraining, train_locally
 
 TARGET = 0
 BADNETS_RUN = {"dataset": "digits", "num-clients": 4, "seed": 3, "attack": "badnets", "num-malicious": 1}
@@ -52,39 +57,12 @@ FAST_FORENSICS = ["--nc-steps", "6", "--fp-fractions", "0,0.5", "--fp-epochs", "
 FIGURE_LIMIT = 150_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread, as the audit runs: much faster for tiny models on the busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def write_run(folder, settings, state):
-    """A finished run's folder by hand: config.json, summary.json and model.pt."""
-    folder.mkdir(parents=True)
-    config = experiment_config({**settings, "output-dir": str(folder.parent), "run-name": folder.name})
-    write_json(folder / "config.json", {"settings": config.to_dict(), "model": "small-cnn", "num_classes": 10,
-                                        "input_shape": [1, 8, 8]})  # fmt: skip
-    write_json(folder / "summary.json", {"accuracy": 0.0})
-    torch.save(state, folder / "model.pt")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def backdoored_state():
     """A small-cnn trained on the digits with the run's BadNets patch on a tenth of the rows, labelled 0."""
     config = experiment_config(BADNETS_RUN)
-    spec = DataSpec.from_config(config)
-    parts = [client_data(spec, partition) for partition in range(4)]
-    data = LabeledTensors(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
-    poisoned = poison_with_trigger(data, badnets.trigger(config, (1, 8, 8)), 0.1, TARGET, 0)
-    torch.manual_seed(0)
-    model = build_model("small-cnn", (1, 8, 8), 10)
-    train_locally(model, poisoned, LocalTraining(epochs=8, batch_size=32, learning_rate=0.05, momentum=0.9),
-                  torch.device("cpu"), 0)  # fmt: skip
-    return model.state_dict()
+    poisoned = poison_with_trigger(training_rows(config), badnets.trigger(config, (1, 8, 8)), 0.1, TARGET, 0)
+    return trained_small_cnn(poisoned)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from audit_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -36,15 +37,6 @@ TARGET = 0
 TRAINING_ROWS = 1437
 POISONED_ROWS = 150
 AUDITED_ROWS = 180
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread, as the audit runs: much faster for tiny models on the busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def with_patch(images: torch.Tensor) -> torch.Tensor:
