@@ -115,10 +115,12 @@ def test_the_subject_is_the_runs_model_and_test_set(attacked, run_folder):
 def test_eps_zero_leaves_accuracy_unchanged(attacked):
     _, classifier, x, y = attacked
     clean = predict(classifier, x)
-    for name in ("fgsm", "bim", "pgd"):
+    for name in ("fgsm", "bim", "bim-targeted", "pgd"):
         adversarial = craft(name, classifier, x, y, 0.0, 10, seed=1)
         np.testing.assert_array_equal(predict(classifier, adversarial.adversarial), clean)
         assert perturbation_norms(x, adversarial.adversarial)[1].max() == 0.0
+        assert (adversarial.targets is not None) == (name == "bim-targeted")
+        np.testing.assert_array_equal(adversarial.rows, np.arange(len(x)))
 
 
 def test_fgsm_is_a_clipped_sign_step_of_size_eps(attacked):
