@@ -23,7 +23,9 @@ that every attack has an accuracy at every ε and those curves can be compared.
 - ``hopskipjump``: HopSkipJumpAttack (Chen, Jordan and Wainwright, IEEE S&P 2020), decision-based,
   L∞ version, with a small query budget (10 iterations, at most 100 gradient-estimation queries
   per iteration, 10 at the start, 20 random tries for a starting point), on the first
-  ``hsj-samples`` images only; ART's ``HopSkipJump``. Unbounded.
+  ``hsj-samples`` images only; ART's ``HopSkipJump``, started from points drawn by a seeded
+  generator (:func:`seeded_starting_points`: ART's own draws are unseeded, and the same seed gave
+  other images on every call). Unbounded.
 
 An untargeted attacker's goal is a wrong prediction, so an image the model already misclassifies
 is left as it is by the minimal attacks (ART's DeepFool pushes every image away from its
@@ -290,14 +292,73 @@ def craft(
     else:
         raise ValueError(f"attack: bad value {name!r}; allowed: {', '.join(ATTACK_NAMES)}")
     one_hot = np.eye(num_classes, dtype=np.float32)[targets if targets is not None else labels]
-    if name in MINIMAL_ATTACKS:
+    if name == "hopskipjump":
+        adversarial = clean.copy()
+        starts, found = seeded_starting_points(classifier, clean, HSJ_INITIAL_TRIES, seed)
+        if found.any():
+            generated = attack.generate(x=clean[found], x_adv_init=starts[found])  # type: ignore[attr-defined]
+            adversarial[found] = generated
+    elif name in MINIMAL_ATTACKS:
         adversarial = attack.generate(x=clean)  # type: ignore[attr-defined]
+    if name in MINIMAL_ATTACKS:
         already_wrong = predict(classifier, clean) != labels
         adversarial[already_wrong] = clean[already_wrong]
     else:
         adversarial = attack.generate(x=clean, y=one_hot)  # type: ignore[attr-defined]
     adversarial = np.clip(np.asarray(adversarial, dtype=np.float32), 0.0, 1.0)
     return AdversarialSet(name, eps, rows, adversarial, targets, time.perf_counter() - started)
+
+
+def seeded_starting_points(
+    classifier: object, clean: np.ndarray, tries: int, seed: int, tolerance: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray]:
+    """HopSkipJump's starting points, drawn from a seeded generator (ART draws them from an unseeded one).
+
+    As ART's initialisation does: up to ``tries`` images uniform in [0, 1] per input, the first one
+    the model classifies differently from the input, moved towards the input by a binary search on
+    the segment between them (the point nearest the input still classified differently, to
+    ``tolerance`` of the segment). Given as ``x_adv_init``, ART starts from these; the gradient
+    estimates that follow draw from numpy's global generator, which :func:`craft` seeds.
+
+    Parameters
+    ----------
+    classifier : object
+        ART's classifier.
+    clean : np.ndarray
+        The inputs ``(N, C, H, W)`` in [0, 1].
+    tries : int
+        Most random images drawn per input.
+    seed : int
+        The generator's seed.
+    tolerance : float
+        Length of the final bracket of the binary search, as a fraction of the segment.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        The starting points (the input itself where none was found) and which inputs have one.
+    """
+    generator = np.random.default_rng(seed)
+    predicted = predict(classifier, clean)
+    starts = clean.copy()
+    found = np.zeros(len(clean), dtype=bool)
+    for row in range(len(clean)):
+        candidates = generator.uniform(0.0, 1.0, size=(tries, *clean.shape[1:])).astype(clean.dtype)
+        differing = np.flatnonzero(predict(classifier, candidates) != predicted[row])
+        if len(differing) == 0:
+            continue
+        far = candidates[differing[0]]
+        low, high = 0.0, 1.0  # x + high * (far - x) is classified differently, x + low * (far - x) is not
+        while high - low > tolerance:
+            middle = (low + high) / 2
+            point = clean[row] + middle * (far - clean[row])
+            if predict(classifier, point[None])[0] != predicted[row]:
+                high = middle
+            else:
+                low = middle
+        starts[row] = clean[row] + high * (far - clean[row])
+        found[row] = True
+    return starts, found
 
 
 def perturbation_norms(clean: np.ndarray, adversarial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
