@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fl_poison.apps.algorithms import experiment_config
@@ -35,9 +35,14 @@ from fl_poison.core.results import DONE_MARKER, FAILED_FILE, check_new_run_folde
 from fl_poison.core.settings import ConfigError, toml_literal
 
 RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
+# What fl_poison's Flower processes run with (a value already in the environment wins in
+# ``fl-poison run``): no dependency installation, no telemetry, and the SuperExec that launches each
+# simulation (and, on SuperNodes, each ClientApp process) polling for work every 0.1 s instead of
+# Flower's 1 s, which measured 0.5 s less from a run's creation to its start on average here.
 FLOWER_ENVIRONMENT = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
 }
 
 
@@ -169,6 +174,17 @@ def run_status(run_id: str, environment: dict[str, str]) -> tuple[str, str]:
     if run is None:
         raise CommandError(f"the SuperLink does not know run {run_id}")
     return str(run.get("status", "")), str(run.get("status-details", ""))
+
+
+def run_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``flwr run`` gets: ``base`` with :data:`FLOWER_ENVIRONMENT`'s values where ``base`` has none.
+
+    Parameters
+    ----------
+    base : Mapping[str, str]
+        This process's environment.
+    """
+    return {**FLOWER_ENVIRONMENT, **base}
 
 
 def flower_home(environment: dict[str, str]) -> Path:
@@ -454,7 +470,7 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
     folder = output_dir / str(overrides["run-name"])
     check_new_run_folder(folder)
     check_against_data(config)
-    environment = {**os.environ, **{k: v for k, v in FLOWER_ENVIRONMENT.items() if k not in os.environ}}
+    environment = run_environment(os.environ)
     command = flower_command(app_directory(), overrides, config.num_clients, cpus, gpus)
     stop_stale_superlinks(environment)
     code, run_id, lines = follow(command, environment, verbose, flower_home(environment))

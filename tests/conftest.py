@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
+from fl_poison.launch import FLOWER_ENVIRONMENT
+
 STARTUP_SECONDS = 60
 
 
@@ -84,8 +86,7 @@ def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         "FLWR_HOME": str(home),
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_TELEMETRY_ENABLED": "0",
+        **FLOWER_ENVIRONMENT,
         "RAY_DISABLE_USAGE_STATS": "1",
     }
     log = open(home / "superlink.log", "w")  # noqa: SIM115 - closed below

@@ -1,4 +1,4 @@
-"""A local SuperLink whose working folder was removed is found and stopped before ``flwr run`` reuses it."""
+"""Launching Flower: a stale local SuperLink is stopped first; the environment Flower runs with."""
 
 from __future__ import annotations
 
@@ -64,3 +64,13 @@ def test_a_stale_superlink_is_stopped(tmp_path, capsys):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_flower_runs_with_a_fast_superexec_poll_unless_the_user_set_one():
+    from fl_poison.deploy.local_trial import flower_environment
+    from fl_poison.launch import run_environment
+
+    assert run_environment({"PATH": "/bin"})["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.1"
+    assert run_environment({"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "2"})["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "2"
+    assert run_environment({})["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert flower_environment({})["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.1"

@@ -26,13 +26,10 @@ from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.node_keys import write_node_keys
 from fl_poison.deploy.processes import ManagedProcess, start_process, stop_processes, wait_for_log
+from fl_poison.launch import FLOWER_ENVIRONMENT
 
 STARTUP_SECONDS = 60.0
 LOOPBACK = "127.0.0.1"
-DEPLOYMENT_ENVIRONMENT = {
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "FLWR_TELEMETRY_ENABLED": "0",
-}
 
 
 @dataclass(frozen=True)
@@ -112,8 +109,8 @@ def _toml_string(value: str) -> str:
 
 
 def flower_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with dependency installation and telemetry off."""
-    return {**(os.environ if base is None else base), **DEPLOYMENT_ENVIRONMENT}
+    """``base`` (default: this process's environment) with :data:`fl_poison.launch.FLOWER_ENVIRONMENT` over it."""
+    return {**(os.environ if base is None else base), **FLOWER_ENVIRONMENT}
 
 
 def superlink_command(plan: TrialPlan) -> list[str]:
