@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from fl_poison.apps.algorithms import experiment_config
-from fl_poison.core.data import DataSpec, all_partition_indices, client_data, dataset_info, source_of
+from fl_poison.core.data import DataSpec, LabeledTensors, all_partition_indices, client_data, dataset_info, source_of
 from fl_poison.core.data import test_data as held_out_data  # not named test_*: pytest would collect it
 from fl_poison.core.settings import ConfigError
 
@@ -349,3 +349,12 @@ def test_test_rows_is_one_fixed_subset_for_every_seed():
         assert torch.equal(part.y, full.y[rows])
         assert torch.equal(part.x, full.x[rows])
     assert len(held_out_data(spec_of(**{"test-rows": 10_000}))) == DIGITS_TEST_ROWS  # more than there are: all
+
+
+def test_rows_takes_the_samples_at_the_positions_in_their_order():
+    data = LabeledTensors(torch.arange(5, dtype=torch.float32).reshape(5, 1, 1, 1) / 10, torch.tensor([4, 3, 2, 1, 0]))
+    for positions in ((3, 0, 3), np.array([3, 0, 3]), [3, 0, 3]):
+        taken = data.rows(positions)
+        assert taken.x.flatten().tolist() == pytest.approx([0.3, 0.0, 0.3])
+        assert taken.y.tolist() == [1, 4, 1]
+    assert len(data.rows(())) == 0

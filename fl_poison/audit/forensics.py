@@ -253,11 +253,6 @@ def server_split(rows: int, server_rows: int, seed: int) -> ServerSplit:
     return ServerSplit(np.sort(order[:server_rows]), np.sort(order[server_rows:]))
 
 
-def _subset(data: LabeledTensors, positions: np.ndarray) -> LabeledTensors:
-    index = torch.from_numpy(positions)
-    return LabeledTensors(data.x[index], data.y[index])
-
-
 def reversed_trigger_success(
     model: torch.nn.Module, images: torch.Tensor, result: NeuralCleanseResult, target: int
 ) -> float:
@@ -506,7 +501,7 @@ def run_forensics(
     """
     settings = settings.seeded(seed)
     split = server_split(len(test_set), settings.server_rows, seed)
-    server, evaluation = _subset(test_set, split.server_rows), _subset(test_set, split.evaluation_rows)
+    server, evaluation = test_set.rows(split.server_rows), test_set.rows(split.evaluation_rows)
     triggered = LabeledTensors(probe.trigger.apply(evaluation.x), evaluation.y)
     labels = evaluation.y.numpy()
     attacked = labels != probe.target

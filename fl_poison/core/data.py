@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -117,6 +118,17 @@ class LabeledTensors:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def rows(self, positions: Sequence[int] | np.ndarray) -> LabeledTensors:
+        """The samples at ``positions``, in that order.
+
+        Parameters
+        ----------
+        positions : Sequence[int] | np.ndarray
+            Row positions.
+        """
+        index = torch.as_tensor(positions, dtype=torch.long)
+        return LabeledTensors(self.x[index], self.y[index])
 
 
 @dataclass(frozen=True)

@@ -144,17 +144,12 @@ def split_root_set(spec: DataSpec, size: int, seed: int) -> RootSplit:
     evaluation_rows = tuple(range(len(split))) if evaluated is None else tuple(evaluated)
     root_rows, evaluation_rows, source = draw_root_rows(len(split), evaluation_rows, size, seed)
     return RootSplit(
-        root=_rows_of(split, root_rows),
-        evaluation=_rows_of(split, evaluation_rows),
+        root=split.rows(root_rows),
+        evaluation=split.rows(evaluation_rows),
         root_rows=root_rows,
         evaluation_rows=evaluation_rows,
         source=source,
     )
-
-
-def _rows_of(data: LabeledTensors, rows: tuple[int, ...]) -> LabeledTensors:
-    index = torch.tensor(rows, dtype=torch.long)
-    return LabeledTensors(x=data.x[index], y=data.y[index])
 
 
 class RootTraining:
