@@ -188,19 +188,24 @@ def run_environment(base: Mapping[str, str]) -> dict[str, str]:
 
 
 def flower_home(environment: dict[str, str]) -> Path:
-    """Flower's home folder for ``environment`` (``FLWR_HOME``, else ``~/.flwr``), created if missing.
+    """Flower's home folder for ``environment`` (``FLWR_HOME``, else Flower's default), absolute, created if missing.
 
     ``flwr run`` runs with this folder as its working directory: the local SuperLink it starts on
     first use inherits it and keeps it for as long as it runs, and so does every simulation it
     launches. A folder that is removed later (a temporary checkout, a deleted work folder) would
-    leave a SuperLink whose simulations cannot start (see :func:`stale_superlinks`).
+    leave a SuperLink whose simulations cannot start (see :func:`stale_superlinks`). The caller
+    passes the absolute path on as ``FLWR_HOME``: a relative one would otherwise be resolved a
+    second time inside that working directory.
 
     Parameters
     ----------
     environment : dict[str, str]
         The environment ``flwr`` runs with.
     """
-    home = Path(environment.get("FLWR_HOME") or Path.home() / ".flwr").expanduser()
+    from flwr.supercore.utils import get_flwr_home
+
+    given = environment.get("FLWR_HOME")
+    home = (Path(given).expanduser() if given else get_flwr_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -472,8 +477,10 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
     check_against_data(config)
     environment = run_environment(os.environ)
     command = flower_command(app_directory(), overrides, config.num_clients, cpus, gpus)
+    home = flower_home(environment)
+    environment["FLWR_HOME"] = str(home)
     stop_stale_superlinks(environment)
-    code, run_id, lines = follow(command, environment, verbose, flower_home(environment))
+    code, run_id, lines = follow(command, environment, verbose, home)
     if not run_id:
         tail = "".join(lines[-15:]).strip()
         raise CommandError(f"flwr run did not start the run (exit {code}):\n{tail}")

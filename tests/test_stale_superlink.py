@@ -46,9 +46,15 @@ def test_the_control_address_follows_the_environment():
     assert local_control_address({"FLWR_LOCAL_CONTROL_API_PORT": "39793"}) == "127.0.0.1:39793"
 
 
-def test_flower_runs_in_flower_home_which_is_created(tmp_path):
+def test_flower_runs_in_flower_home_which_is_created(tmp_path, monkeypatch):
     home = tmp_path / "flwr-home"
     assert flower_home({"FLWR_HOME": str(home)}) == home and home.is_dir()
+    # a relative FLWR_HOME is made absolute once, against this process's working folder
+    monkeypatch.chdir(tmp_path)
+    assert flower_home({"FLWR_HOME": "relative-home"}) == tmp_path.resolve() / "relative-home"
+    # without FLWR_HOME: Flower's own default
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert flower_home({}) == (tmp_path / "user" / ".flwr").resolve()
 
 
 def test_a_stale_superlink_is_stopped(tmp_path, capsys):
