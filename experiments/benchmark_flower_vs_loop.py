@@ -19,7 +19,12 @@ What is measured, and why
    work and the result files. The ServerApp's own ``wall_seconds`` from ``summary.json`` (its
    start to its summary: without the CLI and the SuperLink hand-off, but with the wait for the
    simulated nodes, i.e. Ray's start-up) is reported as well.
-2. **Plain loop**: :func:`plain_loop` does the same computation one client after another in
+2. **Flower in a warm runtime** (skipped with ``--no-warm``): the same run as a sweep's cell runs
+   it, against a SuperLink and a Ray head started before the clock starts
+   (:func:`fl_poison.warm_runtime.warm_runtime`): the run's ``ray.init`` connects to the head
+   instead of starting Ray, and its end does not wait for Ray's shutdown. The runtime's own start
+   is reported, not counted.
+3. **Plain loop**: :func:`plain_loop` does the same computation one client after another in
    this process: same config parsing, data, seeded model initialisation, per-round partition
    draw, client seeds, local training, example-weighted FedAvg in partition-id order, and
    centralized evaluation after round 0 and every round. It is the bare training work.
@@ -50,7 +55,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict, cast
 
@@ -62,11 +67,13 @@ from fl_poison.core.config import ExperimentConfig
 from fl_poison.core.data import DataSpec, client_data, dataset_info, test_data
 from fl_poison.core.evaluation import evaluate_model
 from fl_poison.core.models import build_model, resolve_model_name
+from fl_poison.core.ray_head import RayHeadError
 from fl_poison.core.results import read_csv, write_json
 from fl_poison.core.settings import ConfigError
 from fl_poison.core.training import LocalTraining, resolve_device, train_locally
 from fl_poison.core.weights import float_state
 from fl_poison.launch import CommandError, parse_assignments, run_experiment
+from fl_poison.warm_runtime import WarmRuntimeError, warm_runtime
 from strategies.fedprox import PROXIMAL_MU
 from strategies.sampling import PartitionSampler
 
@@ -190,10 +197,24 @@ def plain_loop(
         torch.set_num_threads(previous_threads)
 
 
-def flower_run(given: dict[str, object], cpus: float, gpus: float) -> FlowerResult:
-    """Run ``given`` through Flower; return the CLI wall time, the result folder and its summary."""
+def flower_run(
+    given: dict[str, object], cpus: float, gpus: float, environment: Mapping[str, str] | None = None
+) -> FlowerResult:
+    """Run ``given`` through Flower; return the CLI wall time, the result folder and its summary.
+
+    Parameters
+    ----------
+    given : dict[str, object]
+        The settings.
+    cpus : float
+        Ray CPUs per virtual client.
+    gpus : float
+        GPU share per virtual client.
+    environment : Mapping[str, str] | None
+        The environment of ``flwr run`` (None: this process's; a warm runtime's to time a sweep cell).
+    """
     started, started_at = time.perf_counter(), time.time()
-    folder = run_experiment(given, cpus, gpus, verbose=False)
+    folder = run_experiment(given, cpus, gpus, verbose=False, environment=environment)
     seconds = time.perf_counter() - started
     summary: dict[str, object] = json.loads((folder / "summary.json").read_text())
     timings = json.loads((folder / "timings.json").read_text())
@@ -254,13 +275,57 @@ def breakdown(started_at: float, finished_at: float, timings: dict[str, object])
     return {name: round(seconds, 3) for name, seconds in parts.items()}
 
 
-def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, object]:
-    """Time the loop, then Flower, on the same settings; return everything the report shows."""
+def warm_flower_run(given: dict[str, object], cpus: float, gpus: float) -> tuple[FlowerResult, float]:
+    """Run ``given`` through Flower as a sweep's cell runs: in a warm runtime started first (not timed).
+
+    Returns the run (as :func:`flower_run`) and the seconds the runtime took to start.
+
+    Parameters
+    ----------
+    given : dict[str, object]
+        The settings.
+    cpus : float
+        Ray CPUs per virtual client.
+    gpus : float
+        GPU share per virtual client.
+    """
+    started = time.perf_counter()
+    with warm_runtime() as runtime:
+        start_seconds = time.perf_counter() - started
+        return flower_run(given, cpus, gpus, runtime.environment), round(start_seconds, 3)
+
+
+def compare(given: dict[str, object], cpus: float, gpus: float, warm: bool = True) -> dict[str, object]:
+    """Time the loop, then Flower, then (with ``warm``) Flower in a warm runtime, on the same settings.
+
+    Returns everything the report shows.
+
+    Parameters
+    ----------
+    given : dict[str, object]
+        The settings.
+    cpus : float
+        Ray CPUs per virtual client.
+    gpus : float
+        GPU share per virtual client.
+    warm : bool
+        Also time the run as a sweep's cell (:func:`warm_flower_run`).
+    """
     config = experiment_config(given)
     threads = max(1, math.floor(cpus))
     train_device = torch.device("cpu") if gpus == 0 else None  # Ray hides GPUs from 0-GPU actors
     loop = plain_loop(config, threads=threads, train_device=train_device)
     flower = flower_run(given, cpus, gpus)
+    warm_report: dict[str, object] = {}
+    if warm:
+        warm_run, start_seconds = warm_flower_run(given, cpus, gpus)
+        warm_report = {
+            "warm_runtime_start_seconds": start_seconds,
+            "flower_warm_wall_seconds": warm_run["seconds"],
+            "ratio_flower_warm_over_loop": round(warm_run["seconds"] / loop["seconds"], 2),
+            "flower_warm_accuracy": warm_run["summary"].get("accuracy"),
+            "flower_warm_breakdown_seconds": warm_run["breakdown"],
+        }
     summary = flower["summary"]
     flower_accuracies = [row["accuracy"] for row in flower["rounds"]]
     loop_accuracies = [row["accuracy"] for row in loop["rounds"]]
@@ -281,6 +346,7 @@ def compare(given: dict[str, object], cpus: float, gpus: float) -> dict[str, obj
             else None
         ),
         "flower_breakdown_seconds": flower["breakdown"],
+        **warm_report,
         "loop_round_seconds": _per_round(loop["rounds"]),
         "flower_round_seconds": _per_round(flower["rounds"]),
         "flower_result_folder": flower["folder"],
@@ -311,6 +377,17 @@ def print_table(report: dict[str, object]) -> None:
     ]
     parts = cast(dict[str, float], report["flower_breakdown_seconds"])
     rows.extend((f"  flower: {name}", f"{seconds:.2f}") for name, seconds in parts.items())
+    if "flower_warm_wall_seconds" in report:
+        rows.extend(
+            [
+                ("flower in a warm runtime (a sweep's cell), seconds", f"{report['flower_warm_wall_seconds']:.1f}"),
+                ("ratio flower warm / loop", f"{report['ratio_flower_warm_over_loop']:.2f}"),
+                ("flower warm final accuracy", f"{report['flower_warm_accuracy']:.4f}"),
+                ("(warm runtime start, not counted)", f"{report['warm_runtime_start_seconds']:.1f}"),
+            ]
+        )
+        warm_parts = cast(dict[str, float], report["flower_warm_breakdown_seconds"])
+        rows.extend((f"  flower warm: {name}", f"{seconds:.2f}") for name, seconds in warm_parts.items())
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>8}")
@@ -334,6 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
     parser.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client (default 1)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0)")
+    parser.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="skip the third run, in a warm runtime (a SuperLink and Ray head started first, as a sweep does)",
+    )
     arguments = parser.parse_args(argv)
     try:
         if arguments.cpus_per_client <= 0:
@@ -341,8 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.gpus_per_client < 0:
             raise ConfigError.bad_value("--gpus-per-client", arguments.gpus_per_client, "a number >= 0")
         given = {**PRESETS[arguments.preset], **parse_assignments(arguments.settings)}
-        report = compare(given, arguments.cpus_per_client, arguments.gpus_per_client)
-    except (ConfigError, CommandError) as error:
+        report = compare(given, arguments.cpus_per_client, arguments.gpus_per_client, warm=not arguments.no_warm)
+    except (ConfigError, CommandError, RayHeadError, WarmRuntimeError) as error:
         print(f"benchmark: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
     print_table(report)

@@ -64,14 +64,34 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def sweep_command(file: Path, out: Path, jobs: int, assignments: Sequence[str], gpus_per_client: float) -> int:
-    """``fl-poison sweep``: run the sweep; Ctrl-C or SIGTERM stops it with every finished cell kept."""
+def sweep_command(
+    file: Path, out: Path, jobs: int, assignments: Sequence[str], gpus_per_client: float, shared_runtime: bool = True
+) -> int:
+    """``fl-poison sweep``: run the sweep; Ctrl-C or SIGTERM stops it with every finished cell kept.
+
+    Parameters
+    ----------
+    file : Path
+        The sweep file.
+    out : Path
+        The sweep folder.
+    jobs : int
+        Cells at once.
+    assignments : Sequence[str]
+        The ``--set KEY=VALUE`` words.
+    gpus_per_client : float
+        GPU share per virtual client.
+    shared_runtime : bool
+        Run the cells against one SuperLink and Ray head started for the sweep.
+    """
     from experiments.sweep import SWEEP_TABLE, run_sweep
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         overrides = parse_assignments(assignments)
-        table = run_sweep(file, out, jobs, overrides=overrides, gpus_per_client=gpus_per_client)
+        table = run_sweep(
+            file, out, jobs, overrides=overrides, gpus_per_client=gpus_per_client, shared_runtime=shared_runtime
+        )
     except KeyboardInterrupt:
         print(
             f"fl-poison: interrupted; finished cells are kept in {out / SWEEP_TABLE}; run again to resume",
@@ -328,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0: CPU)"
     )
+    sweep.add_argument(
+        "--no-shared-runtime",
+        action="store_true",
+        help="every cell starts its own Ray through the local SuperLink (default: one SuperLink and one Ray head "
+        "started for the sweep, which saves Ray's start and stop in every cell)",
+    )
     plot = commands.add_parser("plot", help="draw a sweep folder's figures into DIR/plots (PNG and PDF)")
     report = commands.add_parser(
         "report", help="redraw a sweep folder's figures and write DIR/report.md, DIR/groups.csv and DIR/pairs.csv"
@@ -398,7 +424,12 @@ def dispatch(arguments: argparse.Namespace) -> int:
         return sweep_folder_command(arguments.command, arguments.folder, arguments.last_rounds)
     if arguments.command == "sweep":
         return sweep_command(
-            arguments.file, arguments.out, arguments.jobs, arguments.assignments, arguments.gpus_per_client
+            arguments.file,
+            arguments.out,
+            arguments.jobs,
+            arguments.assignments,
+            arguments.gpus_per_client,
+            not arguments.no_shared_runtime,
         )
     return run_command(arguments.settings, arguments.cpus_per_client, arguments.gpus_per_client, arguments.verbose)
 

@@ -298,9 +298,20 @@ def _running(pid: int) -> bool:
 
 
 def follow(
-    command: list[str], environment: dict[str, str], verbose: bool, working_directory: Path | None = None
+    command: list[str],
+    environment: dict[str, str],
+    verbose: bool,
+    working_directory: Path | None = None,
+    result_folder: Path | None = None,
 ) -> tuple[int, str, list[str]]:
     """Run ``command``, echoing fl_poison's progress lines (all lines when ``verbose``).
+
+    With ``result_folder``, it stops following once the ServerApp has finished that run's work
+    (its ``done`` line for the folder, and the summary written: :func:`is_done_line`): the
+    ``flwr run --stream`` process is then terminated, which only ends the log stream. The run
+    itself ends in the SuperLink's simulation process, whose remaining teardown (Ray's shutdown,
+    the run's status reaching the SuperLink: about 3.5 s measured here) can no longer change the
+    results, so the caller does not wait for it.
 
     Parameters
     ----------
@@ -312,12 +323,15 @@ def follow(
         Echo every line to stderr, not only fl_poison's progress lines and errors.
     working_directory : Path | None
         Its working directory (None: this process's).
+    result_folder : Path | None
+        The run's result folder, to stop following once its work is done (None: follow to the end).
 
     Returns
     -------
     tuple[int, str, list[str]]
-        The exit code, the Flower run id (empty when the run never started) and every line.
-        When interrupted it terminates the command and stops the run on the SuperLink.
+        The exit code (0 when it stopped following a finished run), the Flower run id (empty
+        when the run never started) and every line read. When interrupted it terminates the
+        command and stops the run on the SuperLink.
     """
     lines: list[str] = []
     run_id = ""
@@ -340,6 +354,10 @@ def follow(
                 if verbose or "[fl-poison]" in line or "ERROR" in line:
                     sys.stderr.write(line)
                     sys.stderr.flush()
+                if result_folder is not None and is_done_line(line, result_folder):
+                    process.terminate()
+                    process.wait()
+                    return 0, run_id, lines
         except BaseException:
             process.terminate()
             if run_id:
@@ -442,7 +460,9 @@ def check_output_dir(output_dir: Path) -> None:
         )
 
 
-def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
+def run_experiment(
+    given: dict[str, object], cpus: float, gpus: float, verbose: bool, environment: Mapping[str, str] | None = None
+) -> Path:
     """Validate ``given``, run it through ``flwr run``, and return the result folder.
 
     Everything that can be checked here is checked before Flower starts: every setting, the
@@ -459,6 +479,9 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
         GPU share per virtual client (0: CPU only).
     verbose : bool
         Echo Flower's whole log, not only fl_poison's progress lines.
+    environment : Mapping[str, str] | None
+        The environment ``flwr run`` starts from (None: this process's); a sweep passes the one
+        of its warm runtime (:func:`fl_poison.warm_runtime.warm_runtime`).
 
     Raises
     ------
@@ -475,17 +498,17 @@ def run_experiment(given: dict[str, object], cpus: float, gpus: float, verbose: 
     folder = output_dir / str(overrides["run-name"])
     check_new_run_folder(folder)
     check_against_data(config)
-    environment = run_environment(os.environ)
+    flower_environment = run_environment(os.environ if environment is None else environment)
     command = flower_command(app_directory(), overrides, config.num_clients, cpus, gpus)
-    home = flower_home(environment)
-    environment["FLWR_HOME"] = str(home)
-    stop_stale_superlinks(environment)
-    code, run_id, lines = follow(command, environment, verbose, home)
+    home = flower_home(flower_environment)
+    flower_environment["FLWR_HOME"] = str(home)
+    stop_stale_superlinks(flower_environment)
+    code, run_id, lines = follow(command, flower_environment, verbose, home, folder)
     if not run_id:
         tail = "".join(lines[-15:]).strip()
         raise CommandError(f"flwr run did not start the run (exit {code}):\n{tail}")
     status, details = (
-        ("finished:completed", "") if finished_by_output(lines, folder) else run_status(run_id, environment)
+        ("finished:completed", "") if finished_by_output(lines, folder) else run_status(run_id, flower_environment)
     )
     save_flower_log(folder, lines)
     if status != "finished:completed":
@@ -508,8 +531,22 @@ def finished_by_output(lines: Sequence[str], folder: Path) -> bool:
     folder : Path
         The run's result folder.
     """
-    finished = any(line.startswith(DONE_MARKER) and line.rstrip().endswith(f"-> {folder}") for line in lines)
-    return finished and (folder / "summary.json").is_file() and not (folder / FAILED_FILE).exists()
+    return any(is_done_line(line, folder) for line in lines)
+
+
+def is_done_line(line: str, folder: Path) -> bool:
+    """Whether ``line`` is the ServerApp's ``done`` line for ``folder``, with the summary written and no failure marked.
+
+    Parameters
+    ----------
+    line : str
+        One line of the ``flwr run`` output.
+    folder : Path
+        The run's result folder.
+    """
+    if not (line.startswith(DONE_MARKER) and line.rstrip().endswith(f"-> {folder}")):
+        return False
+    return (folder / "summary.json").is_file() and not (folder / FAILED_FILE).exists()
 
 
 def save_flower_log(folder: Path, lines: Sequence[str]) -> None:

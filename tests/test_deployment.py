@@ -19,10 +19,10 @@ import pytest
 from conftest import free_port
 from e2e_helpers import read_rows
 
+from fl_poison.core.processes import ManagedProcess, start_process, stop_processes
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.local_trial import TrialPlan, flower_environment, start_trial, supernode_command
 from fl_poison.deploy.node_keys import write_node_key_pair
-from fl_poison.deploy.processes import ManagedProcess, start_process, stop_processes
 from fl_poison.deploy.sample_data import write_digits_folder
 from fl_poison.launch import app_directory
 

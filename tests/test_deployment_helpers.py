@@ -24,9 +24,9 @@ from fl_poison.apps.node import NodeIdentity, config_for_node
 from fl_poison.cli import main
 from fl_poison.core.config import ConfigError
 from fl_poison.core.data import DatasetInfo, node_data
+from fl_poison.core.processes import descendants, start_process, stop_processes
 from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.local_trial import TrialPlan, supernode_command
-from fl_poison.deploy.processes import descendants, start_process, stop_processes
 
 
 def test_certificates_name_the_server_hosts_and_chain_to_the_ca(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ rank  layer                       modules
 1     clients, strategies         ``clients.*``, ``strategies.*`` (neither imports the other)
 2     apps                        ``fl_poison.apps.*`` (the Flower ServerApp/ClientApp, node config)
 3     launch, audit               ``fl_poison.launch`` (one experiment through ``flwr run``),
+                                  ``fl_poison.warm_runtime`` (a SuperLink and Ray head runs share),
                                   ``fl_poison.audit.*`` (a trained model's audit; neither imports the other)
 4     deploy, experiments         ``fl_poison.deploy.*``, ``experiments.*`` (neither imports the other)
 5     cli                         ``fl_poison.cli`` (the ``fl-poison`` command: dispatch only)
@@ -39,6 +40,7 @@ LAYER_OF_PREFIX = {
     "strategies": "strategies",
     "fl_poison.apps": "apps",
     "fl_poison.launch": "launch",
+    "fl_poison.warm_runtime": "launch",
     "fl_poison.audit": "audit",
     "fl_poison.deploy": "deploy",
     "experiments": "experiments",

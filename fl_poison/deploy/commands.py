@@ -16,11 +16,11 @@ from pathlib import Path
 from flwr.common.config import parse_config_args
 
 from fl_poison.apps.node import refuse_server_side_attack
+from fl_poison.core.processes import ManagedProcess, stop_processes
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.local_trial import TrialPlan, start_trial
 from fl_poison.deploy.node_keys import write_node_keys
-from fl_poison.deploy.processes import ManagedProcess, stop_processes
 from fl_poison.deploy.sample_data import write_digits_folder
 
 

@@ -8,7 +8,7 @@ public key with ``flwr supernode register`` and starts the SuperNodes, each with
 ClientAppIo port and node config (``partition-id``, ``num-partitions``, plus ``malicious=true``
 or ``data-path`` where asked). Without ``secure`` everything runs with ``--insecure``.
 Every process runs in its own session with a log file in the trial folder; stop them with
-:func:`fl_poison.deploy.processes.stop_processes`.
+:func:`fl_poison.core.processes.stop_processes`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fl_poison.core.processes import ManagedProcess, start_process, stop_processes, wait_for_log
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.node_keys import write_node_keys
-from fl_poison.deploy.processes import ManagedProcess, start_process, stop_processes, wait_for_log
 from fl_poison.launch import FLOWER_ENVIRONMENT
 
 STARTUP_SECONDS = 60.0

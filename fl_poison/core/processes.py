@@ -1,4 +1,4 @@
-"""Starting Flower's long-running processes and stopping every one of them, by PID.
+"""Starting long-running processes (Flower's SuperLink and SuperNodes, a Ray head) and stopping every one of them, by PID.
 
 Each process is started in a new session (its own process group) with its output in a log file.
 Stopping sends SIGTERM to the group and to every descendant found under ``/proc`` (Flower's
@@ -68,10 +68,10 @@ def start_process(name: str, command: Sequence[str], log_path: Path, environment
     return ManagedProcess(name, process, log_path)
 
 
-def _process_table() -> dict[int, tuple[int, str]]:
-    """Parent pid and start time of every process, from ``/proc`` (empty where there is none)."""
+def _process_table(proc_root: Path = Path("/proc")) -> dict[int, tuple[int, str]]:
+    """Parent pid and start time of every process, from ``proc_root`` (empty where there is none)."""
     table: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
+    for entry in proc_root.glob("[0-9]*/stat") if proc_root.is_dir() else []:
         try:
             fields = entry.read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -80,9 +80,17 @@ def _process_table() -> dict[int, tuple[int, str]]:
     return table
 
 
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """Every process below ``pid`` in the process tree, as (pid, start time) pairs."""
-    table = _process_table()
+def descendants(pid: int, proc_root: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """Every process below ``pid`` in the process tree, as (pid, start time) pairs.
+
+    Parameters
+    ----------
+    pid : int
+        The process at the top.
+    proc_root : Path
+        The process table (``/proc``; tests give a constructed one).
+    """
+    table = _process_table(proc_root)
     children: dict[int, list[int]] = {}
     for child, (parent, _) in table.items():
         children.setdefault(parent, []).append(child)

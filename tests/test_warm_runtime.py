@@ -1,0 +1,150 @@
+"""The warm runtime a sweep's runs share: a Ray head and a SuperLink of its own, stopped by PID.
+
+Unit tests check the pieces (addresses, command line, the temporary folder's length, what a sweep
+passes to its cells); one test starts the real runtime, runs two tiny experiments through Flower
+in it, checks that both drivers connected to the shared head instead of starting Ray, that the
+results are those of a run through the ordinary local SuperLink, and that nothing is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import experiments.sweep as sweep_module
+from experiments.sweep import run_sweep
+from fl_poison.core.processes import descendants
+from fl_poison.core.ray_head import (
+    LONGEST_TEMP_FOLDER,
+    RAY_ADDRESS_VARIABLE,
+    RayHeadError,
+    address_answers,
+    ray_start_command,
+    short_temp_folder,
+)
+from fl_poison.launch import run_experiment
+from fl_poison.warm_runtime import superlink_answers, warm_runtime
+
+
+def test_an_address_answers_only_while_something_listens():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        assert address_answers(address)
+    assert not address_answers(address)  # closed now
+    for bad in ("", "127.0.0.1", "127.0.0.1:http", ":80"):
+        assert not address_answers(bad)
+
+
+def test_the_head_listens_on_loopback_in_its_own_folder_without_dashboard(tmp_path):
+    command = ray_start_command(6380, tmp_path)
+    assert command[:4] == ["ray", "start", "--head", "--block"]
+    assert {"--node-ip-address=127.0.0.1", "--port=6380", f"--temp-dir={tmp_path}"} <= set(command)
+    assert "--include-dashboard=false" in command
+
+
+def test_the_temporary_folder_leaves_room_for_ray_socket_paths(monkeypatch, tmp_path):
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    folder = short_temp_folder()
+    try:
+        assert folder.is_dir() and len(str(folder)) <= LONGEST_TEMP_FOLDER
+        assert folder.parent == Path("/tmp")  # the deep temporary folder was too long
+    finally:
+        folder.rmdir()
+
+
+def write_two_cell_sweep(folder: Path) -> Path:
+    path = folder / "sweep.toml"
+    path.write_text(
+        '[base]\ndataset = "digits"\nnum-clients = 2\nnum-rounds = 1\nlocal-epochs = 1\n\n'
+        '[grid]\nstrategy = ["fedavg", "median"]\n'
+    )
+    return path
+
+
+def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypatch):
+    """The cells get the runtime's environment; when it cannot start, one line says so and they get None."""
+    seen: list[object] = []
+
+    def stand_in(settings, cpus, gpus, verbose, environment=None):
+        seen.append(environment)
+        folder = Path(settings["output-dir"]) / settings["run-name"]
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text('{"accuracy": 0.5, "loss": 1.0}')
+        return folder
+
+    class FakeRuntime:
+        environment = {"RAY_ADDRESS": "127.0.0.1:1", "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "2"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(sweep_module, "run_experiment", stand_in)
+    monkeypatch.setattr(sweep_module, "warm_runtime", FakeRuntime)
+    lines: list[str] = []
+    run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out", progress=lines.append)
+    assert seen == [FakeRuntime.environment] * 2
+    assert any(line.startswith("[sweep] shared runtime: Ray head at 127.0.0.1:1") for line in lines)
+
+    def no_head():
+        raise RayHeadError("ray start exited with code 1")
+
+    seen.clear()
+    lines.clear()
+    monkeypatch.setattr(sweep_module, "warm_runtime", no_head)
+    run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out2", progress=lines.append)
+    assert seen == [None, None]
+    assert "[sweep] no shared runtime (ray start exited with code 1); every cell starts its own Ray" in lines
+
+    seen.clear()
+    monkeypatch.setattr(sweep_module, "warm_runtime", lambda: pytest.fail("asked not to start a runtime"))
+    run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out3", progress=lines.append, shared_runtime=False)
+    assert seen == [None, None]
+
+
+def final_rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "rounds.csv", newline="") as stream:
+        return [{key: row[key] for key in ("round", "accuracy", "loss")} for row in csv.DictReader(stream)]
+
+
+def test_runs_in_the_warm_runtime_use_its_ray_head_and_match_an_ordinary_run(tmp_path, flower_env):
+    settings = {"dataset": "digits", "num-clients": 2, "num-rounds": 2, "local-epochs": 1, "seed": 3}
+    ordinary = run_experiment(
+        {**settings, "output-dir": str(tmp_path), "run-name": "ordinary"}, 1.0, 0.0, False, flower_env
+    )
+    with warm_runtime() as runtime:
+        assert runtime.ray_head is not None
+        head_folder, head_group = runtime.ray_head.temp_folder, runtime.ray_head.process.pid
+        superlink_pid = runtime.superlink.pid
+        port = int(runtime.environment["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"])
+        assert runtime.environment[RAY_ADDRESS_VARIABLE] == runtime.ray_head.address
+        assert superlink_answers(port)
+        warm = [
+            run_experiment(
+                {**settings, "output-dir": str(tmp_path), "run-name": f"warm-{index}"},
+                1.0,
+                0.0,
+                False,
+                runtime.environment,
+            )
+            for index in range(2)
+        ]
+        # each run's simulation connected to the head as a driver (a driver log per run in its session)
+        drivers = {log.resolve() for log in head_folder.glob("session_*/logs/python-core-driver-*.log")}
+        assert len(drivers) == 2
+        below = [pid for pid, _ in descendants(superlink_pid)] + [pid for pid, _ in descendants(head_group)]
+    assert final_rows(warm[0]) == final_rows(warm[1]) == final_rows(ordinary)
+    assert not head_folder.exists() and not runtime.home.exists()
+    assert not superlink_answers(port) and not address_answers(runtime.ray_head.address)
+    for pid in [superlink_pid, head_group, *below]:
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] in ("Z", "X")
