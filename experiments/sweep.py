@@ -43,7 +43,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
@@ -58,7 +57,7 @@ from fl_poison.core.results import (
 )
 from fl_poison.core.settings import ConfigError
 from fl_poison.launch import check_client_resources, run_experiment
-from fl_poison.warm_runtime import WarmRuntimeError, warm_runtime
+from fl_poison.warm_runtime import WarmRuntime, WarmRuntimeError, warm_runtime
 
 SWEEP_DEFINITION = "sweep.json"
 SWEEP_TABLE = "sweep.csv"
@@ -619,28 +618,69 @@ def run_sweep(
     )
     bar = SweepProgress(len(cells), len(cells) - len(pending), progress)
     cpus_per_client = float(workers)
-    with ExitStack() as stack:
-        run_one = runner
-        if run_one is None:
-            environment = _start_shared_runtime(stack, progress) if shared_runtime and pending else None
-            run_one = partial(run_experiment, environment=environment)
+    with SharedRuntime(progress, enabled=shared_runtime and runner is None and bool(pending)) as shared:
+
+        def run_in_shared_runtime(settings: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
+            return run_experiment(settings, cpus, gpus, verbose, environment=shared.environment())
+
+        run_one = runner if runner is not None else run_in_shared_runtime
         _run_cells(pending, out, table, bar, run_one, cpus_per_client, gpus_per_client, workers, progress)
     return table
 
 
-def _start_shared_runtime(stack: ExitStack, progress: Callable[[str], None]) -> dict[str, str] | None:
-    """Start the sweep's warm runtime on ``stack``; its environment, or None (with one line) when it did not start."""
-    started = time.monotonic()
-    try:
-        environment = stack.enter_context(warm_runtime()).environment
-    except (RayHeadError, WarmRuntimeError) as error:
-        progress(f"[sweep] no shared runtime ({error}); every cell starts its own Ray")
-        return None
-    progress(
-        f"[sweep] shared runtime: Ray head at {environment[RAY_ADDRESS_VARIABLE]}, SuperLink on port "
-        f"{environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']} (started in {time.monotonic() - started:.1f}s)"
-    )
-    return environment
+class SharedRuntime:
+    """The sweep's warm runtime (:func:`fl_poison.warm_runtime.warm_runtime`), started on first use.
+
+    Before every cell it checks that the SuperLink and the Ray head still answer, and starts a
+    new runtime (with one line) when they do not, so that one crashed Ray process does not fail
+    every later cell of a sweep that runs for hours. When a runtime cannot start, one line says
+    why and the cells from then on start their own Ray through the local SuperLink.
+
+    Parameters
+    ----------
+    progress : Callable[[str], None]
+        Receives the progress lines.
+    enabled : bool
+        False: never start a runtime (:meth:`environment` is None).
+    """
+
+    def __init__(self, progress: Callable[[str], None], enabled: bool = True) -> None:
+        self._progress = progress
+        self._enabled = enabled
+        self._stack = ExitStack()
+        self._runtime: WarmRuntime | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> SharedRuntime:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self._stack.close()
+
+    def environment(self) -> dict[str, str] | None:
+        """The environment for the next cell: the runtime's (started or restarted as needed), or None."""
+        with self._lock:
+            if self._runtime is not None and not self._runtime.answers():
+                self._progress("[sweep] the shared runtime stopped answering; starting a new one")
+                self._stack.close()
+                self._stack, self._runtime = ExitStack(), None
+            if self._runtime is None and self._enabled:
+                self._start()
+            return None if self._runtime is None else self._runtime.environment
+
+    def _start(self) -> None:
+        started = time.monotonic()
+        try:
+            self._runtime = self._stack.enter_context(warm_runtime())
+        except (RayHeadError, WarmRuntimeError) as error:
+            self._progress(f"[sweep] no shared runtime ({error}); every cell starts its own Ray")
+            self._enabled = False
+            return
+        environment = self._runtime.environment
+        self._progress(
+            f"[sweep] shared runtime: Ray head at {environment[RAY_ADDRESS_VARIABLE]}, SuperLink on port "
+            f"{environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']} (started in {time.monotonic() - started:.1f}s)"
+        )
 
 
 def _run_cells(

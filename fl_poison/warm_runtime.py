@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fl_poison.core.processes import ManagedProcess, start_process, stop_processes
-from fl_poison.core.ray_head import RAY_ADDRESS_VARIABLE, RayHead, free_loopback_port, shared_ray_head
+from fl_poison.core.ray_head import (
+    RAY_ADDRESS_VARIABLE,
+    RayHead,
+    address_answers,
+    free_loopback_port,
+    shared_ray_head,
+)
 from fl_poison.launch import run_environment
 
 SUPERLINK_STARTUP_SECONDS = 60.0
@@ -99,6 +105,14 @@ class WarmRuntime:
     superlink: ManagedProcess
     ray_head: RayHead | None
     home: Path
+
+    def answers(self) -> bool:
+        """Whether the SuperLink and the Ray head still run and accept connections."""
+        port = int(self.environment["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"])
+        if self.superlink.process.poll() is not None or not superlink_answers(port):
+            return False
+        head = self.ray_head
+        return head is None or (head.process.process.poll() is None and address_answers(head.address))
 
 
 @contextmanager

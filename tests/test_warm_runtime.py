@@ -69,9 +69,8 @@ def write_two_cell_sweep(folder: Path) -> Path:
     return path
 
 
-def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypatch):
-    """The cells get the runtime's environment; when it cannot start, one line says so and they get None."""
-    seen: list[object] = []
+def stand_in_runner(seen: list[object]):
+    """A run_experiment that records the environment it was given and writes a finished run."""
 
     def stand_in(settings, cpus, gpus, verbose, environment=None):
         seen.append(environment)
@@ -80,21 +79,50 @@ def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypa
         (folder / "summary.json").write_text('{"accuracy": 0.5, "loss": 1.0}')
         return folder
 
-    class FakeRuntime:
-        environment = {"RAY_ADDRESS": "127.0.0.1:1", "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "2"}
+    return stand_in
 
-        def __enter__(self):
-            return self
 
-        def __exit__(self, *exc):
-            return False
+class FakeRuntimes:
+    """Stands in for warm_runtime: numbered runtimes, the first of which stops answering after ``healthy_checks``."""
 
-    monkeypatch.setattr(sweep_module, "run_experiment", stand_in)
-    monkeypatch.setattr(sweep_module, "warm_runtime", FakeRuntime)
+    def __init__(self, healthy_checks: int = 10**6) -> None:
+        self.started: list[int] = []
+        self.stopped: list[int] = []
+        self.healthy_checks = healthy_checks
+
+    def __call__(self):
+        number = len(self.started)
+        self.started.append(number)
+        fakes = self
+
+        class Runtime:
+            environment = {"RAY_ADDRESS": f"127.0.0.1:{number}", "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "2"}
+
+            def answers(self):
+                fakes.healthy_checks -= 1
+                return number > 0 or fakes.healthy_checks >= 0
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                fakes.stopped.append(number)
+                return False
+
+        return Runtime()
+
+
+def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypatch):
+    """The cells get the runtime's environment; when it cannot start, one line says so and they get None."""
+    seen: list[object] = []
+    monkeypatch.setattr(sweep_module, "run_experiment", stand_in_runner(seen))
+    runtimes = FakeRuntimes()
+    monkeypatch.setattr(sweep_module, "warm_runtime", runtimes)
     lines: list[str] = []
     run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out", progress=lines.append)
-    assert seen == [FakeRuntime.environment] * 2
-    assert any(line.startswith("[sweep] shared runtime: Ray head at 127.0.0.1:1") for line in lines)
+    assert [env["RAY_ADDRESS"] for env in seen] == ["127.0.0.1:0", "127.0.0.1:0"]
+    assert runtimes.started == runtimes.stopped == [0]  # one runtime, stopped at the end
+    assert any(line.startswith("[sweep] shared runtime: Ray head at 127.0.0.1:0") for line in lines)
 
     def no_head():
         raise RayHeadError("ray start exited with code 1")
@@ -104,12 +132,24 @@ def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypa
     monkeypatch.setattr(sweep_module, "warm_runtime", no_head)
     run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out2", progress=lines.append)
     assert seen == [None, None]
-    assert "[sweep] no shared runtime (ray start exited with code 1); every cell starts its own Ray" in lines
+    assert lines.count("[sweep] no shared runtime (ray start exited with code 1); every cell starts its own Ray") == 1
 
     seen.clear()
     monkeypatch.setattr(sweep_module, "warm_runtime", lambda: pytest.fail("asked not to start a runtime"))
     run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out3", progress=lines.append, shared_runtime=False)
     assert seen == [None, None]
+
+
+def test_a_runtime_that_stops_answering_is_replaced_before_the_next_cell(tmp_path, monkeypatch):
+    seen: list[object] = []
+    monkeypatch.setattr(sweep_module, "run_experiment", stand_in_runner(seen))
+    runtimes = FakeRuntimes(healthy_checks=0)  # runtime 0 fails its first check (before the second cell)
+    monkeypatch.setattr(sweep_module, "warm_runtime", runtimes)
+    lines: list[str] = []
+    run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out", progress=lines.append)
+    assert [env["RAY_ADDRESS"] for env in seen] == ["127.0.0.1:0", "127.0.0.1:1"]
+    assert runtimes.started == runtimes.stopped == [0, 1]
+    assert "[sweep] the shared runtime stopped answering; starting a new one" in lines
 
 
 def final_rows(folder: Path) -> list[dict[str, str]]:
@@ -128,7 +168,7 @@ def test_runs_in_the_warm_runtime_use_its_ray_head_and_match_an_ordinary_run(tmp
         superlink_pid = runtime.superlink.pid
         port = int(runtime.environment["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"])
         assert runtime.environment[RAY_ADDRESS_VARIABLE] == runtime.ray_head.address
-        assert superlink_answers(port)
+        assert superlink_answers(port) and runtime.answers()
         warm = [
             run_experiment(
                 {**settings, "output-dir": str(tmp_path), "run-name": f"warm-{index}"},
@@ -146,5 +186,6 @@ def test_runs_in_the_warm_runtime_use_its_ray_head_and_match_an_ordinary_run(tmp
     assert final_rows(warm[0]) == final_rows(warm[1]) == final_rows(ordinary)
     assert not head_folder.exists() and not runtime.home.exists()
     assert not superlink_answers(port) and not address_answers(runtime.ray_head.address)
+    assert not runtime.answers()
     for pid in [superlink_pid, head_group, *below]:
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] in ("Z", "X")
