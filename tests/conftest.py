@@ -20,6 +20,7 @@ import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
 from fl_poison.launch import FLOWER_ENVIRONMENT
+from fl_poison.warm_runtime import simulation_superlink_command
 
 STARTUP_SECONDS = 60
 
@@ -91,18 +92,7 @@ def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     }
     log = open(home / "superlink.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [
-            "flower-superlink",
-            "--insecure",
-            "--simulation",
-            "--isolation",
-            "subprocess",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--disable-runtime-dependency-installation",
-        ],
+        simulation_superlink_command(port),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
