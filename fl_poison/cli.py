@@ -3,6 +3,7 @@
 ``fl-poison run KEY=VALUE ...`` runs one experiment through the real Flower runtime
 (:func:`fl_poison.launch.run_experiment`) and prints the result folder.
 ``fl-poison sweep FILE --out DIR`` runs a resumable grid of them (:mod:`experiments.sweep`).
+``fl-poison runtime`` holds a warm SuperLink and Ray head for runs from other shells (:mod:`fl_poison.warm_runtime`).
 ``fl-poison settings`` lists every setting.
 ``fl-poison deploy certs|keys|connection|trial`` helps run across machines (:mod:`fl_poison.deploy.commands`).
 ``fl-poison plot DIR`` draws a sweep folder's figures into ``DIR/plots`` (:mod:`experiments.sweep_plots`)
@@ -101,6 +102,27 @@ def sweep_command(
     failed = [row for row in table.rows.values() if row.get("status") != "ok"]
     print(table.path)
     return 1 if failed else 0
+
+
+def runtime_command() -> int:
+    """``fl-poison runtime``: hold a warm SuperLink and Ray head for runs from other shells until Ctrl-C or SIGTERM."""
+    from fl_poison.core.ray_head import RayHeadError
+    from fl_poison.warm_runtime import WarmRuntimeError, serve
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return serve(print_flushed)
+    except (RayHeadError, WarmRuntimeError) as error:
+        print(f"fl-poison: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fl-poison: runtime stopped", file=sys.stderr)
+        return 0
+
+
+def print_flushed(line: str) -> None:
+    """Print ``line`` and flush (the runtime's lines reach a log file or a pipe at once)."""
+    print(line, flush=True)
 
 
 def sweep_folder_command(command: str, folder: Path, last_rounds: int = 5) -> int:
@@ -354,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="every cell starts its own Ray through the local SuperLink (default: one SuperLink and one Ray head "
         "started for the sweep, which saves Ray's start and stop in every cell)",
     )
+    commands.add_parser(
+        "runtime",
+        help="hold a SuperLink and a Ray head that fl-poison run in other shells can use (no Ray start per run) "
+        "until Ctrl-C",
+    )
     plot = commands.add_parser("plot", help="draw a sweep folder's figures into DIR/plots (PNG and PDF)")
     report = commands.add_parser(
         "report", help="redraw a sweep folder's figures and write DIR/report.md, DIR/groups.csv and DIR/pairs.csv"
@@ -422,6 +449,8 @@ def dispatch(arguments: argparse.Namespace) -> int:
         return audit_command(arguments)
     if arguments.command in ("plot", "report"):
         return sweep_folder_command(arguments.command, arguments.folder, arguments.last_rounds)
+    if arguments.command == "runtime":
+        return runtime_command()
     if arguments.command == "sweep":
         return sweep_command(
             arguments.file,

@@ -22,11 +22,12 @@ started (by process group and PID) and removes its folders.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,3 +160,43 @@ def warm_runtime(base: Mapping[str, str] | None = None, share_ray: bool = True) 
                 raise WarmRuntimeError(f"the SuperLink did not start: {last[0] if last else 'no output'}")
             time.sleep(0.2)
         yield WarmRuntime(environment, superlink, head, home)
+
+
+def shell_exports(environment: Mapping[str, str]) -> str:
+    """The ``export`` line that points ``fl-poison run`` (and ``flwr run``) in another shell at a runtime.
+
+    Parameters
+    ----------
+    environment : Mapping[str, str]
+        The runtime's environment (:attr:`WarmRuntime.environment`).
+    """
+    names = ("FLWR_HOME", "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "FLWR_LOCAL_CONTROL_API_PORT")
+    return "export " + " ".join(f"{name}={shlex.quote(environment[name])}" for name in names)
+
+
+def serve(emit: Callable[[str], None], check_seconds: float = 5.0) -> int:
+    """``fl-poison runtime``: start a warm runtime, say how to use it, and hold it until interrupted.
+
+    Returns 1 when the runtime stops answering on its own (it is then stopped, with one line);
+    Ctrl-C (``KeyboardInterrupt``) stops it and propagates.
+
+    Parameters
+    ----------
+    emit : Callable[[str], None]
+        Receives the lines to show.
+    check_seconds : float
+        Seconds between two checks that the SuperLink and the Ray head still answer.
+    """
+    with warm_runtime() as runtime:
+        head = runtime.ray_head
+        emit(
+            f"[fl-poison] runtime ready: SuperLink on 127.0.0.1:{runtime.environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']}"
+            + (f", Ray head at {head.address}" if head is not None else "")
+        )
+        emit("[fl-poison] run experiments against it from another shell after:")
+        emit(shell_exports(runtime.environment))
+        emit("[fl-poison] Ctrl-C stops it (its SuperLink, Ray head and folders)")
+        while runtime.answers():
+            time.sleep(check_seconds)
+        emit("[fl-poison] the runtime stopped answering; stopping what is left of it")
+        return 1

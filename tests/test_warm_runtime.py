@@ -9,8 +9,14 @@ results are those of a run through the ordinary local SuperLink, and that nothin
 from __future__ import annotations
 
 import csv
+import os
+import shlex
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +33,7 @@ from fl_poison.core.ray_head import (
     short_temp_folder,
 )
 from fl_poison.launch import run_experiment
-from fl_poison.warm_runtime import superlink_answers, warm_runtime
+from fl_poison.warm_runtime import shell_exports, superlink_answers, warm_runtime
 
 
 def test_an_address_answers_only_while_something_listens():
@@ -189,3 +195,51 @@ def test_runs_in_the_warm_runtime_use_its_ray_head_and_match_an_ordinary_run(tmp
     assert not runtime.answers()
     for pid in [superlink_pid, head_group, *below]:
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] in ("Z", "X")
+
+
+def test_shell_exports_quote_the_folder():
+    environment = {
+        "FLWR_HOME": "/tmp/a b",
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "5000",
+        "FLWR_LOCAL_CONTROL_API_PORT": "5000",
+        "RAY_ADDRESS": "127.0.0.1:1",
+    }
+    assert shell_exports(environment) == (
+        "export FLWR_HOME='/tmp/a b' FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=5000 FLWR_LOCAL_CONTROL_API_PORT=5000"
+    )
+
+
+def test_the_runtime_command_holds_a_superlink_until_interrupted(tmp_path):
+    """``fl-poison runtime`` as a real process: ready line, exports that reach its SuperLink, Ctrl-C stops all."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fl_poison.cli", "runtime"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 180
+        while not (lines and lines[-1].startswith("export ")) and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+        assert lines[0].startswith("[fl-poison] runtime ready: SuperLink on 127.0.0.1:")
+        exported = dict(word.split("=", 1) for word in shlex.split(lines[-1])[1:])
+        port = int(exported["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"])
+        home = Path(exported["FLWR_HOME"])
+        assert superlink_answers(port) and home.is_dir()
+        below = [pid for pid, _ in descendants(process.pid)]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert "runtime stopped" in process.stderr.read()
+        assert not superlink_answers(port) and not home.exists()
+        for pid in below:
+            assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] in ("Z", "X")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
