@@ -13,9 +13,9 @@ much of its time there. :func:`warm_runtime` starts, for the duration of a ``wit
   user's ``flwr run``) is redirected to this Ray head or disturbed when it stops.
 
 It yields what it started (:class:`WarmRuntime`), with the environment a run is launched with
-(:func:`fl_poison.launch.run_experiment`'s ``environment``). Each run still goes through ``flwr run``, the real SuperLink, SuperExec and
-simulation engine, creates its own client actors and has Flower terminate them at its end; only
-the Ray processes and the SuperLink outlive a run. Leaving the block stops every process it
+(:func:`fl_poison.launch.run_experiment`'s ``environment``). Each run still goes through
+``flwr run``, the real SuperLink, SuperExec and simulation engine, creates its own client actors
+and has Flower terminate them at its end; only the Ray processes and the SuperLink outlive a run. Leaving the block stops every process it
 started (by process group and PID) and removes its folders.
 """
 
