@@ -52,7 +52,8 @@ def test_flower_runs_in_flower_home_which_is_created(tmp_path, monkeypatch):
     # a relative FLWR_HOME is made absolute once, against this process's working folder
     monkeypatch.chdir(tmp_path)
     assert flower_home({"FLWR_HOME": "relative-home"}) == tmp_path.resolve() / "relative-home"
-    # without FLWR_HOME: Flower's own default
+    # without FLWR_HOME (in the environment given or this process's): Flower's own default
+    monkeypatch.delenv("FLWR_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert flower_home({}) == (tmp_path / "user" / ".flwr").resolve()
 

@@ -234,8 +234,10 @@ def test_the_runtime_command_holds_a_superlink_until_interrupted(tmp_path):
         assert superlink_answers(port) and home.is_dir()
         below = [pid for pid, _ in descendants(process.pid)]
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        started = time.monotonic()
+        assert process.wait(timeout=240) == 0
         assert "runtime stopped" in process.stderr.read()
+        print(f"runtime stopped {time.monotonic() - started:.1f} s after Ctrl-C")
         assert not superlink_answers(port) and not home.exists()
         for pid in below:
             assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] in ("Z", "X")

@@ -32,6 +32,9 @@ READY_TEXT = "Ray runtime started"
 # Ray keeps Unix sockets under its temporary folder (``<folder>/session_<time>_<pid>/sockets/...``,
 # about 70 characters), and Linux limits a socket's path to 107 bytes.
 LONGEST_TEMP_FOLDER = 36
+# Ray's GCS server and raylet were seen to ignore SIGTERM for more than 10 s on busy cores; nothing
+# of the head is kept, so they get SIGKILL after this grace.
+HEAD_STOP_GRACE_SECONDS = 3.0
 
 
 class RayHeadError(RuntimeError):
@@ -167,7 +170,7 @@ def stop_ray_head(head: RayHead) -> None:
     head : RayHead
         The head.
     """
-    stop_processes([head.process])
+    stop_processes([head.process], grace_seconds=HEAD_STOP_GRACE_SECONDS)
     shutil.rmtree(head.temp_folder, ignore_errors=True)
 
 
