@@ -15,8 +15,9 @@ much of its time there. :func:`warm_runtime` starts, for the duration of a ``wit
 It yields what it started (:class:`WarmRuntime`), with the environment a run is launched with
 (:func:`fl_poison.launch.run_experiment`'s ``environment``). Each run still goes through
 ``flwr run``, the real SuperLink, SuperExec and simulation engine, creates its own client actors
-and has Flower terminate them at its end; only the Ray processes and the SuperLink outlive a run. Leaving the block stops every process it
-started (by process group and PID) and removes its folders.
+and has Flower terminate them at its end; only the Ray processes and the SuperLink outlive a run.
+Leaving the block stops every process it started (by process group and PID) and removes its
+folders.
 """
 
 from __future__ import annotations
@@ -96,15 +97,15 @@ class WarmRuntime:
         The environment to launch runs with (``FLWR_HOME``, the SuperLink's port, ``RAY_ADDRESS``).
     superlink : ManagedProcess
         The SuperLink (leader of its process group; the simulations run below it).
-    ray_head : RayHead | None
-        The Ray head (None without ``share_ray``).
+    ray_head : RayHead
+        The Ray head the runs connect to.
     home : Path
         The private ``FLWR_HOME`` (the SuperLink's log, the installed app), removed at the end.
     """
 
     environment: dict[str, str]
     superlink: ManagedProcess
-    ray_head: RayHead | None
+    ray_head: RayHead
     home: Path
 
     def answers(self) -> bool:
@@ -113,20 +114,17 @@ class WarmRuntime:
         if self.superlink.process.poll() is not None or not superlink_answers(port):
             return False
         head = self.ray_head
-        return head is None or (head.process.process.poll() is None and address_answers(head.address))
+        return head.process.process.poll() is None and address_answers(head.address)
 
 
 @contextmanager
-def warm_runtime(base: Mapping[str, str] | None = None, share_ray: bool = True) -> Iterator[WarmRuntime]:
-    """A private SuperLink (and Ray head) for the ``with`` block; yields what it started.
+def warm_runtime(base: Mapping[str, str] | None = None) -> Iterator[WarmRuntime]:
+    """A private SuperLink and Ray head for the ``with`` block; yields what it started.
 
     Parameters
     ----------
     base : Mapping[str, str] | None
         The environment to start from (None: this process's).
-    share_ray : bool
-        Start a Ray head that the runs connect to (False: each run starts its own Ray, as
-        without this runtime; only the SuperLink is shared).
 
     Raises
     ------
@@ -140,9 +138,8 @@ def warm_runtime(base: Mapping[str, str] | None = None, share_ray: bool = True) 
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="fl-poison-runtime-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        head = stack.enter_context(shared_ray_head(environment)) if share_ray else None
-        if head is not None:
-            environment[RAY_ADDRESS_VARIABLE] = head.address
+        head = stack.enter_context(shared_ray_head(environment))
+        environment[RAY_ADDRESS_VARIABLE] = head.address
         port = free_loopback_port()
         environment.update(
             {
@@ -188,10 +185,9 @@ def serve(emit: Callable[[str], None], check_seconds: float = 5.0) -> int:
         Seconds between two checks that the SuperLink and the Ray head still answer.
     """
     with warm_runtime() as runtime:
-        head = runtime.ray_head
         emit(
             f"[fl-poison] runtime ready: SuperLink on 127.0.0.1:{runtime.environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']}"
-            + (f", Ray head at {head.address}" if head is not None else "")
+            f", Ray head at {runtime.ray_head.address}"
         )
         emit("[fl-poison] run experiments against it from another shell after:")
         emit(shell_exports(runtime.environment))

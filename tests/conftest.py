@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
+from fl_poison.core.ray_head import free_loopback_port
 from fl_poison.launch import FLOWER_ENVIRONMENT
-from fl_poison.warm_runtime import simulation_superlink_command
+from fl_poison.warm_runtime import simulation_superlink_command, superlink_answers
 
 STARTUP_SECONDS = 60
 
@@ -45,21 +44,6 @@ def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         yield
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def stop_process_group(process: subprocess.Popen) -> None:
     """SIGTERM the process group led by ``process``, then SIGKILL what is left after 15 s."""
     try:
@@ -81,12 +65,12 @@ def stop_process_group(process: subprocess.Popen) -> None:
 def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Environment variables that point the ``flwr`` CLI at a private, already running SuperLink."""
     home = tmp_path_factory.mktemp("flwr_home")
-    port = free_port()
+    port = free_loopback_port()
     env = {
         **os.environ,
         "FLWR_HOME": str(home),
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
-        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_loopback_port()),
         **FLOWER_ENVIRONMENT,
         "RAY_DISABLE_USAGE_STATS": "1",
     }
@@ -100,7 +84,7 @@ def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
-        while not _healthy(port):
+        while not superlink_answers(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"SuperLink did not start; see {home / 'superlink.log'}")
             time.sleep(0.3)

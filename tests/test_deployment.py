@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from e2e_helpers import read_rows
 
 from fl_poison.core.processes import ManagedProcess, start_process, stop_processes
+from fl_poison.core.ray_head import free_loopback_port
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.local_trial import TrialPlan, flower_environment, start_trial, supernode_command
 from fl_poison.deploy.node_keys import write_node_key_pair
@@ -50,12 +50,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Trial
     )
     own_data = root / "site4"
     write_digits_folder(own_data, OWN_DATA_NODE, NUM_NODES)
-    first_node_port = free_port()
+    first_node_port = free_loopback_port()
     plan = TrialPlan(
         folder=root / "trial",
         num_nodes=NUM_NODES,
         secure=True,
-        superlink_port=free_port(),
+        superlink_port=free_loopback_port(),
         first_node_port=first_node_port,
         connection="loopback",
         malicious=(MALICIOUS_NODE,),
@@ -166,7 +166,7 @@ def test_supernode_with_unregistered_key_is_refused(federation, extra_nodes, tmp
     plan, environment = federation
     write_node_key_pair(tmp_path / "stranger.key", tmp_path / "stranger.pub", "stranger")
     command = supernode_command(
-        plan, free_port(), f"partition-id=0 num-partitions={NUM_NODES}", tmp_path / "stranger.key"
+        plan, free_loopback_port(), f"partition-id=0 num-partitions={NUM_NODES}", tmp_path / "stranger.key"
     )
     node = start_process("stranger", command, tmp_path / "stranger.log", environment)
     extra_nodes.append(node)
@@ -179,7 +179,7 @@ def test_supernode_trusting_another_ca_is_refused(federation, extra_nodes, tmp_p
     write_certificates(tmp_path / "other_ca", ["127.0.0.1"])
     command = supernode_command(
         plan,
-        free_port(),
+        free_loopback_port(),
         f"partition-id=0 num-partitions={NUM_NODES}",
         plan.keys / "node-0-auth.key",
         root_certificates=tmp_path / "other_ca" / "ca.crt",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fl_poison.core.processes import ManagedProcess, start_process, stop_processes, wait_for_log
+from fl_poison.core.ray_head import address_answers
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
 from fl_poison.deploy.node_keys import write_node_keys
@@ -169,11 +169,7 @@ def supernode_command(
 def wait_for_port(port: int, process: ManagedProcess, timeout: float = STARTUP_SECONDS) -> None:
     """Wait until something accepts TCP connections on ``127.0.0.1:port``; fail if ``process`` exits first."""
     deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1)
-            if probe.connect_ex((LOOPBACK, port)) == 0:
-                return
+    while not address_answers(f"{LOOPBACK}:{port}"):
         if process.process.poll() is not None:
             raise RuntimeError(f"{process.name} exited with code {process.process.returncode}; see {process.log_path}")
         if time.monotonic() > deadline:
