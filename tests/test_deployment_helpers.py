@@ -223,6 +223,9 @@ def test_trial_options_become_a_plan(tmp_path: Path) -> None:
     assert (plan.num_nodes, plan.malicious, plan.superlink_port, plan.secure) == (5, (3,), 8123, True)
     assert plan.node_config(4) == f"partition-id=4 data-path='{tmp_path / 'site4'}'"
     assert plan.node_config(3) == "partition-id=3 num-partitions=5 malicious=true attack='badnets'"
+    assert plan.fork_client_apps
+    no_fork = build_parser().parse_args(["deploy", "trial", "--nodes", "2", "--folder", str(tmp_path), "--no-fork"])
+    assert not trial_plan(no_fork).fork_client_apps
 
 
 def test_digits_folder_is_a_node_data_folder(tmp_path: Path, private_hf_cache: None) -> None:

@@ -72,6 +72,12 @@ def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
         "--folder", type=Path, default=Path("trial"), help="certificates, keys and logs (default ./trial)"
     )
     trial.add_argument("--insecure", action="store_true", help="no TLS and no node authentication")
+    trial.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="let each node's own SuperExec start every ClientApp process afresh instead of forking "
+        "it from a preloaded executor (slower; Flower's default)",
+    )
     trial.add_argument("--port", type=int, default=8000, help="the SuperLink's HTTP port (default 8000)")
     trial.add_argument(
         "--node-port", type=int, default=9094, help="ClientAppIo port of node 0; node i uses it + i (default 9094)"
@@ -153,6 +159,7 @@ def trial_plan(arguments: argparse.Namespace) -> TrialPlan:
         malicious=malicious,
         data_paths=data_paths,
         malicious_config=arguments.malicious_config,
+        fork_client_apps=not arguments.no_fork,
     )
 
 

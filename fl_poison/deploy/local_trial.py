@@ -7,6 +7,11 @@ writes the ``flwr`` connection (:mod:`fl_poison.deploy.connection`), registers e
 public key with ``flwr supernode register`` and starts the SuperNodes, each with its own
 ClientAppIo port and node config (``partition-id``, ``num-partitions``, plus ``malicious=true``
 or ``data-path`` where asked). Without ``secure`` everything runs with ``--insecure``.
+With ``fork_client_apps`` (the default) every SuperNode runs with ``--isolation process`` beside a
+:mod:`fl_poison.deploy.forking_executor`, which starts each ClientApp process by forking a parent
+that has imported torch and Flower's client runtime once, with torch's threads set to the node's
+share of this machine's cores; without it Flower's own SuperExec starts a fresh ``flwr-clientapp``
+per message with torch's defaults.
 Every process runs in its own session with a log file in the trial folder; stop them with
 :func:`fl_poison.core.processes.stop_processes`.
 """
@@ -25,6 +30,7 @@ from fl_poison.core.processes import ManagedProcess, start_process, stop_process
 from fl_poison.core.ray_head import address_answers
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
+from fl_poison.deploy.forking_executor import command_line as executor_command
 from fl_poison.deploy.node_keys import write_node_keys
 from fl_poison.launch import FLOWER_ENVIRONMENT
 
@@ -59,6 +65,9 @@ class TrialPlan:
     malicious_config : str
         Appended to the node config of the malicious nodes (attack settings of their own, e.g.
         ``attack="badnets" poison-rate=0.8``).
+    fork_client_apps : bool
+        Run the nodes with ``--isolation process`` and one forking executor each (True), or let
+        each node's own SuperExec start every ClientApp process afresh (False).
     """
 
     folder: Path
@@ -71,6 +80,7 @@ class TrialPlan:
     data_paths: Mapping[int, str] = field(default_factory=dict)
     extra_node_config: str = ""
     malicious_config: str = ""
+    fork_client_apps: bool = True
 
     @property
     def address(self) -> str:
@@ -158,6 +168,8 @@ def supernode_command(
         The CA certificate to check the SuperLink with; default the trial's ``ca.crt``.
     """
     command = ["flower-supernode", "--superlink", plan.address, "--port", str(port), "--node-config", node_config]
+    if plan.fork_client_apps:
+        command += ["--isolation", "process"]
     if not plan.secure:
         return [*command, "--insecure"]
     command += ["--root-certificates", str(root_certificates or plan.certs / "ca.crt")]
@@ -219,6 +231,8 @@ def start_trial(plan: TrialPlan, environment: Mapping[str, str] | None = None) -
         write_certificates(plan.certs, [LOOPBACK, "localhost"])
         public_keys = write_node_keys(plan.keys, plan.num_nodes)
     processes: list[ManagedProcess] = []
+    nodes: list[ManagedProcess] = []
+    threads = max(1, (os.cpu_count() or 1) // plan.num_nodes)
     try:
         superlink = start_process("superlink", superlink_command(plan), plan.folder / "superlink.log", environment)
         processes.append(superlink)
@@ -234,10 +248,15 @@ def start_trial(plan: TrialPlan, environment: Mapping[str, str] | None = None) -
         for index in range(plan.num_nodes):
             key = plan.keys / f"node-{index}-auth.key" if plan.secure else None
             command = supernode_command(plan, plan.first_node_port + index, plan.node_config(index), key)
-            processes.append(
-                start_process(f"supernode-{index}", command, plan.folder / f"supernode-{index}.log", environment)
-            )
-        for node in processes[1:]:
+            node = start_process(f"supernode-{index}", command, plan.folder / f"supernode-{index}.log", environment)
+            processes.append(node)
+            nodes.append(node)
+            if plan.fork_client_apps:
+                executor = executor_command(f"{LOOPBACK}:{plan.first_node_port + index}", threads=threads)
+                processes.append(
+                    start_process(f"executor-{index}", executor, plan.folder / f"executor-{index}.log", environment)
+                )
+        for node in nodes:
             wait_for_log(node, "SuperNode ID", STARTUP_SECONDS)
     except BaseException:
         stop_processes(processes)
