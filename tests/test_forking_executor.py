@@ -6,8 +6,11 @@ by ``tests/test_deployment.py`` and the insecure trial in ``tests/test_deploymen
 
 from __future__ import annotations
 
+import os
+import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,13 +18,17 @@ import torch
 
 from fl_poison.deploy.forking_executor import (
     DEFAULT_PRELOAD,
+    PID_FORMAT,
     PROJECT_PACKAGES,
     ExecutorError,
     ExecutorSettings,
+    ExecutorState,
     command_line,
     forget_project_modules,
     parse_arguments,
     preload_modules,
+    reap_children,
+    record_acquired,
     reseed_global_generators,
     serve,
 )
@@ -124,3 +131,28 @@ def test_trial_nodes_run_in_process_isolation_only_when_forking(tmp_path) -> Non
     assert supernode_command(forking, 9100, "partition-id=0")[-3:] == ["--isolation", "process", "--insecure"]
     plain = TrialPlan(folder=tmp_path, num_nodes=2, secure=False, fork_client_apps=False)
     assert "--isolation" not in supernode_command(plain, 9100, "partition-id=0")
+
+
+def test_children_that_took_a_task_move_from_spare_to_running() -> None:
+    state = ExecutorState(spare=4321, failed_spares=2)
+    record_acquired(state, struct.pack(PID_FORMAT, 4321) + struct.pack(PID_FORMAT, 99))
+    assert state.spare is None
+    assert sorted(state.running) == [99, 4321]
+    assert state.failed_spares == 0
+
+
+def test_a_spare_that_exits_without_a_task_counts_as_failed_and_a_finished_task_is_reaped() -> None:
+    failing = os.fork()
+    if failing == 0:
+        os._exit(3)
+    finished = os.fork()
+    if finished == 0:
+        os._exit(0)
+    state = ExecutorState(spare=failing, running={finished: time.monotonic()})
+    deadline = time.monotonic() + 30
+    while (state.spare is not None or state.running) and time.monotonic() < deadline:
+        reap_children(state)
+        time.sleep(0.05)
+    assert state.spare is None
+    assert state.failed_spares == 1
+    assert state.running == {}

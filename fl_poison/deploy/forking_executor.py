@@ -39,6 +39,7 @@ import logging
 import os
 import select
 import signal
+import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +54,8 @@ DEFAULT_POLL_SECONDS = 0.1
 MAX_FAILED_SPARES = 5
 FAILED_SPARE_PAUSE_SECONDS = 1.0
 CLIENT_APP_TASK = "flwr-clientapp"
+# How a child that acquired a task names itself on the parent's pipe (writes this small are atomic).
+PID_FORMAT = "!i"
 EXECUTOR_COMPONENT = "SuperExec"
 
 logger = logging.getLogger("fl_poison.forking_executor")
@@ -207,13 +210,14 @@ def run_spare(settings: ExecutorSettings, notify_fd: int) -> int:
     settings : ExecutorSettings
         How to reach the Runtime API.
     notify_fd : int
-        Write end of the parent's pipe; one byte is written when a task is acquired.
+        Write end of the parent's pipe; the child's PID (:data:`PID_FORMAT`) is written when it
+        has acquired a task.
     """
     from flwr.supercore.tls import validate_and_resolve_root_certificates
     from flwr.supernode.runtime.run_clientapp import run_clientapp
 
     token = acquire_client_app_token(settings)
-    os.write(notify_fd, b"t")
+    os.write(notify_fd, struct.pack(PID_FORMAT, os.getpid()))
     os.close(notify_fd)
     forget_project_modules()
     reseed_global_generators()
@@ -293,6 +297,26 @@ def reap_children(state: ExecutorState) -> None:
                 f"(exit code {os.waitstatus_to_exitcode(status)})",
                 flush=True,
             )
+
+
+def record_acquired(state: ExecutorState, messages: bytes) -> None:
+    """Move the children named in ``messages`` (PIDs, :data:`PID_FORMAT`) from spare to running.
+
+    Parameters
+    ----------
+    state : ExecutorState
+        Updated in place; a spare that took a task leaves ``state.spare`` empty, so that the
+        parent forks the next one.
+    messages : bytes
+        What the pipe held: whole PID records.
+    """
+    size = struct.calcsize(PID_FORMAT)
+    for offset in range(0, len(messages) - size + 1, size):
+        (pid,) = struct.unpack_from(PID_FORMAT, messages, offset)
+        state.running[pid] = time.monotonic()
+        state.failed_spares = 0
+        if pid == state.spare:
+            state.spare = None
 
 
 def stop_children(state: ExecutorState) -> None:
@@ -379,11 +403,7 @@ def serve(settings: ExecutorSettings) -> int:
                 state.spare = fork_spare(settings, read_fd, write_fd)
             readable, _, _ = select.select([read_fd], [], [], 0.5)
             if readable:
-                taken = os.read(read_fd, 64)
-                if taken and state.spare is not None:
-                    state.running[state.spare] = time.monotonic()
-                    state.spare = None
-                    state.failed_spares = 0
+                record_acquired(state, os.read(read_fd, 4096))
     except KeyboardInterrupt:
         return 0
     finally:
