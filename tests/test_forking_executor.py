@@ -156,3 +156,20 @@ def test_a_spare_that_exits_without_a_task_counts_as_failed_and_a_finished_task_
     assert state.spare is None
     assert state.failed_spares == 1
     assert state.running == {}
+
+
+def test_fl_poison_deploy_executor_refuses_a_bad_address_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from fl_poison.cli import main
+
+    assert main(["deploy", "executor", "--runtime-api-address", "nowhere", "--insecure"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "--runtime-api-address 'nowhere': expected HOST:PORT" in error
+
+
+def test_fl_poison_deploy_executor_refuses_to_preload_the_project(capsys: pytest.CaptureFixture[str]) -> None:
+    from fl_poison.cli import main
+
+    arguments = ["deploy", "executor", "--runtime-api-address", "127.0.0.1:9", "--insecure", "--preload", "clients"]
+    assert main(arguments) == 1
+    assert "--preload" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 
 ``certs`` writes a CA and TLS certificates, ``keys`` node authentication key pairs,
 ``connection`` a ``flwr`` connection, ``digits-folder`` a node data folder to try ``data-path``
-with, and ``trial`` starts a SuperLink and N SuperNodes on this machine until Ctrl-C.
+with, ``executor`` serves a SuperNode's ClientApp tasks from forked processes
+(:mod:`fl_poison.deploy.forking_executor`), and ``trial`` starts a SuperLink and N SuperNodes on
+this machine until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from fl_poison.apps.node import refuse_server_side_attack
 from fl_poison.core.processes import ManagedProcess, stop_processes
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
+from fl_poison.deploy.forking_executor import add_arguments as add_executor_arguments
+from fl_poison.deploy.forking_executor import run_executor, settings_from
 from fl_poison.deploy.local_trial import TrialPlan, start_trial
 from fl_poison.deploy.node_keys import write_node_keys
 from fl_poison.deploy.sample_data import write_digits_folder
@@ -65,6 +69,13 @@ def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
     digits.add_argument("--out", type=Path, required=True, help="the new folder (train/<class>/<i>.png)")
     digits.add_argument("--partition-id", type=int, required=True, help="which partition")
     digits.add_argument("--num-partitions", type=int, required=True, help="into how many partitions digits is divided")
+
+    executor = actions.add_parser(
+        "executor",
+        help="run a SuperNode's ClientApp tasks in processes forked from a preloaded parent "
+        "(start the node with --isolation process)",
+    )
+    add_executor_arguments(executor)
 
     trial = actions.add_parser("trial", help="start a SuperLink and N SuperNodes on this machine until Ctrl-C")
     trial.add_argument("--nodes", type=int, required=True, help="number of SuperNodes (node i gets partition-id=i)")
@@ -123,6 +134,8 @@ def deploy_command(arguments: argparse.Namespace) -> int:
                 raise ValueError("--partition-id: bad value; allowed: 0 .. --num-partitions - 1")
             count = write_digits_folder(arguments.out, arguments.partition_id, arguments.num_partitions)
             print(f"{count} images in {arguments.out.resolve() / 'train'}")
+        elif arguments.deploy_command == "executor":
+            return run_executor(settings_from(arguments))
         elif arguments.deploy_command == "connection":
             root = None if arguments.insecure else arguments.root_certificates
             print(write_connection(arguments.name, arguments.address, root, arguments.default))

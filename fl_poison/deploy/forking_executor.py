@@ -434,19 +434,14 @@ def command_line(
     return [*command, "--root-certificates", root_certificates] if root_certificates else [*command, "--insecure"]
 
 
-def parse_arguments(argv: Sequence[str] | None = None) -> ExecutorSettings:
-    """The :class:`ExecutorSettings` of a command line (a bad value exits with one line).
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the executor's options to ``parser`` (this module's command and ``fl-poison deploy executor``).
 
     Parameters
     ----------
-    argv : Sequence[str] | None
-        The arguments; default ``sys.argv[1:]``.
+    parser : argparse.ArgumentParser
+        The parser to extend.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m fl_poison.deploy.forking_executor",
-        description="Run a SuperNode's ClientApp tasks in processes forked from a preloaded parent "
-        "(start the node with --isolation process).",
-    )
     parser.add_argument("--runtime-api-address", required=True, help="the node's Runtime API, HOST:PORT")
     security = parser.add_mutually_exclusive_group(required=True)
     security.add_argument("--insecure", action="store_true", help="plain HTTP to the Runtime API")
@@ -462,19 +457,62 @@ def parse_arguments(argv: Sequence[str] | None = None) -> ExecutorSettings:
         default=",".join(DEFAULT_PRELOAD),
         help="comma-separated modules to import before forking (never the project's own packages)",
     )
+
+
+def settings_from(arguments: argparse.Namespace) -> ExecutorSettings:
+    """The :class:`ExecutorSettings` of parsed options (:func:`add_arguments`); ValueError on a bad one.
+
+    Parameters
+    ----------
+    arguments : argparse.Namespace
+        What the parser returned.
+    """
+    return ExecutorSettings(
+        runtime_api_address=arguments.runtime_api_address,
+        insecure=arguments.insecure,
+        root_certificates=arguments.root_certificates,
+        poll_seconds=arguments.poll_seconds,
+        threads=arguments.threads,
+        preload=tuple(name.strip() for name in arguments.preload.split(",") if name.strip()),
+    )
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> ExecutorSettings:
+    """The :class:`ExecutorSettings` of a command line (a bad value exits with one line).
+
+    Parameters
+    ----------
+    argv : Sequence[str] | None
+        The arguments; default ``sys.argv[1:]``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m fl_poison.deploy.forking_executor",
+        description="Run a SuperNode's ClientApp tasks in processes forked from a preloaded parent "
+        "(start the node with --isolation process).",
+    )
+    add_arguments(parser)
     arguments = parser.parse_args(argv)
     try:
-        return ExecutorSettings(
-            runtime_api_address=arguments.runtime_api_address,
-            insecure=arguments.insecure,
-            root_certificates=arguments.root_certificates,
-            poll_seconds=arguments.poll_seconds,
-            threads=arguments.threads,
-            preload=tuple(name.strip() for name in arguments.preload.split(",") if name.strip()),
-        )
+        return settings_from(arguments)
     except ValueError as error:
         parser.error(str(error))
         raise
+
+
+def run_executor(settings: ExecutorSettings) -> int:
+    """Serve with ``settings`` (logging set up); returns the exit code, printing an error in one line.
+
+    Parameters
+    ----------
+    settings : ExecutorSettings
+        What to serve.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        return serve(settings)
+    except ExecutorError as error:
+        print(f"fl-poison executor: error: {error}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -485,13 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv : Sequence[str] | None
         The arguments; default ``sys.argv[1:]``.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    settings = parse_arguments(argv)
-    try:
-        return serve(settings)
-    except ExecutorError as error:
-        print(f"fl-poison executor: error: {error}", file=sys.stderr)
-        return 1
+    return run_executor(parse_arguments(argv))
 
 
 if __name__ == "__main__":
