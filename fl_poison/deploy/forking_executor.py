@@ -24,7 +24,9 @@ would start from fresh entropy; a fork would otherwise copy the parent's state) 
 ``os._exit`` so that it never runs the parent's exit handlers. The parent never opens a connection
 (only spares do), so no socket is shared across a fork. SIGTERM or SIGINT stops the parent and every
 child it started. The executor depends on Flower's Runtime API of the versions ``pyproject.toml``
-allows (``AcquireTask``, ``run_clientapp``); it fails with one line when they are missing.
+allows (``AcquireTask``, ``run_clientapp``); it fails with one line when they are missing. It does
+not sign its requests, so a SuperNode started with Flower's experimental
+``--superexec-auth-secret-file`` refuses it.
 
 Usage, next to ``flower-supernode ... --isolation process --port 9094``::
 
