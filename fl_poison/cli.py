@@ -20,6 +20,7 @@ one line ``fl-poison: error: ...`` and exit status 2; a run that did not complet
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -65,6 +66,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, also when started in the background.
+
+    A shell without job control starts background commands with SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: without this, ``kill -INT`` would not stop them.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+
+
 def sweep_command(
     file: Path, out: Path, jobs: int, assignments: Sequence[str], gpus_per_client: float, shared_runtime: bool = True
 ) -> int:
@@ -87,7 +98,7 @@ def sweep_command(
     """
     from experiments.sweep import SWEEP_TABLE, run_sweep
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    _stop_on_signals()
     try:
         overrides = parse_assignments(assignments)
         table = run_sweep(
@@ -109,7 +120,9 @@ def runtime_command() -> int:
     from fl_poison.core.ray_head import RayHeadError
     from fl_poison.warm_runtime import WarmRuntimeError, serve
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    _stop_on_signals()
+    # `kill -USR1 PID` prints every thread's stack to stderr: where a runtime that will not stop waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return serve(print_flushed)
     except (RayHeadError, WarmRuntimeError) as error:
