@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
-from strategy_helpers import FakeGrid
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from strategy_helpers import FakeGrid, metadata_from
 
 from fl_poison.core.round_log import RoundLog
 from fl_poison.core.round_updates import decode_round
@@ -19,20 +19,6 @@ from strategies.sampling import PartitionSampler
 
 GLOBAL = {"w": np.array([1.0, 2.0, 3.0], np.float32), "b": np.array([[0.5, -0.5]], np.float32)}
 METRICS = {"train_loss": 0.5, "num-examples": 10, "partition_id": 0, "malicious": 0, "attacked": 0, "attack_target": -1}
-
-
-def metadata_from(node_id: int) -> Metadata:
-    return Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=0.0,
-        ttl=60.0,
-        message_type="train",
-    )
 
 
 def reply(arrays: dict[str, np.ndarray], metrics: dict | None = None, node_id: int = 100, **extra_records) -> Message:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+from strategy_helpers import metadata_from
 
 from fl_poison.core import results
 from fl_poison.core.results import GrowingCsv, ResultFolder, ordered_columns, read_csv, write_csv, write_json
@@ -159,20 +160,6 @@ def test_subset_grid_shows_only_the_subset_and_forwards_the_rest():
 
 
 # ---------------------------------------------------------------- round log
-
-
-def metadata_from(node_id: int) -> Metadata:
-    return Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=0.0,
-        ttl=60.0,
-        message_type="train",
-    )
 
 
 COMPLETE = {"train_loss": 0.0, "num-examples": 1, "partition_id": 0, "malicious": 0, "attacked": 0, "attack_target": -1}
