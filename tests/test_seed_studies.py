@@ -335,6 +335,52 @@ def test_seed004_over_seeds_from_committed_files_only(tmp_path):
     assert "label-flip at ε = 0.01, ATA per target (1: 0.150, 5: 0.350); best target 5" in text
 
 
+@pytest.mark.parametrize(
+    ("partial_ata", "pair_text", "pair_verdict", "headline"),
+    [
+        # ADA-partial - TS per seed: 0.3, 0.35, 0.25: mean 0.3, sd 0.05, half width 4.302653 * 0.05 / sqrt(3) = 0.124
+        ((0.5, 0.6, 0.55), "+0.300 [+0.176, +0.424] (3 seeds)", "agrees", "agrees"),
+        # -0.15, -0.2, -0.2: mean -0.18333, sd 0.028868, half width 0.0717
+        ((0.05, 0.05, 0.1), "-0.183 [-0.255, -0.112] (3 seeds)", "differs", "differs"),
+    ],
+)
+def test_seed004_headline_needs_both_ada_variants_above_both_baselines(
+    tmp_path, partial_ata, pair_text, pair_verdict, headline
+):
+    def cell(attack, update, knowledge, seed, ata):
+        values = {
+            "attack": attack,
+            "update-attack": update,
+            "ada-knowledge": knowledge,
+            "num-malicious": 10,
+            "target-class": 1,
+            "seed": seed,
+        }
+        return {"values": values, "rounds": [{"round": 1, "ts_ata": ata, "mta": 0.9}]}
+
+    seeds = (1, 2, 3)
+    groups = {
+        ("label-flip", "none", "full"): (0.1, 0.2, 0.15),
+        ("label-flip", "train-and-scale", "full"): (0.2, 0.25, 0.3),
+        ("ada", "auto", "full"): (0.6, 0.7, 0.65),
+        ("ada", "auto", "partial"): partial_ata,
+    }
+    cells = [cell(*group, seed, ata) for group, atas in groups.items() for seed, ata in zip(seeds, atas, strict=True)]
+    make_sweep(tmp_path, cells, cell_files=False, definition={"base": {}, "grids": {"grid": {}}})
+    findings = findings_of(write_comparison("seed004", tmp_path, tmp_path).read_text())
+    tenth = [line for line in findings if line.startswith("- ε = 0.1: ")]
+    assert len(tenth) == 5  # two ADA variants x two baselines, then the headline
+    # ADA-full - LF: 0.5 in every seed (no spread, the interval is the point)
+    assert tenth[0].startswith("- ε = 0.1: ADA-full ATA above LF ATA (0.650 vs 0.150") and tenth[0].endswith(
+        "**agrees**"
+    )
+    partial_vs_ts = next(line for line in tenth if "ADA-partial ATA above TS ATA" in line)
+    assert pair_text in partial_vs_ts and partial_vs_ts.endswith(f"**{pair_verdict}**")
+    assert "the paper's headline" in tenth[-1] and tenth[-1].endswith(f"**{headline}**")
+    lower = [line for line in findings if line.startswith("- ε = 0.01: the paper's headline")]
+    assert lower and lower[0].endswith("**not measured**")
+
+
 def test_a_folder_without_sweep_csv_is_one_line_exit_2(tmp_path, capsys):
     assert main(["seed000", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
