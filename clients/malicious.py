@@ -4,17 +4,19 @@ Every attack of fl_poison that trains is such a composition (DESIGN: "an attack 
 of at most two steps"): a data-poisoning attack (:class:`DataPoisoner`) turns the clean local
 data into its training set, an update-transform attack (:class:`UpdateTransform`) rewrites the
 trained weights (and may forge the example count) before they are sent. Each attack lives in its own module of
-:mod:`clients.attacks`; this module holds the composition and the two "no attack" steps.
+:mod:`clients.attacks`; this module holds the composition, the two "no attack" steps, and
+the attacker's own number of local epochs (``attacker-epochs``) for the composition and for
+an attack's own client behaviour (:class:`AttackerEpochs`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
 
-from clients.base import NO_TARGET, ClientUpdate, TrainingJob
+from clients.base import NO_TARGET, ClientBehaviour, ClientUpdate, TrainingJob
 from fl_poison.core.data import LabeledTensors
 from fl_poison.core.training import train_locally
 from fl_poison.core.weights import float_state
@@ -104,6 +106,21 @@ class NoTransform(HonestCount):
         return trained
 
 
+def with_epochs(job: TrainingJob, epochs: int | None) -> TrainingJob:
+    """``job`` with its local training running ``epochs`` epochs (``job`` itself for None).
+
+    Parameters
+    ----------
+    job : TrainingJob
+        The round's job.
+    epochs : int | None
+        Local epochs (``attacker-epochs``), or None for the run's ``local-epochs``.
+    """
+    if epochs is None:
+        return job
+    return replace(job, training=replace(job.training, epochs=epochs))
+
+
 @dataclass(frozen=True)
 class MaliciousClient:
     """Poison the data, train, transform the update.
@@ -114,10 +131,15 @@ class MaliciousClient:
         The data attack.
     transform : UpdateTransform
         The update attack.
+    epochs : int | None
+        Local epochs of the poisoned training and of the transform's own training (``attacker-epochs``);
+        None for the run's ``local-epochs``. A round in which the poisoner does not attack is
+        trained like a benign client's, with ``local-epochs``.
     """
 
     poisoner: DataPoisoner
     transform: UpdateTransform
+    epochs: int | None = None
 
     def run(self, job: TrainingJob) -> ClientUpdate:
         """Train on the poisoned data and send the transformed update (honest training if no attack this round)."""
@@ -126,8 +148,9 @@ class MaliciousClient:
         if poisoned is None:
             loss = train_locally(job.model, job.data, job.training, job.device, job.seed)
             return ClientUpdate(job.model, loss, len(job.data), malicious=True)
-        loss = train_locally(job.model, poisoned.data, job.training, job.device, job.seed)
-        sent = self.transform.transform(job, float_state(job.model), reference)
+        attack_job = with_epochs(job, self.epochs)
+        loss = train_locally(attack_job.model, poisoned.data, attack_job.training, attack_job.device, attack_job.seed)
+        sent = self.transform.transform(attack_job, float_state(attack_job.model), reference)
         job.model.load_state_dict(sent, strict=False)
         return ClientUpdate(
             job.model,
@@ -137,3 +160,26 @@ class MaliciousClient:
             attacked=True,
             attack_target=poisoned.target,
         )
+
+
+@dataclass(frozen=True)
+class AttackerEpochs:
+    """An attack's own client behaviour (kind ``client-behaviour``) run with ``epochs`` local epochs.
+
+    The behaviour reads its epochs from the job, so every local training it does in the round
+    runs ``epochs`` epochs; batch size, optimizer and FedProx mu stay the run's.
+
+    Parameters
+    ----------
+    behaviour : ClientBehaviour
+        The attacker's behaviour in an attack round.
+    epochs : int
+        Local epochs (``attacker-epochs``).
+    """
+
+    behaviour: ClientBehaviour
+    epochs: int
+
+    def run(self, job: TrainingJob) -> ClientUpdate:
+        """``behaviour`` run on ``job`` with its training epochs replaced."""
+        return self.behaviour.run(with_epochs(job, self.epochs))

@@ -19,7 +19,14 @@ import clients.attacks
 from clients.attack_metrics import AttackEvaluation, NoAttackMetrics
 from clients.base import ClientBehaviour
 from clients.benign import BenignClient
-from clients.malicious import CleanData, DataPoisoner, MaliciousClient, NoTransform, UpdateTransform
+from clients.malicious import (
+    AttackerEpochs,
+    CleanData,
+    DataPoisoner,
+    MaliciousClient,
+    NoTransform,
+    UpdateTransform,
+)
 from clients.spec import AttackContext, AttackSpec
 from clients.threat_model import ThreatModel
 from fl_poison.core.catalogue import CLIENT_BEHAVIOUR, DATA_POISONING, MODEL_POISONING, UPDATE_TRANSFORM
@@ -88,7 +95,9 @@ def behaviour_for(
     composes the attack's data poisoner (kind ``data-poisoning``; clean data for ``none``) with
     the update transform of ``update-attack`` (none for ``none`` and for a model-poisoning attack,
     whose attacker sends its honestly trained weights marked ``attacked`` for the server-side
-    adversary stage to forge).
+    adversary stage to forge). With ``attacker-epochs`` set, the attacker's local training in
+    its attack rounds runs that many epochs (``MaliciousClient.epochs``,
+    :class:`~clients.malicious.AttackerEpochs`).
 
     Parameters
     ----------
@@ -125,9 +134,12 @@ def behaviour_for(
     )
     attack = attack_named(config.attack, attacks)
     if attack is not None and attack.kind == CLIENT_BEHAVIOUR and attack.behaviour is not None:
-        return attack.behaviour(context)
+        behaviour = attack.behaviour(context)
+        return behaviour if config.attacker_epochs is None else AttackerEpochs(behaviour, config.attacker_epochs)
     return MaliciousClient(
-        data_poisoner(attack, context), update_transform(attack_named(config.resolved_update_attack, attacks), context)
+        data_poisoner(attack, context),
+        update_transform(attack_named(config.resolved_update_attack, attacks), context),
+        config.attacker_epochs,
     )
 
 

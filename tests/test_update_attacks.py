@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -16,13 +17,14 @@ from clients.attacks.nan_weights import NanClient
 from clients.attacks.scaling import Scaling
 from clients.attacks.train_and_scale import TrainAndScale
 from clients.backdoors import TriggerPoison
-from clients.base import NO_TARGET, TrainingJob
+from clients.base import NO_TARGET, ClientUpdate, TrainingJob
 from clients.benign import BenignClient
 from clients.label_flipping import flip_source_to_target, random_labels
-from clients.malicious import CleanData, MaliciousClient, NoTransform
+from clients.malicious import AttackerEpochs, CleanData, MaliciousClient, NoTransform
 from clients.registry import behaviour_for
 from clients.update_transforms import scale_to_norm, scale_update, update_norm_of
 from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.config import ConfigError
 from fl_poison.core.data import DatasetInfo, LabeledTensors
 from fl_poison.core.models import small_cnn
 from fl_poison.core.schedule import sampled_partitions
@@ -189,6 +191,61 @@ def test_train_and_scale_without_a_bound_matches_an_honest_update_norm():
     assert numpy_norm(sent, as_float64(reference)) == pytest.approx(honest_norm, rel=1e-5)
 
 
+def trained_with_epochs(model: torch.nn.Module, data: LabeledTensors, epochs: int) -> dict[str, torch.Tensor]:
+    clone = copy.deepcopy(model)
+    train_locally(clone, data, dataclasses.replace(TRAINING, epochs=epochs), CPU, SEED)
+    return float_state(clone)
+
+
+def test_attacker_epochs_train_the_poisoned_set_that_many_epochs():
+    model, data = tiny_model(), tiny_data()
+    poisoned = flip_source_to_target(data, source=2, target=0, rate=0.5, seed=SEED)
+    expected = trained_with_epochs(model, poisoned, 5)  # the job's training has 2
+    update = MaliciousClient(SourceTargetFlip(2, 0, 0.5), NoTransform(), epochs=5).run(
+        job_for(copy.deepcopy(model), data)
+    )
+    sent = float_state(update.model)
+    assert all(torch.equal(sent[name], expected[name]) for name in expected)
+    two_epochs = trained_copy(model, poisoned)
+    assert not all(torch.equal(sent[name], two_epochs[name]) for name in expected)
+
+
+def test_attacker_epochs_reach_the_honest_estimate_of_train_and_scale():
+    model, data = tiny_model(), tiny_data()
+    reference = as_float64(float_state(model))
+    honest_norm = numpy_norm(as_float64(trained_with_epochs(model, data, 4)), reference)
+    update = MaliciousClient(SourceTargetFlip(2, 0, 0.5), TrainAndScale(None), epochs=4).run(
+        job_for(copy.deepcopy(model), data)
+    )
+    assert numpy_norm(as_float64(float_state(update.model)), reference) == pytest.approx(honest_norm, rel=1e-5)
+
+
+def test_a_round_the_poisoner_skips_trains_with_the_runs_epochs():
+    class Skip:
+        def poison(self, job):
+            return None
+
+    model, data = tiny_model(), tiny_data()
+    update = MaliciousClient(Skip(), NoTransform(), epochs=5).run(job_for(copy.deepcopy(model), data))
+    expected = trained_copy(model, data)  # TRAINING's 2 epochs, as a benign client
+    assert all(torch.equal(float_state(update.model)[name], expected[name]) for name in expected)
+    assert update.malicious and not update.attacked
+
+
+def test_attacker_epochs_wrap_an_attacks_own_behaviour():
+    seen = []
+
+    class Recorder:
+        def run(self, job):
+            seen.append(job.training)
+            return ClientUpdate(job.model, 0.0, len(job.data), malicious=True, attacked=True)
+
+    job = job_for(tiny_model(), tiny_data(8))
+    AttackerEpochs(Recorder(), 7).run(job)
+    assert seen == [dataclasses.replace(TRAINING, epochs=7)]
+    assert job.training == TRAINING  # the job itself is left alone
+
+
 def test_nan_client_sends_only_nan():
     model, data = tiny_model(), tiny_data(8)
     update = NanClient().run(job_for(model, data))
@@ -228,6 +285,24 @@ def test_attacker_sits_out_before_the_start_round():
     for server_round in (1, 2, 3):
         assert behaviour_for(config, 3, server_round, INFO) == BenignClient(malicious=True)
     assert isinstance(behaviour_for(config, 3, 4, INFO), MaliciousClient)
+
+
+def test_attacker_epochs_reach_attackers_in_attack_rounds_only():
+    config = config_with(attack="label-flip", attack_start_round=4, attacker_epochs=6)
+    assert config.attacker_epochs == 6 and config_with(attack="label-flip").attacker_epochs is None
+    attacking = behaviour_for(config, 3, 4, INFO)
+    assert isinstance(attacking, MaliciousClient) and attacking.epochs == 6
+    assert behaviour_for(config, 3, 2, INFO) == BenignClient(malicious=True)  # before the start round
+    assert behaviour_for(config, 0, 4, INFO) == BenignClient()  # a benign client
+    assert behaviour_for(config_with(attack="label-flip"), 3, 4, INFO).epochs is None
+    nan_client = behaviour_for(config_with(attack="nan-weights", attacker_epochs=2), 3, 4, INFO)
+    assert nan_client == AttackerEpochs(NanClient(), 2)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "many"])
+def test_attacker_epochs_refuses_what_is_not_auto_or_a_positive_integer(value):
+    with pytest.raises(ConfigError, match="attacker-epochs"):
+        config_with(attack="label-flip", attacker_epochs=value)
 
 
 def test_attack_every_two_alternates_between_attacking_and_honest():

@@ -25,6 +25,7 @@ from fl_poison.core.client_weighting import CAPPED, WEIGHTINGS
 from fl_poison.core.settings import (
     ConfigError,
     Setting,
+    auto_or,
     boolean,
     choice,
     clients_per_round,
@@ -230,12 +231,25 @@ CORE_SETTINGS: tuple[Setting[Any], ...] = (
         "A malicious client attacks every k-th time it is sampled (from attack-start-round on).",
         integer(1),
     ),
+    Setting(
+        "attacker-epochs",
+        "auto",
+        "Local epochs of a malicious client in its attack rounds (every local training its attack does); "
+        "auto = local-epochs.",
+        auto_or(integer(1), "an integer >= 1"),
+    ),
 )
 
 # The settings that say how an attacker behaves (not who attacks, nor anything the server
 # decides): a compromised SuperNode's operator may set these, and every attack's own settings,
 # in its node config.
-THREAT_BEHAVIOUR_KEYS: tuple[str, ...] = ("attack", "update-attack", "attack-start-round", "attack-every")
+THREAT_BEHAVIOUR_KEYS: tuple[str, ...] = (
+    "attack",
+    "update-attack",
+    "attack-start-round",
+    "attack-every",
+    "attacker-epochs",
+)
 
 
 # The settings that existed when cell fingerprints were first kept across sessions (sweeps resume by
@@ -354,6 +368,7 @@ class ExperimentConfig:
     update_attack: str
     attack_start_round: int
     attack_every: int
+    attacker_epochs: int | None
     resolved_update_attack: str = NO_ATTACK
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     at_default: frozenset[str] = frozenset()
