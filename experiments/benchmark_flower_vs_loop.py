@@ -22,8 +22,11 @@ What is measured, and why
 2. **Flower in a warm runtime** (skipped with ``--no-warm``): the same run as a sweep's cell runs
    it, against a SuperLink and a Ray head started before the clock starts
    (:func:`fl_poison.warm_runtime.warm_runtime`): the run's ``ray.init`` connects to the head
-   instead of starting Ray, and its end does not wait for Ray's shutdown. The runtime's own start
-   is reported, not counted.
+   instead of starting Ray, and its end does not wait for Ray's shutdown; its simulation process is
+   forked from the runtime's preloaded executor (:mod:`fl_poison.forking_executor`) instead of
+   starting and importing afresh. The runtime's own start is reported, not counted. With
+   ``--unforked`` the run is also timed in a warm runtime whose SuperLink starts a fresh
+   ``flwr-simulation`` process (what the executor saves).
 3. **Plain loop**: :func:`plain_loop` does the same computation one client after another in
    this process: same config parsing, data, seeded model initialisation, per-round partition
    draw, client seeds, local training, example-weighted FedAvg in partition-id order, and
@@ -275,7 +278,9 @@ def breakdown(started_at: float, finished_at: float, timings: dict[str, object])
     return {name: round(seconds, 3) for name, seconds in parts.items()}
 
 
-def warm_flower_run(given: dict[str, object], cpus: float, gpus: float) -> tuple[FlowerResult, float]:
+def warm_flower_run(
+    given: dict[str, object], cpus: float, gpus: float, fork_simulations: bool = True
+) -> tuple[FlowerResult, float]:
     """Run ``given`` through Flower as a sweep's cell runs: in a warm runtime started first (not timed).
 
     Returns the run (as :func:`flower_run`) and the seconds the runtime took to start.
@@ -288,14 +293,19 @@ def warm_flower_run(given: dict[str, object], cpus: float, gpus: float) -> tuple
         Ray CPUs per virtual client.
     gpus : float
         GPU share per virtual client.
+    fork_simulations : bool
+        The runtime forks the simulation process from its preloaded executor (the default of
+        :func:`~fl_poison.warm_runtime.warm_runtime`); False: the SuperLink starts a fresh one.
     """
     started = time.perf_counter()
-    with warm_runtime() as runtime:
+    with warm_runtime(fork_simulations=fork_simulations) as runtime:
         start_seconds = time.perf_counter() - started
         return flower_run(given, cpus, gpus, runtime.environment), round(start_seconds, 3)
 
 
-def compare(given: dict[str, object], cpus: float, gpus: float, warm: bool = True) -> dict[str, object]:
+def compare(
+    given: dict[str, object], cpus: float, gpus: float, warm: bool = True, unforked: bool = False
+) -> dict[str, object]:
     """Time the loop, then Flower, then (with ``warm``) Flower in a warm runtime, on the same settings.
 
     Returns everything the report shows.
@@ -310,6 +320,8 @@ def compare(given: dict[str, object], cpus: float, gpus: float, warm: bool = Tru
         GPU share per virtual client.
     warm : bool
         Also time the run as a sweep's cell (:func:`warm_flower_run`).
+    unforked : bool
+        With ``warm``, also time it in a warm runtime that does not fork the simulation process.
     """
     config = experiment_config(given)
     threads = max(1, math.floor(cpus))
@@ -326,6 +338,17 @@ def compare(given: dict[str, object], cpus: float, gpus: float, warm: bool = Tru
             "flower_warm_accuracy": warm_run["summary"].get("accuracy"),
             "flower_warm_breakdown_seconds": warm_run["breakdown"],
         }
+        if unforked:
+            unforked_run, unforked_start = warm_flower_run(given, cpus, gpus, fork_simulations=False)
+            warm_report.update(
+                {
+                    "warm_unforked_runtime_start_seconds": unforked_start,
+                    "flower_warm_unforked_wall_seconds": unforked_run["seconds"],
+                    "ratio_flower_warm_unforked_over_loop": round(unforked_run["seconds"] / loop["seconds"], 2),
+                    "flower_warm_unforked_accuracy": unforked_run["summary"].get("accuracy"),
+                    "flower_warm_unforked_breakdown_seconds": unforked_run["breakdown"],
+                }
+            )
     summary = flower["summary"]
     flower_accuracies = [row["accuracy"] for row in flower["rounds"]]
     loop_accuracies = [row["accuracy"] for row in loop["rounds"]]
@@ -388,6 +411,19 @@ def print_table(report: dict[str, object]) -> None:
         )
         warm_parts = cast(dict[str, float], report["flower_warm_breakdown_seconds"])
         rows.extend((f"  flower warm: {name}", f"{seconds:.2f}") for name, seconds in warm_parts.items())
+    if "flower_warm_unforked_wall_seconds" in report:
+        rows.extend(
+            [
+                (
+                    "flower in a warm runtime, simulation process not forked, seconds",
+                    f"{report['flower_warm_unforked_wall_seconds']:.1f}",
+                ),
+                ("ratio flower warm unforked / loop", f"{report['ratio_flower_warm_unforked_over_loop']:.2f}"),
+                ("flower warm unforked final accuracy", f"{report['flower_warm_unforked_accuracy']:.4f}"),
+            ]
+        )
+        unforked_parts = cast(dict[str, float], report["flower_warm_unforked_breakdown_seconds"])
+        rows.extend((f"  flower warm unforked: {name}", f"{seconds:.2f}") for name, seconds in unforked_parts.items())
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>8}")
@@ -416,6 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="skip the third run, in a warm runtime (a SuperLink and Ray head started first, as a sweep does)",
     )
+    parser.add_argument(
+        "--unforked",
+        action="store_true",
+        help="also time the run in a warm runtime whose SuperLink starts a fresh simulation process (no fork)",
+    )
     arguments = parser.parse_args(argv)
     try:
         if arguments.cpus_per_client <= 0:
@@ -423,7 +464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.gpus_per_client < 0:
             raise ConfigError.bad_value("--gpus-per-client", arguments.gpus_per_client, "a number >= 0")
         given = {**PRESETS[arguments.preset], **parse_assignments(arguments.settings)}
-        report = compare(given, arguments.cpus_per_client, arguments.gpus_per_client, warm=not arguments.no_warm)
+        report = compare(
+            given,
+            arguments.cpus_per_client,
+            arguments.gpus_per_client,
+            warm=not arguments.no_warm,
+            unforked=arguments.unforked,
+        )
     except (ConfigError, CommandError, RayHeadError, WarmRuntimeError) as error:
         print(f"benchmark: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1

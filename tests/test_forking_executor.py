@@ -16,10 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from fl_poison.deploy.forking_executor import (
+from fl_poison.deploy.local_trial import TrialPlan, supernode_command
+from fl_poison.forking_executor import (
+    CLIENT_APP,
     DEFAULT_PRELOAD,
+    DEFAULT_PRELOADS,
     PID_FORMAT,
     PROJECT_PACKAGES,
+    SIMULATION,
     ExecutorError,
     ExecutorSettings,
     ExecutorState,
@@ -32,7 +36,6 @@ from fl_poison.deploy.forking_executor import (
     reseed_global_generators,
     serve,
 )
-from fl_poison.deploy.local_trial import TrialPlan, supernode_command
 
 
 @pytest.mark.parametrize(
@@ -52,12 +55,26 @@ def test_bad_settings_fail_naming_the_option(kwargs: dict, message: str) -> None
 
 def test_command_line_round_trips_through_the_parser() -> None:
     insecure = command_line("127.0.0.1:9100")
-    assert insecure[:3] == [sys.executable, "-m", "fl_poison.deploy.forking_executor"]
+    assert insecure[:3] == [sys.executable, "-m", "fl_poison.forking_executor"]
     settings = parse_arguments(insecure[3:])
     assert settings == ExecutorSettings("127.0.0.1:9100", insecure=True)
     secure = parse_arguments(command_line("10.0.0.2:9094", "/certs/ca.crt")[3:])
     assert (secure.insecure, secure.root_certificates) == (False, "/certs/ca.crt")
-    assert secure.preload == DEFAULT_PRELOAD
+    assert secure.preload is None and secure.modules_to_preload == DEFAULT_PRELOAD
+    simulation = parse_arguments(command_line("127.0.0.1:9093", task=SIMULATION)[3:])
+    assert simulation == ExecutorSettings("127.0.0.1:9093", task=SIMULATION)
+    assert simulation.modules_to_preload == DEFAULT_PRELOADS[SIMULATION] and simulation.label == "simulation"
+    chosen = parse_arguments(["--runtime-api-address", "127.0.0.1:9", "--insecure", "--preload", "json, numpy"])
+    assert chosen.modules_to_preload == ("json", "numpy")
+
+
+def test_an_unknown_task_exits_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(["--runtime-api-address", "127.0.0.1:9", "--insecure", "--task", "serverapp"])
+    assert exit_info.value.code == 2
+    assert "--task" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--task 'serverapp'"):
+        ExecutorSettings("127.0.0.1:9", task="serverapp")
 
 
 def test_a_bad_command_line_exits_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,16 +94,19 @@ def test_a_module_that_cannot_be_imported_is_reported_not_fatal() -> None:
     assert preload_modules(["json", "no_such_module_for_fl_poison"]) == ["no_such_module_for_fl_poison"]
 
 
-def test_the_default_preload_brings_no_project_module() -> None:
-    """The parent must not import the project: each child loads it from the run's FAB."""
+@pytest.mark.parametrize("task", [CLIENT_APP, SIMULATION])
+def test_the_default_preload_brings_no_project_module_and_starts_no_thread(task: str) -> None:
+    """The parent must not import the project (each child loads it from the run's FAB), and must fork
+    with one thread: a thread's locks would be copied into the child in whatever state they are."""
     code = (
-        "import sys, runpy\n"
+        "import sys, threading\n"
         "from importlib import import_module\n"
-        f"for name in {DEFAULT_PRELOAD!r}: import_module(name)\n"
+        f"for name in {DEFAULT_PRELOADS[task]!r}: import_module(name)\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {PROJECT_PACKAGES!r}))\n"
+        "print([thread.name for thread in threading.enumerate()])\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert completed.stdout.strip() == "[]"
+    assert completed.stdout.splitlines() == ["[]", "['MainThread']"]
 
 
 def test_forgetting_the_project_makes_the_next_import_read_the_folder_first_on_the_path(tmp_path) -> None:
@@ -96,13 +116,13 @@ def test_forgetting_the_project_makes_the_next_import_read_the_folder_first_on_t
     (fab / "fl_poison" / "__init__.py").write_text("WHERE = 'fab'\n")
     code = (
         "import sys\n"
-        "import fl_poison.deploy.forking_executor as executor\n"
+        "import fl_poison.forking_executor as executor\n"
         f"sys.path.insert(0, {str(fab)!r})\n"
         "import fl_poison\n"
         "before = getattr(fl_poison, 'WHERE', 'installed')\n"
         "dropped = executor.forget_project_modules()\n"
         "import fl_poison\n"
-        "print(before, fl_poison.WHERE, 'fl_poison.deploy.forking_executor' in dropped)\n"
+        "print(before, fl_poison.WHERE, 'fl_poison.forking_executor' in dropped)\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert completed.stdout.split() == ["installed", "fab", "True"]

@@ -13,6 +13,7 @@ rank  layer                       modules
 2     apps                        ``fl_poison.apps.*`` (the Flower ServerApp/ClientApp, node config)
 3     launch, audit               ``fl_poison.launch`` (one experiment through ``flwr run``),
                                   ``fl_poison.warm_runtime`` (a SuperLink and Ray head runs share),
+                                  ``fl_poison.forking_executor`` (task processes forked from a warm parent),
                                   ``fl_poison.audit.*`` (a trained model's audit; neither imports the other)
 4     deploy, experiments         ``fl_poison.deploy.*``, ``experiments.*`` (neither imports the other)
 5     cli                         ``fl_poison.cli`` (the ``fl-poison`` command: dispatch only)
@@ -41,6 +42,7 @@ LAYER_OF_PREFIX = {
     "fl_poison.apps": "apps",
     "fl_poison.launch": "launch",
     "fl_poison.warm_runtime": "launch",
+    "fl_poison.forking_executor": "launch",
     "fl_poison.audit": "audit",
     "fl_poison.deploy": "deploy",
     "experiments": "experiments",

@@ -188,12 +188,20 @@ def test_runs_in_the_warm_runtime_use_its_ray_head_and_match_an_ordinary_run(tmp
         # each run's simulation connected to the head as a driver (a driver log per run in its session)
         drivers = {log.resolve() for log in head_folder.glob("session_*/logs/python-core-driver-*.log")}
         assert len(drivers) == 2
+        # each simulation ran in a process forked from the preloaded executor, not below the SuperLink
+        assert runtime.executor is not None
+        executor_pid = runtime.executor.pid
+        deadline = time.monotonic() + 60  # the executor reports a run once its process has exited
+        while runtime.executor.log_text().count("ran its task") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert runtime.executor.log_text().count("simulation process") == 2
         below = [pid for pid, _ in descendants(superlink_pid)] + [pid for pid, _ in descendants(head_group)]
+        below += [pid for pid, _ in descendants(executor_pid)]
     assert final_rows(warm[0]) == final_rows(warm[1]) == final_rows(ordinary)
     assert not head_folder.exists() and not runtime.home.exists()
     assert not superlink_answers(port) and not address_answers(runtime.ray_head.address)
     assert not runtime.answers()
-    for pid in [superlink_pid, head_group, *below]:
+    for pid in [superlink_pid, executor_pid, head_group, *below]:
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] in ("Z", "X")
 
 

@@ -3,7 +3,7 @@
 ``certs`` writes a CA and TLS certificates, ``keys`` node authentication key pairs,
 ``connection`` a ``flwr`` connection, ``digits-folder`` a node data folder to try ``data-path``
 with, ``executor`` serves a SuperNode's ClientApp tasks from forked processes
-(:mod:`fl_poison.deploy.forking_executor`), and ``trial`` starts a SuperLink and N SuperNodes on
+(:mod:`fl_poison.forking_executor`), and ``trial`` starts a SuperLink and N SuperNodes on
 this machine until Ctrl-C.
 """
 
@@ -21,11 +21,11 @@ from fl_poison.apps.node import refuse_server_side_attack
 from fl_poison.core.processes import ManagedProcess, stop_processes
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
-from fl_poison.deploy.forking_executor import add_arguments as add_executor_arguments
-from fl_poison.deploy.forking_executor import run_executor, settings_from
 from fl_poison.deploy.local_trial import TrialPlan, start_trial
 from fl_poison.deploy.node_keys import write_node_keys
 from fl_poison.deploy.sample_data import write_digits_folder
+from fl_poison.forking_executor import add_arguments as add_executor_arguments
+from fl_poison.forking_executor import run_executor, settings_from
 
 
 def add_deploy_parser(commands: argparse._SubParsersAction) -> None:

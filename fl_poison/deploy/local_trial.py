@@ -8,7 +8,7 @@ public key with ``flwr supernode register`` and starts the SuperNodes, each with
 ClientAppIo port and node config (``partition-id``, ``num-partitions``, plus ``malicious=true``
 or ``data-path`` where asked). Without ``secure`` everything runs with ``--insecure``.
 With ``fork_client_apps`` (the default) every SuperNode runs with ``--isolation process`` beside a
-:mod:`fl_poison.deploy.forking_executor`, which starts each ClientApp process by forking a parent
+:mod:`fl_poison.forking_executor`, which starts each ClientApp process by forking a parent
 that has imported torch and Flower's client runtime once, with torch's threads set to the node's
 share of this machine's cores; without it Flower's own SuperExec starts a fresh ``flwr-clientapp``
 per message with torch's defaults.
@@ -30,8 +30,8 @@ from fl_poison.core.processes import ManagedProcess, start_process, stop_process
 from fl_poison.core.ray_head import address_answers
 from fl_poison.deploy.certificates import write_certificates
 from fl_poison.deploy.connection import write_connection
-from fl_poison.deploy.forking_executor import command_line as executor_command
 from fl_poison.deploy.node_keys import write_node_keys
+from fl_poison.forking_executor import command_line as executor_command
 from fl_poison.launch import FLOWER_ENVIRONMENT
 
 STARTUP_SECONDS = 60.0

@@ -1,41 +1,54 @@
-"""A SuperExec for SuperNodes that starts every ClientApp process by ``fork`` from a warm parent.
+"""A SuperExec that starts every ClientApp or simulation process by ``fork`` from a warm parent.
 
 On a SuperNode, Flower runs every message (one ``fit`` or ``evaluate`` of one client) in a new
 ``flwr-clientapp`` process: the SuperNode's SuperExec (``flower-superexec``) acquires the task from
 the node's Runtime API and starts ``flwr-clientapp --token ...``, which pulls the message, installs
 the run's FAB, loads the ClientApp from it, runs it, pushes the reply and exits. A fresh Python
 process spends 4–5 s here importing torch and Flower's client runtime before it reads its message,
-in every round, for every client.
+in every round, for every client. A SuperLink in simulation mode does the same once per run: its
+SuperExec starts ``flwr-simulation``, which imports Flower's simulation engine, Ray and (through
+the ServerApp) torch, 3–4 s on two cores, before the run's first round.
 
-This executor takes SuperExec's place for a node started with ``flower-supernode --isolation
-process``. A parent process imports the heavy third-party modules once (:data:`DEFAULT_PRELOAD`:
-torch, numpy, Flower's ClientApp runtime) and keeps one *spare* child forked from it. The spare
-polls the Runtime API for a ClientApp task exactly as SuperExec does (``AcquireTask``); when it gets
-one it tells the parent (which forks the next spare) and runs Flower's own
-:func:`flwr.supernode.runtime.run_clientapp.run_clientapp` with the task's token. So every message
-still runs in a process of its own that exits afterwards, and Flower still pulls the message,
-installs the FAB and loads the ClientApp from the FAB's folder: the project's own packages
-(:data:`PROJECT_PACKAGES`) are never preloaded, and each child drops the ones the executor itself
-was imported through from ``sys.modules`` before it runs the task, so what runs is the run's FAB,
-not the code the executor was started with. What the fork saves is the import of the libraries.
+This executor takes SuperExec's place for a SuperNode started with ``flower-supernode --isolation
+process`` (``--task clientapp``, the default) or for a SuperLink started with ``flower-superlink
+--simulation --isolation process`` (``--task simulation``). A parent process imports the heavy
+third-party modules once (:data:`DEFAULT_PRELOADS`: torch, numpy and Flower's runtime of the task;
+Ray for simulations) and keeps one *spare* child forked from it. The spare polls the Runtime API
+for a task of its kind exactly as SuperExec does (``AcquireTask``); when it gets one it tells the
+parent (which forks the next spare) and runs Flower's own runtime function with the task's token:
+:func:`flwr.supernode.runtime.run_clientapp.run_clientapp`, or
+:func:`flwr.simulation.app.run_simulation_process` with its output mirrored to the SuperLink's log
+as ``flwr-simulation`` does. So every task still runs in a process of its own that exits afterwards,
+and Flower still pulls the task, installs the FAB and loads the apps from the FAB's folder: the
+project's own packages (:data:`PROJECT_PACKAGES`) are never preloaded, and each child drops the
+ones the executor itself was imported through from ``sys.modules`` before it runs the task, so what
+runs is the run's FAB, not the code the executor was started with. What the fork saves is the
+import of the libraries.
 
 Each child reseeds numpy's and torch's global generators from the operating system (a fresh process
 would start from fresh entropy; a fork would otherwise copy the parent's state) and ends with
 ``os._exit`` so that it never runs the parent's exit handlers. The parent never opens a connection
-(only spares do), so no socket is shared across a fork. SIGTERM or SIGINT stops the parent and every
-child it started. The executor depends on Flower's Runtime API of the versions ``pyproject.toml``
-allows (``AcquireTask``, ``run_clientapp``); it fails with one line when they are missing. It does
-not sign its requests, so a SuperNode started with Flower's experimental
+(only spares do) and never starts Ray or CUDA, so no socket, driver or device context is shared
+across a fork. SIGTERM or SIGINT stops the parent and every child it started. The executor depends
+on Flower's Runtime API of the versions ``pyproject.toml`` allows (``AcquireTask``,
+``run_clientapp``, ``run_simulation_process``); it fails with one line when they are missing. It
+does not sign its requests, so a SuperNode started with Flower's experimental
 ``--superexec-auth-secret-file`` refuses it.
 
 Usage, next to ``flower-supernode ... --isolation process --port 9094``::
 
-    python -m fl_poison.deploy.forking_executor --runtime-api-address 127.0.0.1:9094 --insecure
+    python -m fl_poison.forking_executor --runtime-api-address 127.0.0.1:9094 --insecure
+
+and next to ``flower-superlink --simulation --isolation process --port 9093`` (what
+:mod:`fl_poison.warm_runtime` starts)::
+
+    python -m fl_poison.forking_executor --task simulation --runtime-api-address 127.0.0.1:9093 --insecure
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -50,12 +63,37 @@ from types import FrameType
 
 # The packages a FAB of this project brings; a child imports them afresh from the FAB's folder.
 PROJECT_PACKAGES = ("fl_poison", "clients", "strategies")
+CLIENT_APP = "clientapp"
+SIMULATION = "simulation"
+# What each --task acquires from the Runtime API (Flower's task types) and how its processes are named.
+TASK_TYPES = {CLIENT_APP: "flwr-clientapp", SIMULATION: "flwr-simulation"}
+TASK_LABELS = {CLIENT_APP: "ClientApp", SIMULATION: "simulation"}
 DEFAULT_PRELOAD = ("numpy", "torch", "torch._dynamo", "flwr.supernode.runtime.run_clientapp", "flwr.clientapp")
+DEFAULT_PRELOADS = {
+    CLIENT_APP: DEFAULT_PRELOAD,
+    # and what the ServerApp imports on first use: scikit-learn's metrics (and digits), matplotlib for the plots
+    SIMULATION: (
+        "numpy",
+        "torch",
+        "torch._dynamo",
+        "ray",
+        "flwr.simulation.app",
+        "flwr.serverapp",
+        "sklearn.metrics",
+        "sklearn.datasets",
+        "matplotlib",
+        "matplotlib.figure",
+    ),
+}
+# The module and function of Flower's runtime that a task process of each kind runs.
+RUNTIME_FUNCTIONS = {
+    CLIENT_APP: ("flwr.supernode.runtime.run_clientapp", "run_clientapp"),
+    SIMULATION: ("flwr.simulation.app", "run_simulation_process"),
+}
 DEFAULT_POLL_SECONDS = 0.1
 # A spare that exits this many times in a row without acquiring a task stops the executor.
 MAX_FAILED_SPARES = 5
 FAILED_SPARE_PAUSE_SECONDS = 1.0
-CLIENT_APP_TASK = "flwr-clientapp"
 # How a child that acquired a task names itself on the parent's pipe (writes this small are atomic).
 PID_FORMAT = "!i"
 EXECUTOR_COMPONENT = "SuperExec"
@@ -82,22 +120,27 @@ class ExecutorSettings:
         CA certificate file to check the Runtime API's TLS certificate; None with ``insecure``.
     poll_seconds : float
         Pause between two ``AcquireTask`` calls of the spare.
-    preload : tuple[str, ...]
-        Modules the parent imports before it forks.
+    preload : tuple[str, ...] | None
+        Modules the parent imports before it forks; None for the task's :data:`DEFAULT_PRELOADS`.
     threads : int | None
-        torch's intra-op threads in every ClientApp process (``torch.set_num_threads``, set in the
+        torch's intra-op threads in every task process (``torch.set_num_threads``, set in the
         parent before it forks); None keeps torch's default (one per core). Several nodes on one
         machine each need a share of the cores, or their threads spin against each other.
+    task : str
+        ``clientapp`` (a SuperNode's ClientApp tasks) or ``simulation`` (a simulation SuperLink's runs).
     """
 
     runtime_api_address: str
     insecure: bool = True
     root_certificates: str | None = None
     poll_seconds: float = DEFAULT_POLL_SECONDS
-    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    preload: tuple[str, ...] | None = None
     threads: int | None = None
+    task: str = CLIENT_APP
 
     def __post_init__(self) -> None:
+        if self.task not in TASK_TYPES:
+            raise ValueError(f"--task {self.task!r}: allowed {' | '.join(TASK_TYPES)}")
         host, separator, port = self.runtime_api_address.rpartition(":")
         if not separator or not host or not port.isdigit():
             raise ValueError(f"--runtime-api-address {self.runtime_api_address!r}: expected HOST:PORT")
@@ -107,6 +150,16 @@ class ExecutorSettings:
             raise ValueError(f"--poll-seconds {self.poll_seconds}: allowed 0.01 .. 60")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads {self.threads}: allowed an integer >= 1")
+
+    @property
+    def modules_to_preload(self) -> tuple[str, ...]:
+        """``preload``, or the task's default when it is None."""
+        return DEFAULT_PRELOADS[self.task] if self.preload is None else self.preload
+
+    @property
+    def label(self) -> str:
+        """How the task's processes are named in the executor's lines (``ClientApp``, ``simulation``)."""
+        return TASK_LABELS[self.task]
 
 
 @dataclass
@@ -173,13 +226,13 @@ def reseed_global_generators() -> None:
         sys.modules["torch"].seed()
 
 
-def acquire_client_app_token(settings: ExecutorSettings) -> str:
-    """Poll the Runtime API until it hands out a ClientApp task; return the task's token.
+def acquire_task_token(settings: ExecutorSettings) -> str:
+    """Poll the Runtime API until it hands out a task of ``settings.task``; return the task's token.
 
     Parameters
     ----------
     settings : ExecutorSettings
-        The Runtime API's address, security and polling pause.
+        The Runtime API's address, security, polling pause and task kind.
     """
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
@@ -196,7 +249,7 @@ def acquire_client_app_token(settings: ExecutorSettings) -> str:
     )
     try:
         while True:
-            response = client.AcquireTask(AcquireTaskRequest(supported_task_types=[CLIENT_APP_TASK]))
+            response = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TASK_TYPES[settings.task]]))
             if response.HasField("task") and response.token:
                 return str(response.token)
             time.sleep(settings.poll_seconds)
@@ -204,34 +257,71 @@ def acquire_client_app_token(settings: ExecutorSettings) -> str:
         client.close()
 
 
-def run_spare(settings: ExecutorSettings, notify_fd: int) -> int:
-    """The child's work: wait for a task, tell the parent, run the ClientApp; return the exit code.
+def run_task(settings: ExecutorSettings, token: str) -> None:
+    """Run Flower's runtime of ``settings.task`` for the task of ``token`` in this process.
 
     Parameters
     ----------
     settings : ExecutorSettings
-        How to reach the Runtime API.
+        How to reach the Runtime API, and the task kind.
+    token : str
+        The token :func:`acquire_task_token` got.
+    """
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+
+    certificates = validate_and_resolve_root_certificates(settings.root_certificates, settings.insecure)
+    if settings.task == CLIENT_APP:
+        from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+        run_clientapp(
+            runtime_api_address=settings.runtime_api_address,
+            token=token,
+            insecure=settings.insecure,
+            certificates=certificates,
+            parent_pid=os.getppid(),
+            runtime_dependency_install=False,
+        )
+        return
+    from queue import Queue
+
+    from flwr.simulation.app import run_simulation_process
+    from flwr.supercore.logger import mirror_output_to_queue, restore_output
+
+    # as flwr-simulation does: what the run prints goes to the SuperLink's log of the run too
+    log_queue: Queue[str | None] = Queue()
+    mirror_output_to_queue(log_queue)
+    try:
+        run_simulation_process(
+            runtime_api_address=settings.runtime_api_address,
+            log_queue=log_queue,
+            token=token,
+            insecure=settings.insecure,
+            certificates=certificates,
+            parent_pid=os.getppid(),
+            runtime_dependency_install=False,
+        )
+    finally:
+        restore_output()
+
+
+def run_spare(settings: ExecutorSettings, notify_fd: int) -> int:
+    """The child's work: wait for a task, tell the parent, run it; return the exit code.
+
+    Parameters
+    ----------
+    settings : ExecutorSettings
+        How to reach the Runtime API, and the task kind.
     notify_fd : int
         Write end of the parent's pipe; the child's PID (:data:`PID_FORMAT`) is written when it
         has acquired a task.
     """
-    from flwr.supercore.tls import validate_and_resolve_root_certificates
-    from flwr.supernode.runtime.run_clientapp import run_clientapp
-
-    token = acquire_client_app_token(settings)
+    token = acquire_task_token(settings)
     os.write(notify_fd, struct.pack(PID_FORMAT, os.getpid()))
     os.close(notify_fd)
     forget_project_modules()
     reseed_global_generators()
     try:
-        run_clientapp(
-            runtime_api_address=settings.runtime_api_address,
-            token=token,
-            insecure=settings.insecure,
-            certificates=validate_and_resolve_root_certificates(settings.root_certificates, settings.insecure),
-            parent_pid=os.getppid(),
-            runtime_dependency_install=False,
-        )
+        run_task(settings, token)
     except SystemExit as exit_request:
         code = exit_request.code
         return code if isinstance(code, int) else (0 if code is None else 1)
@@ -262,20 +352,22 @@ def fork_spare(settings: ExecutorSettings, read_fd: int, write_fd: int) -> int:
             signal.signal(signum, signal.SIG_DFL)
         code = run_spare(settings, write_fd)
     except BaseException as error:  # the child must reach os._exit whatever happens
-        print(f"fl-poison executor: ClientApp process {os.getpid()} failed: {error!r}", file=sys.stderr)
+        print(f"fl-poison executor: {settings.label} process {os.getpid()} failed: {error!r}", file=sys.stderr)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
 
 
-def reap_children(state: ExecutorState) -> None:
+def reap_children(state: ExecutorState, label: str = TASK_LABELS[CLIENT_APP]) -> None:
     """Collect exited children; count a spare that exited before acquiring a task as failed.
 
     Parameters
     ----------
     state : ExecutorState
         Updated in place.
+    label : str
+        How the task processes are named in the line printed for each one that ended.
     """
     while True:
         try:
@@ -295,7 +387,7 @@ def reap_children(state: ExecutorState) -> None:
         acquired = state.running.pop(pid, None)
         if acquired is not None:
             print(
-                f"fl-poison executor: ClientApp process {pid} ran its task in {time.monotonic() - acquired:.1f} s "
+                f"fl-poison executor: {label} process {pid} ran its task in {time.monotonic() - acquired:.1f} s "
                 f"(exit code {os.waitstatus_to_exitcode(status)})",
                 flush=True,
             )
@@ -366,23 +458,29 @@ def serve(settings: ExecutorSettings) -> int:
     settings : ExecutorSettings
         The Runtime API and what to preload.
     """
+    runtime = RUNTIME_FUNCTIONS[settings.task]
     try:
-        from flwr.supernode.runtime.run_clientapp import run_clientapp  # noqa: F401
-    except ImportError as error:
+        module = importlib.import_module(runtime[0])
+        getattr(module, runtime[1])
+    except (ImportError, AttributeError) as error:
         raise ExecutorError(
-            f"this Flower has no ClientApp runtime to fork ({error}); use --isolation subprocess"
+            f"this Flower has no {settings.label} runtime to fork ({error}); use --isolation subprocess"
         ) from None
     started = time.monotonic()
-    if any(name.split(".")[0] in PROJECT_PACKAGES for name in settings.preload):
+    preload = settings.modules_to_preload
+    if any(name.split(".")[0] in PROJECT_PACKAGES for name in preload):
         raise ExecutorError(f"--preload: the project's own packages {PROJECT_PACKAGES} come from each run's FAB")
-    preload_modules(settings.preload)
+    preload_modules(preload)
     if settings.threads is not None:
         import torch
 
         torch.set_num_threads(settings.threads)
+    # The preloaded objects never need collecting: kept out of the collector's generations, a child's
+    # collections do not walk them, and so do not write to (and copy) the pages the fork shares.
+    gc.freeze()
     print(
-        f"fl-poison executor: preloaded {', '.join(settings.preload)} in {time.monotonic() - started:.1f} s; "
-        f"serving ClientApp tasks of {settings.runtime_api_address}",
+        f"fl-poison executor: preloaded {', '.join(preload)} in {time.monotonic() - started:.1f} s; "
+        f"serving {settings.label} tasks of {settings.runtime_api_address}",
         flush=True,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -391,7 +489,7 @@ def serve(settings: ExecutorSettings) -> int:
     state = ExecutorState()
     try:
         while True:
-            reap_children(state)
+            reap_children(state, settings.label)
             if state.failed_spares >= MAX_FAILED_SPARES:
                 print(
                     f"fl-poison executor: error: {MAX_FAILED_SPARES} spares in a row exited without a task; "
@@ -417,20 +515,27 @@ def serve(settings: ExecutorSettings) -> int:
 
 
 def command_line(
-    runtime_api_address: str, root_certificates: str | None = None, threads: int | None = None
+    runtime_api_address: str,
+    root_certificates: str | None = None,
+    threads: int | None = None,
+    task: str = CLIENT_APP,
 ) -> list[str]:
-    """The command that runs this executor for a node's Runtime API.
+    """The command that runs this executor for a Runtime API.
 
     Parameters
     ----------
     runtime_api_address : str
-        ``host:port`` of the node's Runtime API.
+        ``host:port`` of the node's (or the simulation SuperLink's) Runtime API.
     root_certificates : str | None
         CA certificate of the Runtime API's TLS; None for plain HTTP (``--insecure``).
     threads : int | None
-        torch threads per ClientApp process; None for torch's default.
+        torch threads per task process; None for torch's default.
+    task : str
+        ``clientapp`` or ``simulation``.
     """
-    command = [sys.executable, "-m", "fl_poison.deploy.forking_executor", "--runtime-api-address", runtime_api_address]
+    command = [sys.executable, "-m", "fl_poison.forking_executor", "--runtime-api-address", runtime_api_address]
+    if task != CLIENT_APP:
+        command += ["--task", task]
     if threads is not None:
         command += ["--threads", str(threads)]
     return [*command, "--root-certificates", root_certificates] if root_certificates else [*command, "--insecure"]
@@ -444,7 +549,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser : argparse.ArgumentParser
         The parser to extend.
     """
-    parser.add_argument("--runtime-api-address", required=True, help="the node's Runtime API, HOST:PORT")
+    parser.add_argument(
+        "--runtime-api-address", required=True, help="the node's (or simulation SuperLink's) Runtime API, HOST:PORT"
+    )
+    parser.add_argument(
+        "--task",
+        choices=tuple(TASK_TYPES),
+        default=CLIENT_APP,
+        help="what to run: a SuperNode's ClientApp tasks (default) or a simulation SuperLink's runs",
+    )
     security = parser.add_mutually_exclusive_group(required=True)
     security.add_argument("--insecure", action="store_true", help="plain HTTP to the Runtime API")
     security.add_argument("--root-certificates", help="CA certificate of the Runtime API's TLS")
@@ -452,12 +565,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS, help="pause between task polls (default 0.1)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads per ClientApp process (default: torch's, one per core)"
+        "--threads", type=int, default=None, help="torch threads per task process (default: torch's, one per core)"
     )
     parser.add_argument(
         "--preload",
-        default=",".join(DEFAULT_PRELOAD),
-        help="comma-separated modules to import before forking (never the project's own packages)",
+        default=None,
+        help="comma-separated modules to import before forking (never the project's own packages; default: "
+        + "; ".join(f"{task}: {','.join(modules)}" for task, modules in DEFAULT_PRELOADS.items())
+        + ")",
     )
 
 
@@ -475,7 +590,10 @@ def settings_from(arguments: argparse.Namespace) -> ExecutorSettings:
         root_certificates=arguments.root_certificates,
         poll_seconds=arguments.poll_seconds,
         threads=arguments.threads,
-        preload=tuple(name.strip() for name in arguments.preload.split(",") if name.strip()),
+        preload=None
+        if arguments.preload is None
+        else tuple(name.strip() for name in arguments.preload.split(",") if name.strip()),
+        task=arguments.task,
     )
 
 
@@ -488,9 +606,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> ExecutorSettings:
         The arguments; default ``sys.argv[1:]``.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m fl_poison.deploy.forking_executor",
-        description="Run a SuperNode's ClientApp tasks in processes forked from a preloaded parent "
-        "(start the node with --isolation process).",
+        prog="python -m fl_poison.forking_executor",
+        description="Run a SuperNode's ClientApp tasks, or a simulation SuperLink's runs, in processes forked "
+        "from a preloaded parent (start the node or the SuperLink with --isolation process).",
     )
     add_arguments(parser)
     arguments = parser.parse_args(argv)
