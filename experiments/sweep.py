@@ -57,7 +57,7 @@ from fl_poison.core.results import (
 )
 from fl_poison.core.settings import ConfigError
 from fl_poison.launch import check_client_resources, run_experiment
-from fl_poison.warm_runtime import WarmRuntime, WarmRuntimeError, warm_runtime
+from fl_poison.warm_runtime import FORK_BY_DEFAULT, WarmRuntime, WarmRuntimeError, warm_runtime
 
 SWEEP_DEFINITION = "sweep.json"
 SWEEP_TABLE = "sweep.csv"
@@ -570,6 +570,7 @@ def run_sweep(
     overrides: Mapping[str, object] | None = None,
     gpus_per_client: float = 0.0,
     shared_runtime: bool = True,
+    fork_simulations: bool = FORK_BY_DEFAULT,
 ) -> SweepTable:
     """Run every unfinished cell of the sweep in ``path`` into ``out``; return the table.
 
@@ -601,6 +602,9 @@ def run_sweep(
         (:func:`fl_poison.warm_runtime.warm_runtime`): each cell then skips Ray's start and stop
         (3 s on two quiet cores, 10 s on busy ones). When they do not start, one line says why
         and every cell starts its own Ray, as with False.
+    fork_simulations : bool
+        In the shared runtime, fork each cell's simulation process from a preloaded executor
+        (see :func:`fl_poison.warm_runtime.warm_runtime`; the default on Linux).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
@@ -618,7 +622,8 @@ def run_sweep(
     )
     bar = SweepProgress(len(cells), len(cells) - len(pending), progress)
     cpus_per_client = float(workers)
-    with SharedRuntime(progress, enabled=shared_runtime and runner is None and bool(pending)) as shared:
+    enabled = shared_runtime and runner is None and bool(pending)
+    with SharedRuntime(progress, enabled=enabled, fork_simulations=fork_simulations) as shared:
 
         def run_in_shared_runtime(settings: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
             return run_experiment(settings, cpus, gpus, verbose, environment=shared.environment())
@@ -642,11 +647,16 @@ class SharedRuntime:
         Receives the progress lines.
     enabled : bool
         False: never start a runtime (:meth:`environment` is None).
+    fork_simulations : bool
+        Fork each cell's simulation process from the runtime's preloaded executor.
     """
 
-    def __init__(self, progress: Callable[[str], None], enabled: bool = True) -> None:
+    def __init__(
+        self, progress: Callable[[str], None], enabled: bool = True, fork_simulations: bool = FORK_BY_DEFAULT
+    ) -> None:
         self._progress = progress
         self._enabled = enabled
+        self._fork_simulations = fork_simulations
         self._stack = ExitStack()
         self._runtime: WarmRuntime | None = None
         self._lock = threading.Lock()
@@ -671,7 +681,7 @@ class SharedRuntime:
     def _start(self) -> None:
         started = time.monotonic()
         try:
-            self._runtime = self._stack.enter_context(warm_runtime())
+            self._runtime = self._stack.enter_context(warm_runtime(fork_simulations=self._fork_simulations))
         except (RayHeadError, WarmRuntimeError) as error:
             self._progress(f"[sweep] no shared runtime ({error}); every cell starts its own Ray")
             self._enabled = False

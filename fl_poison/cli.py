@@ -77,7 +77,13 @@ def _stop_on_signals() -> None:
 
 
 def sweep_command(
-    file: Path, out: Path, jobs: int, assignments: Sequence[str], gpus_per_client: float, shared_runtime: bool = True
+    file: Path,
+    out: Path,
+    jobs: int,
+    assignments: Sequence[str],
+    gpus_per_client: float,
+    shared_runtime: bool = True,
+    fork: bool = True,
 ) -> int:
     """``fl-poison sweep``: run the sweep; Ctrl-C or SIGTERM stops it with every finished cell kept.
 
@@ -95,14 +101,24 @@ def sweep_command(
         GPU share per virtual client.
     shared_runtime : bool
         Run the cells against one SuperLink and Ray head started for the sweep.
+    fork : bool
+        False (``--no-fork``): the shared runtime starts a fresh simulation process per cell
+        instead of forking it (forking is the default on Linux only).
     """
     from experiments.sweep import SWEEP_TABLE, run_sweep
+    from fl_poison.warm_runtime import FORK_BY_DEFAULT
 
     _stop_on_signals()
     try:
         overrides = parse_assignments(assignments)
         table = run_sweep(
-            file, out, jobs, overrides=overrides, gpus_per_client=gpus_per_client, shared_runtime=shared_runtime
+            file,
+            out,
+            jobs,
+            overrides=overrides,
+            gpus_per_client=gpus_per_client,
+            shared_runtime=shared_runtime,
+            fork_simulations=fork and FORK_BY_DEFAULT,
         )
     except KeyboardInterrupt:
         print(
@@ -115,16 +131,23 @@ def sweep_command(
     return 1 if failed else 0
 
 
-def runtime_command() -> int:
-    """``fl-poison runtime``: hold a warm SuperLink and Ray head for runs from other shells until Ctrl-C or SIGTERM."""
+def runtime_command(fork: bool = True) -> int:
+    """``fl-poison runtime``: hold a warm SuperLink and Ray head for runs from other shells until Ctrl-C or SIGTERM.
+
+    Parameters
+    ----------
+    fork : bool
+        False (``--no-fork``): a fresh simulation process per run instead of a forked one (forking
+        is the default on Linux only).
+    """
     from fl_poison.core.ray_head import RayHeadError
-    from fl_poison.warm_runtime import WarmRuntimeError, serve
+    from fl_poison.warm_runtime import FORK_BY_DEFAULT, WarmRuntimeError, serve
 
     _stop_on_signals()
     # `kill -USR1 PID` prints every thread's stack to stderr: where a runtime that will not stop waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        return serve(print_flushed)
+        return serve(print_flushed, fork_simulations=fork and FORK_BY_DEFAULT)
     except (RayHeadError, WarmRuntimeError) as error:
         print(f"fl-poison: error: {error}", file=sys.stderr)
         return 1
@@ -389,11 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="every cell starts its own Ray through the local SuperLink (default: one SuperLink and one Ray head "
         "started for the sweep, which saves Ray's start and stop in every cell)",
     )
-    commands.add_parser(
+    runtime = commands.add_parser(
         "runtime",
         help="hold a SuperLink and a Ray head that fl-poison run in other shells can use (no Ray start per run) "
         "until Ctrl-C",
     )
+    for parser_with_runtime in (sweep, runtime):
+        parser_with_runtime.add_argument(
+            "--no-fork",
+            action="store_true",
+            help="start a fresh simulation process per run (default on Linux: fork it from a parent that has "
+            "imported Flower, Ray and torch)",
+        )
     plot = commands.add_parser("plot", help="draw a sweep folder's figures into DIR/plots (PNG and PDF)")
     report = commands.add_parser(
         "report", help="redraw a sweep folder's figures and write DIR/report.md, DIR/groups.csv and DIR/pairs.csv"
@@ -463,7 +493,7 @@ def dispatch(arguments: argparse.Namespace) -> int:
     if arguments.command in ("plot", "report"):
         return sweep_folder_command(arguments.command, arguments.folder, arguments.last_rounds)
     if arguments.command == "runtime":
-        return runtime_command()
+        return runtime_command(not arguments.no_fork)
     if arguments.command == "sweep":
         return sweep_command(
             arguments.file,
@@ -472,6 +502,7 @@ def dispatch(arguments: argparse.Namespace) -> int:
             arguments.assignments,
             arguments.gpus_per_client,
             not arguments.no_shared_runtime,
+            not arguments.no_fork,
         )
     return run_command(arguments.settings, arguments.cpus_per_client, arguments.gpus_per_client, arguments.verbose)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 import urllib.request
@@ -55,6 +56,9 @@ SUPERLINK_STARTUP_SECONDS = 60.0
 # The executor imports torch, Ray and Flower's simulation engine before it serves: 3-10 s on two cores.
 EXECUTOR_STARTUP_SECONDS = 120.0
 EXECUTOR_READY_TEXT = "serving simulation tasks"
+# Forking a process that has imported torch and matplotlib is safe on Linux; on macOS the system
+# frameworks they load may abort a forked child, so the SuperLink's own SuperExec is used there.
+FORK_BY_DEFAULT = sys.platform.startswith("linux")
 
 
 class WarmRuntimeError(RuntimeError):
@@ -137,7 +141,9 @@ class WarmRuntime:
 
 
 @contextmanager
-def warm_runtime(base: Mapping[str, str] | None = None, fork_simulations: bool = True) -> Iterator[WarmRuntime]:
+def warm_runtime(
+    base: Mapping[str, str] | None = None, fork_simulations: bool = FORK_BY_DEFAULT
+) -> Iterator[WarmRuntime]:
     """A private SuperLink and Ray head (and forking executor) for the ``with`` block; yields what it started.
 
     Parameters
@@ -146,7 +152,8 @@ def warm_runtime(base: Mapping[str, str] | None = None, fork_simulations: bool =
         The environment to start from (None: this process's).
     fork_simulations : bool
         Run each simulation in a process forked from a preloaded executor (see the module's
-        docstring); False lets the SuperLink start a fresh ``flwr-simulation`` per run.
+        docstring); False lets the SuperLink start a fresh ``flwr-simulation`` per run. The default
+        forks on Linux only (:data:`FORK_BY_DEFAULT`).
 
     Raises
     ------
@@ -217,7 +224,7 @@ def shell_exports(environment: Mapping[str, str]) -> str:
     return "export " + " ".join(f"{name}={shlex.quote(environment[name])}" for name in names)
 
 
-def serve(emit: Callable[[str], None], check_seconds: float = 5.0) -> int:
+def serve(emit: Callable[[str], None], check_seconds: float = 5.0, fork_simulations: bool = FORK_BY_DEFAULT) -> int:
     """``fl-poison runtime``: start a warm runtime, say how to use it, and hold it until interrupted.
 
     Returns 1 when the runtime stops answering on its own (it is then stopped, with one line);
@@ -229,8 +236,10 @@ def serve(emit: Callable[[str], None], check_seconds: float = 5.0) -> int:
         Receives the lines to show.
     check_seconds : float
         Seconds between two checks that the SuperLink and the Ray head still answer.
+    fork_simulations : bool
+        Fork each run's simulation process from a preloaded executor (see :func:`warm_runtime`).
     """
-    with warm_runtime() as runtime:
+    with warm_runtime(fork_simulations=fork_simulations) as runtime:
         emit(
             f"[fl-poison] runtime ready: SuperLink on 127.0.0.1:{runtime.environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']}"
             f", Ray head at {runtime.ray_head.address}"

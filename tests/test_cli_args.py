@@ -11,6 +11,7 @@ from fl_poison.apps.algorithms import catalogue
 from fl_poison.cli import main
 from fl_poison.core.settings import ConfigError, toml_literal
 from fl_poison.launch import parse_assignments, parse_value
+from fl_poison.warm_runtime import FORK_BY_DEFAULT
 
 SETTINGS = catalogue().settings()
 
@@ -146,3 +147,29 @@ def test_settings_lists_every_key_with_its_default(capsys):
     assert set(by_key) == {setting.key for setting in SETTINGS}
     for setting in SETTINGS:
         assert by_key[setting.key].split()[1] == toml_literal(setting.default) or setting.default == ""
+
+
+@pytest.mark.parametrize(("extra", "forks"), [([], FORK_BY_DEFAULT), (["--no-fork"], False)])
+def test_sweep_and_runtime_pass_no_fork_on(monkeypatch, tmp_path, extra, forks):
+    import experiments.sweep
+    from fl_poison import warm_runtime
+
+    asked: dict[str, object] = {}
+
+    class Table:
+        rows: dict[str, dict[str, str]] = {}
+        path = tmp_path / "sweep.csv"
+
+    def fake_sweep(*args, **kwargs):
+        asked["sweep"] = kwargs["fork_simulations"]
+        return Table()
+
+    def fake_serve(emit, fork_simulations):
+        asked["runtime"] = fork_simulations
+        return 0
+
+    monkeypatch.setattr(experiments.sweep, "run_sweep", fake_sweep)
+    monkeypatch.setattr(warm_runtime, "serve", fake_serve)
+    assert main(["sweep", str(tmp_path / "grid.toml"), "--out", str(tmp_path / "out"), *extra]) == 0
+    assert main(["runtime", *extra]) == 0
+    assert asked == {"sweep": forks, "runtime": forks}

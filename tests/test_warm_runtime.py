@@ -33,7 +33,7 @@ from fl_poison.core.ray_head import (
     short_temp_folder,
 )
 from fl_poison.launch import run_experiment
-from fl_poison.warm_runtime import shell_exports, superlink_answers, warm_runtime
+from fl_poison.warm_runtime import FORK_BY_DEFAULT, shell_exports, superlink_answers, warm_runtime
 
 
 def test_an_address_answers_only_while_something_listens():
@@ -94,9 +94,11 @@ class FakeRuntimes:
     def __init__(self, healthy_checks: int = 10**6) -> None:
         self.started: list[int] = []
         self.stopped: list[int] = []
+        self.forks: list[bool] = []
         self.healthy_checks = healthy_checks
 
-    def __call__(self):
+    def __call__(self, fork_simulations: bool):
+        self.forks.append(fork_simulations)
         number = len(self.started)
         self.started.append(number)
         fakes = self
@@ -128,9 +130,12 @@ def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypa
     run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out", progress=lines.append)
     assert [env["RAY_ADDRESS"] for env in seen] == ["127.0.0.1:0", "127.0.0.1:0"]
     assert runtimes.started == runtimes.stopped == [0]  # one runtime, stopped at the end
+    assert runtimes.forks == [FORK_BY_DEFAULT]
     assert any(line.startswith("[sweep] shared runtime: Ray head at 127.0.0.1:0") for line in lines)
+    run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out-no-fork", progress=lines.append, fork_simulations=False)
+    assert runtimes.forks == [FORK_BY_DEFAULT, False]
 
-    def no_head():
+    def no_head(fork_simulations: bool):
         raise RayHeadError("ray start exited with code 1")
 
     seen.clear()
@@ -141,7 +146,7 @@ def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypa
     assert lines.count("[sweep] no shared runtime (ray start exited with code 1); every cell starts its own Ray") == 1
 
     seen.clear()
-    monkeypatch.setattr(sweep_module, "warm_runtime", lambda: pytest.fail("asked not to start a runtime"))
+    monkeypatch.setattr(sweep_module, "warm_runtime", lambda **_: pytest.fail("asked not to start a runtime"))
     run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out3", progress=lines.append, shared_runtime=False)
     assert seen == [None, None]
 
