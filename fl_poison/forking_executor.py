@@ -60,6 +60,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 # The packages a FAB of this project brings; a child imports them afresh from the FAB's folder.
 PROJECT_PACKAGES = ("fl_poison", "clients", "strategies")
@@ -269,18 +270,19 @@ def run_task(settings: ExecutorSettings, token: str) -> None:
     """
     from flwr.supercore.tls import validate_and_resolve_root_certificates
 
-    certificates = validate_and_resolve_root_certificates(settings.root_certificates, settings.insecure)
+    # what both runtimes take, as Flower's SuperExec passes it on their command lines
+    arguments: dict[str, Any] = {
+        "runtime_api_address": settings.runtime_api_address,
+        "token": token,
+        "insecure": settings.insecure,
+        "certificates": validate_and_resolve_root_certificates(settings.root_certificates, settings.insecure),
+        "parent_pid": os.getppid(),
+        "runtime_dependency_install": False,
+    }
     if settings.task == CLIENT_APP:
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
-        run_clientapp(
-            runtime_api_address=settings.runtime_api_address,
-            token=token,
-            insecure=settings.insecure,
-            certificates=certificates,
-            parent_pid=os.getppid(),
-            runtime_dependency_install=False,
-        )
+        run_clientapp(**arguments)
         return
     from queue import Queue
 
@@ -291,15 +293,7 @@ def run_task(settings: ExecutorSettings, token: str) -> None:
     log_queue: Queue[str | None] = Queue()
     mirror_output_to_queue(log_queue)
     try:
-        run_simulation_process(
-            runtime_api_address=settings.runtime_api_address,
-            log_queue=log_queue,
-            token=token,
-            insecure=settings.insecure,
-            certificates=certificates,
-            parent_pid=os.getppid(),
-            runtime_dependency_install=False,
-        )
+        run_simulation_process(log_queue=log_queue, **arguments)
     finally:
         restore_output()
 
