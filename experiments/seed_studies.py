@@ -10,6 +10,9 @@ against our numbers) into the folder. The documents' numbers are transcribed bel
 - seed 001 (course report, blend / DBA backdoors): final ASR and accuracy are read off its
   figures only where the text states them (FedAvg ASR "over 90 %", Krum "near zero", DBA 0.996).
 - seed 004 (Sun et al., ADA): Tables I–II, MNIST rows; ATA and MTA are the maximum over the rounds.
+- ``seed004-sensitivity``: not a finding of the paper but what it leaves open (its injection rate α
+  and attacker schedule): ATA per attack, α and ``attacker-epochs``, which settings reach the
+  paper's ATA, how α and the epochs move it, and a figure (``sensitivity.png``).
 
 **Seeds.** Cells that differ only in their seed (``replicates = N`` or a ``seed`` list in the sweep
 file) are replicates: every number of the tables is a mean over seeds, with the sample standard
@@ -37,6 +40,7 @@ import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from statistics import mean
+from typing import cast
 
 from experiments.cells import markdown_table
 from experiments.statistics import (
@@ -587,6 +591,186 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
     return table, findings
 
 
+def setting_text(row: Mapping[str, str], key: str) -> str:
+    """The cell's value of setting ``key`` as text: its row's, else the setting's default.
+
+    Parameters
+    ----------
+    row : Mapping[str, str]
+        A cell row of :func:`cell_rows` (settings the sweep fixes are filled in).
+    key : str
+        The setting.
+    """
+    value = row.get(key)
+    if value not in (None, ""):
+        return str(value)
+    return text_of(next(setting.default for setting in catalogue().settings() if setting.key == key))
+
+
+def attacker_epochs_of(row: Mapping[str, str]) -> int:
+    """The epochs the cell's attackers trained in their attack rounds (``attacker-epochs``; auto = ``local-epochs``)."""
+    value = setting_text(row, "attacker-epochs")
+    return int(float(setting_text(row, "local-epochs") if value.strip().lower() == "auto" else value))
+
+
+def seed004_sensitivity(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
+    """ATA and MTA per attack, injection rate α (``poison-rate``) and attacker epochs, beside the paper's ε = 0.1 ATA.
+
+    Not the paper's setting: it states neither α nor a separate attacker schedule. The findings
+    say which settings reach the paper's ATA, and how α and the epochs move the ATA (paired by
+    seed). Groups are told apart by attack, attacker fraction and label-flip target too, so that
+    cells of other sweeps read alongside do not mix in.
+    """
+    Group = tuple[str, float, str, float, int]  # method, fraction, target, α, epochs
+    ata: dict[Group, SeedValues] = {}
+    mta: dict[Group, SeedValues] = {}
+    accuracy: dict[Group, SeedValues] = {}
+    clean: SeedValues = {}
+    for row in rows:
+        method = "label-flip" if method_of(row) == "none" else method_of(row)
+        history = round_rows(row)
+        if method == "clean":
+            clean[seed_of(row)] = max_from(history, "accuracy", 1)
+            continue
+        target = "chosen" if method.startswith("ada") else setting_text(row, "target-class")
+        fraction = int(setting_text(row, "num-malicious")) / int(setting_text(row, "num-clients"))
+        key = (method, fraction, target, float(setting_text(row, "poison-rate")), attacker_epochs_of(row))
+        ata.setdefault(key, {})[seed_of(row)] = max_from(history, "ts_ata", read_start_round(row))
+        mta.setdefault(key, {})[seed_of(row)] = max_from(history, "mta", 1)
+        accuracy.setdefault(key, {})[seed_of(row)] = max_from(history, "accuracy", 1)
+    table: list[dict[str, object]] = []
+    for key in sorted(ata):
+        method, fraction, target, rate, epochs = key
+        table.append(
+            {
+                "method": method,
+                "fraction": fraction,
+                "target": target,
+                "poison_rate": rate,
+                "attacker_epochs": epochs,
+                "seeds": len(ata[key]),
+                "ata": summarize(ata[key].values()),
+                "mta": summarize(mta[key].values()),
+                "accuracy": summarize(accuracy[key].values()),
+                "paper_mnist_ata": SEED004_MNIST.get(method, {}).get(fraction, (math.nan, math.nan))[0],
+            }
+        )
+    if clean:
+        table.append(
+            {
+                "method": "clean",
+                "fraction": 0.0,
+                "target": "",
+                "poison_rate": math.nan,
+                "attacker_epochs": math.nan,
+                "seeds": len(clean),
+                "ata": summarize([]),
+                "mta": summarize([]),
+                "accuracy": summarize(clean.values()),
+                "paper_mnist_ata": math.nan,
+            }
+        )
+    findings: list[str] = []
+    for attack in sorted({key[:3] for key in ata}):
+        method, fraction, target = attack
+        paper = SEED004_MNIST.get(method, {}).get(fraction, (math.nan, math.nan))[0]
+        settings = sorted(key for key in ata if key[:3] == attack)
+        means = {key: mean_over_seeds(ata[key]) for key in settings}
+        best = max(settings, key=lambda key: means[key])
+        reaching = [key for key in settings if means[key] >= paper]
+        reached = (
+            "reached with " + ", ".join(f"α = {key[3]:g} and {key[4]} epoch(s)" for key in reaching)
+            if reaching
+            else "reached by none of these settings"
+        )
+        name = f"{method} (ε = {fraction:g}{'' if target == 'chosen' else f', target {target}'})"
+        findings.append(
+            f"{name}: highest ATA {fmt(means[best])} (α = {best[3]:g}, {best[4]} attacker epoch(s)); "
+            f"the paper's ATA ({paper}) is {reached}"
+        )
+        rates = sorted({key[3] for key in settings})
+        all_epochs = sorted({key[4] for key in settings})
+        comparisons = [((*attack, rates[0], epochs), (*attack, rates[-1], epochs)) for epochs in all_epochs]
+        comparisons += [((*attack, rate, all_epochs[0]), (*attack, rate, all_epochs[-1])) for rate in rates]
+        for low, high in comparisons:
+            if low == high or low not in ata or high not in ata:
+                continue
+            change = (
+                f"{low[4]} attacker epoch(s): ATA rises from α = {low[3]:g} to α = {high[3]:g}"
+                if low[4] == high[4]
+                else f"α = {low[3]:g}: ATA rises from {low[4]} to {high[4]} attacker epochs"
+            )
+            claim = Claim(paired(ata[low], ata[high]), 1)
+            findings.append(
+                f"{name}, {change} ({fmt(means[low])} → {fmt(means[high])}; difference {claim.text()}): "
+                + bold(claim.verdict)
+            )
+    if clean and accuracy:
+        lowest = min(accuracy, key=lambda key: mean_over_seeds(accuracy[key]))
+        claim = Claim(above(paired(clean, accuracy[lowest]), -0.01), 1)
+        findings.append(
+            f"Accuracy (maximum over the rounds) stays within 1 point of the clean run's "
+            f"({fmt(mean_over_seeds(clean))}); lowest {fmt(mean_over_seeds(accuracy[lowest]))} ({lowest[0]}, "
+            f"α = {lowest[3]:g}, {lowest[4]} epoch(s); its accuracy − clean + 0.01: {claim.text()}): "
+            + bold(claim.verdict)
+        )
+    return table, findings
+
+
+def plot_sensitivity(table: Sequence[Mapping[str, object]], out: Path) -> list[Path]:
+    """``sensitivity.png``: ATA against α, one line per attack and attacker epochs, the paper's ATA dashed.
+
+    Parameters
+    ----------
+    table : Sequence[Mapping[str, object]]
+        The rows of :func:`seed004_sensitivity`.
+    out : Path
+        The folder of the figure.
+    """
+    from matplotlib.figure import Figure
+
+    from fl_poison.core.plots import save_figure
+
+    rows = [row for row in table if row["method"] != "clean"]
+    if not rows:
+        return []
+    figure = Figure(figsize=(6.4, 4.2))
+    axis = figure.add_subplot()
+    lines = sorted({(str(row["method"]), str(row["target"]), int(cast(int, row["attacker_epochs"]))) for row in rows})
+    for method, target, epochs in lines:
+        points = sorted(
+            (cast(float, row["poison_rate"]), cast(Summary, row["ata"]))
+            for row in rows
+            if (row["method"], row["target"], row["attacker_epochs"]) == (method, target, epochs)
+        )
+        rates = [rate for rate, _ in points]
+        means = [summary.mean for _, summary in points]
+        below = [summary.mean - summary.ci_low if summary.has_interval else 0.0 for _, summary in points]
+        above_ = [summary.ci_high - summary.mean if summary.has_interval else 0.0 for _, summary in points]
+        label = f"{method}{'' if target == 'chosen' else f' → {target}'}, {epochs} attacker epoch(s)"
+        axis.errorbar(rates, means, yerr=[below, above_], marker="o", capsize=3, label=label)
+    for method in sorted({str(row["method"]) for row in rows}):
+        paper = next(cast(float, row["paper_mnist_ata"]) for row in rows if row["method"] == method)
+        if math.isfinite(paper):
+            axis.axhline(paper, linestyle="--", linewidth=0.8, color="grey")
+            axis.annotate(
+                f"paper: {method} {paper}",
+                (0.01, paper),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    axis.set(
+        xlabel="injection rate α (poison-rate)", ylabel="ATA (maximum after the attack starts)", ylim=(-0.02, 1.02)
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    axis.set_title("Seed 004, sensitivity: ATA against α (bars: 95 % t interval over seeds)", fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, out / "sensitivity.png")
+
+
 def read_start_round(row: dict[str, str]) -> int:
     """The cell's ``attack-start-round``: from its config.json, else its row (sweep.json), else 1."""
     try:
@@ -644,6 +828,14 @@ STUDIES: dict[str, tuple[str, Callable[[list[dict[str, str]]], tuple[list[dict[s
     "seed000": ("Seed 000 on {data}: label flipping, FedAvg vs FedProx, loss filtering", seed000),
     "seed001": ("Seed 001 on {data}: blend and DBA backdoors, Krum, scaling and clipping", seed001),
     "seed004": ("Seed 004 on {data}: ADA vs label flipping and train-and-scale (Tables I–II)", seed004),
+    "seed004-sensitivity": (
+        "Seed 004 on {data}, sensitivity (not the paper's setting): ATA per injection rate α and attacker epochs",
+        seed004_sensitivity,
+    ),
+}
+# Studies that draw a figure beside their table: study -> (table, folder) -> the files written.
+FIGURES: dict[str, Callable[[Sequence[Mapping[str, object]], Path], list[Path]]] = {
+    "seed004-sensitivity": plot_sensitivity,
 }
 # How a dataset is named in titles: the embedded ones and the folders of ../shared/data by name.
 DATASET_LABELS = {"digits": "digits", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10-jpeg": "CIFAR-10 (JPEG copy)"}
@@ -673,7 +865,7 @@ def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -
     Parameters
     ----------
     study : str
-        ``seed000``, ``seed001`` or ``seed004``.
+        A key of :data:`STUDIES`.
     sweep_dirs : Path | Sequence[Path]
         The sweep folder(s) of the study.
     out : Path
@@ -697,6 +889,10 @@ def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -
         "",
         markdown_table(display_rows(table), list(table[0])),
         "",
+    ]
+    draw = FIGURES.get(study)
+    text += [f"![{path.stem}]({path.name})\n" for path in (draw(table, out) if draw else [])]
+    text += [
         f"## The document's findings, checked on {data}",
         "",
         "Each finding is judged by the 95 % t interval, over seeds, of the difference it is about: "

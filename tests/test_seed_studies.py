@@ -39,6 +39,8 @@ SETTING_COLUMNS = [
     "ada-knowledge",
     "target-class",
     "clients-per-round",
+    "poison-rate",
+    "attacker-epochs",
     "seed",
 ]
 T_975_2 = 4.302653  # t quantile 0.975 with 2 degrees of freedom: the 95 % interval over 3 seeds
@@ -379,6 +381,70 @@ def test_seed004_headline_needs_both_ada_variants_above_both_baselines(
     assert "the paper's headline" in tenth[-1] and tenth[-1].endswith(f"**{headline}**")
     lower = [line for line in findings if line.startswith("- ε = 0.01: the paper's headline")]
     assert lower and lower[0].endswith("**not measured**")
+
+
+def test_seed004_sensitivity_by_hand(tmp_path):
+    """Max-after-start ATA per (attack, α, attacker epochs) over three seeds; which settings reach the paper."""
+
+    def cell(attack, knowledge, rate, epochs, seed, ata, accuracy):
+        values = {
+            "attack": attack,
+            "update-attack": "none" if attack == "label-flip" else "auto",
+            "ada-knowledge": knowledge,
+            "num-malicious": 10,
+            "target-class": 7,
+            "poison-rate": rate,
+            "attacker-epochs": epochs,
+            "seed": seed,
+        }
+        rounds = [  # round 1 comes before the attack (round 2) and must not count
+            {"round": 1, "ts_ata": 0.99, "mta": 0.9, "accuracy": accuracy},
+            {"round": 2, "ts_ata": ata, "mta": 0.9, "accuracy": accuracy},
+        ]
+        return {"values": values, "rounds": rounds, "start": 2}
+
+    seeds = (1, 2, 3)
+    groups = {
+        ("label-flip", "full", 0.1, 1): ((0.02, 0.04, 0.03), (0.975,) * 3),
+        ("label-flip", "full", 1.0, 1): ((0.30, 0.34, 0.32), (0.975,) * 3),
+        ("label-flip", "full", 0.1, 5): ((0.10, 0.20, 0.15), (0.975,) * 3),
+        ("label-flip", "full", 1.0, 5): ((0.95, 0.90, 0.925), (0.90, 0.91, 0.92)),
+        ("ada", "full", 0.5, "auto"): ((0.6, 0.7, 0.65), (0.975,) * 3),
+    }
+    cells = [
+        cell(*group, seed, ata, accuracy)
+        for group, (atas, accuracies) in groups.items()
+        for seed, ata, accuracy in zip(seeds, atas, accuracies, strict=True)
+    ]
+    for seed, accuracy in zip(seeds, (0.98, 0.97, 0.975), strict=True):
+        clean = {"attack": "none", "update-attack": "auto", "num-malicious": 0, "seed": seed}
+        cells.append({"values": clean, "rounds": [{"round": 1, "accuracy": accuracy}], "start": 2})
+    definition = {"base": {"num-clients": 100, "local-epochs": 1}, "grids": {"grid": {}}}
+    make_sweep(tmp_path, cells, definition=definition)
+    text = write_comparison("seed004-sensitivity", tmp_path, tmp_path).read_text()
+    table = {(r["method"], r["poison_rate"], r["attacker_epochs"]): r for r in read_csv(tmp_path / "comparison.csv")}
+    best = table[("label-flip", "1.0", "5")]
+    assert float(best["ata"]) == pytest.approx(0.925) and best["seeds"] == "3" and float(best["fraction"]) == 0.1
+    assert float(best["paper_mnist_ata"]) == 0.912
+    assert float(table[("ada-full", "0.5", "1")]["ata"]) == pytest.approx(0.65)  # auto = local-epochs = 1
+    findings = findings_of(text)
+    assert findings[0].startswith("- ada-full (ε = 0.1): highest ATA 0.650 (α = 0.5, 1 attacker epoch(s))")
+    assert findings[0].endswith("is reached by none of these settings")
+    lf = [line for line in findings if line.startswith("- label-flip (ε = 0.1, target 7)")]
+    assert lf[0].endswith(
+        "highest ATA 0.925 (α = 1, 5 attacker epoch(s)); the paper's ATA (0.912) is reached with α = 1 and 5 epoch(s)"
+    )
+    # α 0.1 -> 1 at 1 epoch: +0.28, +0.30, +0.29: mean 0.29, sd 0.01, half width 4.302653 * 0.01 / sqrt(3) = 0.0248
+    rate_1 = next(line for line in lf if "1 attacker epoch(s): ATA rises from α = 0.1 to α = 1" in line)
+    assert "+0.290 [+0.265, +0.315] (3 seeds)" in rate_1 and rate_1.endswith("**agrees**")
+    # 1 -> 5 epochs at α = 0.1: +0.08, +0.16, +0.12: mean 0.12, sd 0.04, half width 0.0994
+    epochs_01 = next(line for line in lf if "α = 0.1: ATA rises from 1 to 5 attacker epochs" in line)
+    assert "+0.120 [+0.021, +0.219] (3 seeds)" in epochs_01 and epochs_01.endswith("**agrees**")
+    # accuracy - clean + 0.01 for the lowest (LF α 1, 5 epochs): -0.07, -0.05, -0.045: mean -0.055, sd 0.013229
+    accuracy = findings[-1]
+    assert accuracy.startswith("- Accuracy (maximum over the rounds) stays within 1 point of the clean run's (0.975)")
+    assert "-0.055 [-0.088, -0.022] (3 seeds)" in accuracy and accuracy.endswith("**differs**")
+    assert "![sensitivity](sensitivity.png)" in text and (tmp_path / "sensitivity.png").stat().st_size > 0
 
 
 def test_a_folder_without_sweep_csv_is_one_line_exit_2(tmp_path, capsys):
