@@ -243,6 +243,7 @@ def serve(emit: Callable[[str], None], check_seconds: float = 5.0, fork_simulati
         emit(
             f"[fl-poison] runtime ready: SuperLink on 127.0.0.1:{runtime.environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']}"
             f", Ray head at {runtime.ray_head.address}"
+            + (", simulations forked from a preloaded executor" if runtime.executor is not None else "")
         )
         emit("[fl-poison] run experiments against it from another shell after:")
         emit(shell_exports(runtime.environment))
