@@ -27,6 +27,7 @@ from fl_poison.core.processes import descendants
 from fl_poison.core.ray_head import (
     LONGEST_TEMP_FOLDER,
     RAY_ADDRESS_VARIABLE,
+    RayHead,
     RayHeadError,
     address_answers,
     ray_start_command,
@@ -277,3 +278,38 @@ def test_the_runtime_command_holds_a_superlink_until_interrupted(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+class StandInProcess:
+    """What :meth:`WarmRuntime.answers` reads of a process: ``poll()`` (None while it runs)."""
+
+    def __init__(self, exit_code: int | None = None) -> None:
+        self.process = self
+        self.exit_code = exit_code
+
+    def poll(self) -> int | None:
+        return self.exit_code
+
+
+@pytest.mark.parametrize(
+    ("superlink_exit", "executor", "head_exit", "expected"),
+    [
+        (None, StandInProcess(), None, True),
+        (None, None, None, True),  # no executor: the SuperLink starts the simulations itself
+        (None, StandInProcess(1), None, False),  # the executor died: the sweep must start a new runtime
+        (0, StandInProcess(), None, False),
+        (None, StandInProcess(), 1, False),
+    ],
+)
+def test_a_runtime_answers_only_while_all_its_processes_run(
+    monkeypatch, tmp_path, superlink_exit, executor, head_exit, expected
+):
+    import fl_poison.warm_runtime as warm
+
+    monkeypatch.setattr(warm, "superlink_answers", lambda port: True)
+    monkeypatch.setattr(warm, "address_answers", lambda address: True)
+    head = RayHead(address="127.0.0.1:1", temp_folder=tmp_path, process=StandInProcess(head_exit))
+    runtime = warm.WarmRuntime(
+        {"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "1"}, StandInProcess(superlink_exit), executor, head, tmp_path
+    )
+    assert runtime.answers() is expected
