@@ -125,6 +125,11 @@ def test_node_attack_settings_override_the_run() -> None:
         run, {"partition-id": 1, "num-partitions": 5, "malicious": True, "attack": "badnets", "poison-rate": 0.9}
     )
     assert (config.attack, config[POISON_RATE], config.num_clients) == ("badnets", 0.9, 5)
+    assert config.attacker_epochs is None
+    longer = config_for_node(run, {"partition-id": 1, "num-partitions": 5, "malicious": True, "attacker-epochs": 4})
+    assert longer.attacker_epochs == 4 and longer.local_epochs == config.local_epochs
+    with pytest.raises(ConfigError, match="attacker-epochs: bad value"):
+        config_for_node(run, {"attacker-epochs": 0})
     with pytest.raises(ConfigError, match="^node config attack: bad value"):
         config_for_node(run, {"attack": "bogus"})
     with pytest.raises(ConfigError, match="^attack: bad value"):
