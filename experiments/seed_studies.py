@@ -502,7 +502,7 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         method = "label-flip" if method_of(row) == "none" else method_of(row)
         if method == "clean":
             continue
-        fraction = int(row["num-malicious"]) / 100
+        fraction = attacker_fraction(row)
         start = int(read_start_round(row))
         history = round_rows(row)
         key = (method, fraction)
@@ -607,6 +607,11 @@ def setting_text(row: Mapping[str, str], key: str) -> str:
     return text_of(next(setting.default for setting in catalogue().settings() if setting.key == key))
 
 
+def attacker_fraction(row: Mapping[str, str]) -> float:
+    """The paper's ε of a cell: its ``num-malicious`` over its ``num-clients``."""
+    return int(setting_text(row, "num-malicious")) / int(setting_text(row, "num-clients"))
+
+
 def attacker_epochs_of(row: Mapping[str, str]) -> int:
     """The epochs the cell's attackers trained in their attack rounds (``attacker-epochs``; auto = ``local-epochs``)."""
     value = setting_text(row, "attacker-epochs")
@@ -633,7 +638,7 @@ def seed004_sensitivity(rows: list[dict[str, str]]) -> tuple[list[dict[str, obje
             clean[seed_of(row)] = max_from(history, "accuracy", 1)
             continue
         target = "chosen" if method.startswith("ada") else setting_text(row, "target-class")
-        fraction = int(setting_text(row, "num-malicious")) / int(setting_text(row, "num-clients"))
+        fraction = attacker_fraction(row)
         key = (method, fraction, target, float(setting_text(row, "poison-rate")), attacker_epochs_of(row))
         ata.setdefault(key, {})[seed_of(row)] = max_from(history, "ts_ata", read_start_round(row))
         mta.setdefault(key, {})[seed_of(row)] = max_from(history, "mta", 1)
@@ -715,6 +720,75 @@ def seed004_sensitivity(rows: list[dict[str, str]]) -> tuple[list[dict[str, obje
             + bold(claim.verdict)
         )
     return table, findings
+
+
+def plot_seed004_rounds(rows: list[dict[str, str]], out: Path, fraction: float = 0.1) -> list[Path]:
+    """``rounds.png``: ts-ATA per round at attacker fraction ``fraction``, one panel per seed, with the attackers sampled.
+
+    Lines: ADA full and partial, LF and TS (the mean over the targets the folders hold); bars: how
+    many attackers attacked in the round (the sampling follows the seed, so every attack of a seed
+    sees the same rounds). The maximum over the rounds, the tables' ATA, is where the bars are high.
+
+    Parameters
+    ----------
+    rows : list[dict[str, str]]
+        The study's cells (:func:`cell_rows`).
+    out : Path
+        The folder of the figure.
+    fraction : float
+        The attacker fraction drawn (cells with ``num-malicious`` / ``num-clients`` equal to it).
+    """
+    from matplotlib.figure import Figure
+
+    from fl_poison.core.plots import save_figure
+
+    curves: dict[str, dict[str, list[dict[int, float]]]] = {}  # seed -> method -> one {round: ATA} per cell
+    attackers: dict[str, dict[int, float]] = {}  # seed -> round -> attackers (the most any cell saw)
+    for row in rows:
+        method = "label-flip" if method_of(row) == "none" else method_of(row)
+        if method == "clean" or not math.isclose(attacker_fraction(row), fraction):
+            continue
+        history = round_rows(row)
+        start = read_start_round(row)
+        seed = seed_of(row)
+        curve = {int(entry["round"]): number(entry.get("ts_ata")) for entry in history if int(entry["round"]) >= start}
+        curves.setdefault(seed, {}).setdefault(method, []).append(curve)
+        counts = attackers.setdefault(seed, {})
+        for entry in history:
+            count = number(entry.get("attackers"))
+            if math.isfinite(count) and int(entry["round"]) >= start:
+                counts[int(entry["round"])] = max(counts.get(int(entry["round"]), 0.0), count)
+    if not curves:
+        return []
+    seeds = sorted(curves, key=lambda seed: (len(seed), seed))
+    figure = Figure(figsize=(4.2 * len(seeds), 3.6))
+    axes = figure.subplots(1, len(seeds), squeeze=False, sharey=True)[0]
+    for axis, seed in zip(axes, seeds, strict=True):
+        counts = attackers.get(seed, {})
+        if counts:
+            bars = axis.twinx()
+            rounds = sorted(counts)
+            bars.bar(rounds, [counts[r] for r in rounds], color="lightgrey", width=0.8, zorder=0)
+            bars.set(ylabel="attackers in the round", ylim=(0, max(3.0, max(counts.values()) * 3)))
+            axis.set_zorder(bars.get_zorder() + 1)
+            axis.patch.set_visible(False)
+        for method in ("ada-full", "ada-partial", "label-flip", "train-and-scale"):
+            per_cell = curves[seed].get(method, [])
+            if not per_cell:
+                continue
+            xs = sorted(set().union(*per_cell))
+            ys = [
+                mean([cell[x] for cell in per_cell if x in cell and math.isfinite(cell[x])] or [math.nan]) for x in xs
+            ]
+            label = method if len(per_cell) == 1 else f"{method} (mean of {len(per_cell)} targets)"
+            axis.plot(xs, ys, marker=".", label=label)
+        axis.set(title=f"seed {seed}", xlabel="round", ylim=(-0.02, 1.02))
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("ts-ATA")
+    axes[0].legend(fontsize=7, loc="upper left")
+    figure.suptitle(f"ts-ATA per round from the attack's start, ε = {fraction:g}; bars: attackers sampled", fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, out / "rounds.png")
 
 
 def plot_sensitivity(table: Sequence[Mapping[str, object]], out: Path) -> list[Path]:
@@ -833,9 +907,10 @@ STUDIES: dict[str, tuple[str, Callable[[list[dict[str, str]]], tuple[list[dict[s
         seed004_sensitivity,
     ),
 }
-# Studies that draw a figure beside their table: study -> (table, folder) -> the files written.
-FIGURES: dict[str, Callable[[Sequence[Mapping[str, object]], Path], list[Path]]] = {
-    "seed004-sensitivity": plot_sensitivity,
+# Studies that draw figures beside their table: study -> (cells, table, folder) -> the files written.
+FIGURES: dict[str, Callable[[list[dict[str, str]], Sequence[Mapping[str, object]], Path], list[Path]]] = {
+    "seed004": lambda cells, table, out: plot_seed004_rounds(cells, out),
+    "seed004-sensitivity": lambda cells, table, out: plot_sensitivity(table, out),
 }
 # How a dataset is named in titles: the embedded ones and the folders of ../shared/data by name.
 DATASET_LABELS = {"digits": "digits", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10-jpeg": "CIFAR-10 (JPEG copy)"}
@@ -891,7 +966,7 @@ def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -
         "",
     ]
     draw = FIGURES.get(study)
-    text += [f"![{path.stem}]({path.name})\n" for path in (draw(table, out) if draw else [])]
+    text += [f"![{path.stem}]({path.name})\n" for path in (draw(cells, table, out) if draw else [])]
     text += [
         f"## The document's findings, checked on {data}",
         "",

@@ -39,6 +39,7 @@ SETTING_COLUMNS = [
     "ada-knowledge",
     "target-class",
     "clients-per-round",
+    "num-clients",
     "poison-rate",
     "attacker-epochs",
     "seed",
@@ -262,6 +263,7 @@ def test_seed004_takes_the_maximum_after_the_attack_starts_and_averages_targets(
             "update-attack": update,
             "ada-knowledge": knowledge,
             "num-malicious": n,
+            "num-clients": 100,
             "target-class": target,
         }
         clients = [{"round": 3, "partition_id": 7, "malicious": 1, "attacked": 1, "attack_target": c} for c in chosen]
@@ -282,6 +284,7 @@ def test_seed004_takes_the_maximum_after_the_attack_starts_and_averages_targets(
     make_sweep(tmp_path / "b", [cells[1]], prefix="other")
     text = write_comparison("seed004", [tmp_path / "a", tmp_path / "b"], tmp_path).read_text()
     assert "ada-full chose target class(es) 3" in text and "ada-partial chose target class(es) 1, 8" in text
+    assert "rounds.png" not in text and not (tmp_path / "rounds.png").exists()  # no cell at ε = 0.1
     assert "label-flip at ε = 0.01, ATA per target (1: 0.200, 5: 0.400); best target 5" in text
     table = {(r["method"], r["fraction"]): r for r in read_csv(tmp_path / "comparison.csv")}
     lf = table[("label-flip", "0.01")]
@@ -323,7 +326,8 @@ def test_seed004_over_seeds_from_committed_files_only(tmp_path):
         cell("ada", "auto", "full", 0, 1, 0.5),
         cell("ada", "auto", "full", 0, 2, 0.6),
     ]
-    make_sweep(tmp_path, cells, cell_files=False, definition={"base": {"attack-start-round": 2}, "grids": {"grid": {}}})
+    definition = {"base": {"attack-start-round": 2, "num-clients": 100}, "grids": {"grid": {}}}
+    make_sweep(tmp_path, cells, cell_files=False, definition=definition)
     text = write_comparison("seed004", tmp_path, tmp_path).read_text()
     table = {(r["method"], r["fraction"]): r for r in read_csv(tmp_path / "comparison.csv")}
     lf = table[("label-flip", "0.01")]
@@ -368,7 +372,7 @@ def test_seed004_headline_needs_both_ada_variants_above_both_baselines(
         ("ada", "auto", "partial"): partial_ata,
     }
     cells = [cell(*group, seed, ata) for group, atas in groups.items() for seed, ata in zip(seeds, atas, strict=True)]
-    make_sweep(tmp_path, cells, cell_files=False, definition={"base": {}, "grids": {"grid": {}}})
+    make_sweep(tmp_path, cells, cell_files=False, definition={"base": {"num-clients": 100}, "grids": {"grid": {}}})
     findings = findings_of(write_comparison("seed004", tmp_path, tmp_path).read_text())
     tenth = [line for line in findings if line.startswith("- ε = 0.1: ")]
     assert len(tenth) == 5  # two ADA variants x two baselines, then the headline
@@ -381,6 +385,9 @@ def test_seed004_headline_needs_both_ada_variants_above_both_baselines(
     assert "the paper's headline" in tenth[-1] and tenth[-1].endswith(f"**{headline}**")
     lower = [line for line in findings if line.startswith("- ε = 0.01: the paper's headline")]
     assert lower and lower[0].endswith("**not measured**")
+    # the per-round figure is drawn for the ε = 0.1 cells
+    assert "![rounds](rounds.png)" in (tmp_path / "comparison.md").read_text()
+    assert (tmp_path / "rounds.png").stat().st_size > 0
 
 
 def test_seed004_sensitivity_by_hand(tmp_path):
