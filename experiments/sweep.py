@@ -402,6 +402,10 @@ def check_folder(out: Path, base: Mapping[str, object], grids: Grids) -> None:
     write_json(stored, definition)
 
 
+FINISHED_CELL_FILES = ("summary.json", "rounds.csv")
+"""A cell whose row is ``ok`` counts as finished while its folder holds one of these."""
+
+
 def cell_row(
     cell: SweepCell, out: Path, status: str, error: str = "", wall_seconds: float | None = None
 ) -> dict[str, object]:
@@ -492,11 +496,17 @@ class SweepTable:
         self._lock = threading.Lock()
 
     def finished(self, cell: SweepCell) -> bool:
-        """True when the cell's row is ``ok`` and its summary is in the cell's folder ``DIR/<cell-id>``."""
+        """True when the cell's row is ``ok`` and its folder ``DIR/<cell-id>`` still holds its results.
+
+        The results are the run's ``summary.json`` or, in a folder restored from the committed
+        results (which keep ``sweep.csv`` and each cell's ``rounds.csv`` only), its ``rounds.csv``:
+        a sweep resumed from a clone skips the cells the clone already has.
+        """
         row = self.rows.get(cell.cell_id)
-        if not row:
+        if not row or row.get("status") != "ok":
             return False
-        return row.get("status") == "ok" and (self.out / cell.cell_id / "summary.json").is_file()
+        folder = self.out / cell.cell_id
+        return any((folder / name).is_file() for name in FINISHED_CELL_FILES)
 
     def record(self, row: dict[str, object]) -> None:
         """Store a cell's row and rewrite the file."""

@@ -424,3 +424,23 @@ def test_cells_keep_no_model_unless_the_sweep_file_asks_for_one(tmp_path):
     text = SWEEP.replace("num-clients = 8", "num-clients = 8\nsave-model = true")
     run_sweep(write_sweep(tmp_path, text), tmp_path / "kept", runner=keeping, progress=lambda line: None)
     assert [call["save-model"] for call in keeping.calls] == [True] * 6
+
+
+def test_resume_from_the_committed_results_skips_cells_that_kept_only_rounds_csv(tmp_path):
+    """The committed form of a sweep keeps sweep.csv and each cell's rounds.csv (summary.json is ignored by git)."""
+    sweep, out = write_sweep(tmp_path), tmp_path / "out"
+    run_sweep(sweep, out, runner=FakeRunner(), progress=lambda line: None)
+    rows = read_csv(out / SWEEP_TABLE)
+    for row in rows:
+        folder = out / row["cell_id"]
+        (folder / "summary.json").unlink()
+        (folder / "rounds.csv").write_text("round,accuracy\n1,0.5\n")
+    emptied = next(row for row in rows if row["strategy"] == "krum" and row["num-malicious"] == "2")
+    (out / emptied["cell_id"] / "rounds.csv").unlink()
+
+    again = FakeRunner()
+    run_sweep(sweep, out, runner=again, progress=lambda line: None)
+    assert [(call["strategy"], call["num-malicious"]) for call in again.calls] == [("krum", 2)]
+    final = {(row["strategy"], row["num-malicious"]): row for row in read_csv(out / SWEEP_TABLE)}
+    assert len(final) == 6 and all(row["status"] == "ok" for row in final.values())
+    assert float(final[("krum", "1")]["accuracy"]) == pytest.approx(0.61)  # a skipped cell keeps its row
