@@ -15,6 +15,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from fl_poison.core.allocator import retain_freed_memory
 from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.data import LabeledTensors
 
@@ -120,9 +121,13 @@ def train_locally(
         Where to train.
     seed : int
         Seeds the order of the mini-batches.
+
+    The process keeps the memory the steps free for the next ones
+    (:func:`~fl_poison.core.allocator.retain_freed_memory`; the weights do not change by it).
     """
     if len(data) == 0:
         return float("nan")
+    retain_freed_memory()
     model.to(device)
     model.train()
     anchor = [parameter.detach().clone() for parameter in model.parameters()]
