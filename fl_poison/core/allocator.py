@@ -23,7 +23,6 @@ glibc's defaults, set one of them, e.g. ``MALLOC_TRIM_THRESHOLD_=131072`` (the d
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 from functools import cache
@@ -51,8 +50,5 @@ def retain_freed_memory() -> bool:
         return False
     if any(name in os.environ for name in USER_MALLOC_VARIABLES):
         return False
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return False
-    libc = ctypes.CDLL(library)
+    libc = ctypes.CDLL(None)  # the process's own symbols, glibc's among them
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
