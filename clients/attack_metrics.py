@@ -8,7 +8,8 @@ Each attack that has metrics of its own builds an :class:`AttackEvaluation` (its
 - ``mta``: main-task accuracy — clean accuracy, or for source-targeted attacks (label-flip, ADA)
   the accuracy on test samples outside the source class (seed 004 eq. 3).
 - ``ts_ata``: share of source-class test samples classified as the target (seed 004 eq. 4); for
-  ADA the target is the one the attackers last reported choosing.
+  ADA the target is the one the attackers last reported choosing, recorded as ``ts_ata_target``
+  (-1 before any was reported).
 - ``max_ata``: the largest share of source-class test samples that fall into one class other than
   the source (seed 004 eq. 8).
 """

@@ -96,7 +96,8 @@ class SourceTargetedEvaluation:
         The attacked source class, or :data:`ALL_CLASSES`.
     target : int | None
         The target class; None for an attack that chooses its own (ADA): the target the
-        attackers last reported is measured.
+        attackers last reported is measured, and named by the metric ``ts_ata_target`` (-1 while
+        none was reported), so that ``rounds.csv`` keeps which class each round's ``ts_ata`` is of.
     num_classes : int
         Number of classes of the data.
     """
@@ -116,8 +117,11 @@ class SourceTargetedEvaluation:
                 "mta": main_task_accuracy(predictions, self.labels),
                 "asr": attack_success_rate(predictions, self.labels, target),
             }
-        return {
+        metrics = {
             "mta": main_task_accuracy(predictions, self.labels, self.source),
             "ts_ata": targeted_ata(predictions, self.labels, self.source, target),
             "max_ata": max_ata(predictions, self.labels, self.source, self.num_classes),
         }
+        if self.target is None:
+            metrics["ts_ata_target"] = target
+        return metrics

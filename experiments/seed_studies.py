@@ -469,13 +469,19 @@ def method_of(row: dict[str, str]) -> str:
 
 
 def attack_targets(row: dict[str, str]) -> list[int] | None:
-    """The target classes the cell's attackers used (``attack_target`` of attacked clients; ADA chooses its own).
+    """The target classes the cell's attackers used (ADA chooses its own).
 
-    None when the cell's ``clients.csv`` was not kept (the committed results leave it out).
+    From ``clients.csv`` (``attack_target`` of the attacked clients) when the cell kept it;
+    otherwise from ``rounds.csv``'s ``ts_ata_target`` (the target each round's ``ts_ata``
+    measured: the latest one the attackers reported), which the committed results keep. None when
+    neither is there (cells run before ``ts_ata_target`` was recorded, without ``clients.csv``).
     """
     path = Path(row["folder"]) / "clients.csv"
     if not path.is_file():
-        return None
+        measured = {entry.get("ts_ata_target", "") for entry in round_rows(row)}
+        if measured <= {""}:
+            return None
+        return sorted({int(float(value)) for value in measured if value and int(float(value)) >= 0})
     clients = read_csv(path)
     return sorted(
         {
@@ -569,7 +575,8 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         )
     for method in sorted(unrecorded - set(chosen)):
         findings.append(
-            f"{method}: the target classes it chose are not recorded here (its cells' clients.csv was not kept)"
+            f"{method}: the target classes it chose are not recorded here (its cells kept neither clients.csv nor "
+            "rounds.csv's ts_ata_target)"
         )
     for (method, fraction), atas in sorted(per_target.items(), key=lambda item: (item[0][1], item[0][0])):
         target_means = {target: mean(values) for target, values in atas.items()}

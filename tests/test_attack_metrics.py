@@ -259,11 +259,11 @@ def test_all_to_one_label_flip_reports_asr():
 def test_ada_metrics_use_the_reported_target():
     settings = {"attack": "ada", "source-class": 3}
     results = evaluate(settings, ConstantModel(1, 4), ada_target=1)
-    assert results == pytest.approx({"mta": 1 / 3, "ts_ata": 1.0, "max_ata": 1.0})
+    assert results == pytest.approx({"mta": 1 / 3, "ts_ata": 1.0, "max_ata": 1.0, "ts_ata_target": 1})
     results = evaluate(settings, ConstantModel(1, 4), ada_target=2)
-    assert results["ts_ata"] == 0.0
+    assert results["ts_ata"] == 0.0 and results["ts_ata_target"] == 2
     results = evaluate(settings, ConstantModel(1, 4), ada_target=-1)
-    assert math.isnan(results["ts_ata"]) and results["max_ata"] == 1.0
+    assert math.isnan(results["ts_ata"]) and results["max_ata"] == 1.0 and results["ts_ata_target"] == -1
 
 
 def test_no_attack_metrics_for_other_attacks():

@@ -341,6 +341,23 @@ def test_seed004_over_seeds_from_committed_files_only(tmp_path):
     assert "label-flip at ε = 0.01, ATA per target (1: 0.150, 5: 0.350); best target 5" in text
 
 
+def test_seed004_names_adas_targets_from_rounds_csv_when_clients_csv_was_not_kept(tmp_path):
+    def ada_cell(seed, targets):
+        values = {"attack": "ada", "update-attack": "auto", "ada-knowledge": "full", "num-malicious": 1, "seed": seed}
+        rounds = [
+            {"round": r + 1, "ts_ata": 0.5, "mta": 0.9, "ts_ata_target": target} for r, target in enumerate(targets)
+        ]
+        return {"values": values, "rounds": rounds}
+
+    # -1: no target reported yet (before the attack); the set over rounds and seeds is {4, 6}
+    cells = [ada_cell(1, [-1, 6, 6]), ada_cell(2, [-1, 4, 6])]
+    definition = {"base": {"attack-start-round": 2, "num-clients": 100}, "grids": {"grid": {}}}
+    make_sweep(tmp_path, cells, cell_files=False, definition=definition)
+    text = write_comparison("seed004", tmp_path, tmp_path).read_text()
+    assert "ada-full chose target class(es) 4, 6" in text
+    assert "not recorded here" not in text
+
+
 @pytest.mark.parametrize(
     ("partial_ata", "pair_text", "pair_verdict", "headline"),
     [
