@@ -117,6 +117,14 @@ class AttackEvaluation(Protocol):
             Batch size of those evaluations.
         attack_target : int
             The latest target class the attackers reported (ADA's choice), or -1 if none.
+
+        Returns
+        -------
+        dict[str, float]
+            Rates in [0, 1] (NaN where undefined) named in
+            :data:`fl_poison.core.results.ATTACK_SUMMARY_METRICS` or ``asr_part_<k>``, and the
+            classes named in :data:`fl_poison.core.results.ATTACK_CLASS_COLUMNS` (an integer; -1
+            for none).
         """
         ...
 

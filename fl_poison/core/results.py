@@ -23,6 +23,9 @@ from fl_poison.core.settings import ConfigError
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "kappa", "roc_auc", "loss")
 ATTACK_SUMMARY_METRICS = ("asr", "mta", "ts_ata", "max_ata")
+# Columns of an attack's evaluation that name a class rather than a rate: which class ts_ata measured when
+# the attackers choose their own target (ADA), -1 before any was reported.
+ATTACK_CLASS_COLUMNS = ("ts_ata_target",)
 # mkstemp creates files readable by their owner only; results are meant to be shared
 RESULT_FILE_MODE = 0o644
 # What a run (and a sweep cell) writes into its folder: what remove_unfinished_run may delete.
