@@ -478,10 +478,10 @@ def attack_targets(row: dict[str, str]) -> list[int] | None:
     """
     path = Path(row["folder"]) / "clients.csv"
     if not path.is_file():
-        measured = {entry.get("ts_ata_target", "") for entry in round_rows(row)}
-        if measured <= {""}:
+        measured = [int(float(value)) for entry in round_rows(row) if (value := entry.get("ts_ata_target", ""))]
+        if not measured:
             return None
-        return sorted({int(float(value)) for value in measured if value and int(float(value)) >= 0})
+        return sorted({target for target in measured if target >= 0})
     clients = read_csv(path)
     return sorted(
         {
