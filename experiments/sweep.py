@@ -26,6 +26,12 @@ skips the cells already ``ok``, reruns failed or unfinished ones and never dupli
 ``DIR/sweep.json`` records the sweep definition; a folder holding a different sweep is refused.
 Every cell folder gets a ``cell.log`` (settings, status, the whole error), also for cells that
 fail before Flower starts.
+
+**Reuse.** ``--reuse OTHER`` (repeatable) takes the cells that another sweep folder already
+finished instead of running them again: a cell id is the hash of every setting that shapes the
+run, so a cell with the same id in ``OTHER`` is the same run (same seed, same results). Its folder
+is copied into ``DIR``, its row (metrics and ``wall_seconds`` of the original run) is written
+under this sweep's grids, and its ``cell.log`` ends with the folder it came from.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ import itertools
 import json
 import os
 import re
+import shutil
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -48,6 +55,7 @@ from pathlib import Path
 from fl_poison.apps.algorithms import catalogue, experiment_config
 from fl_poison.core.ray_head import RAY_ADDRESS_VARIABLE, RayHeadError
 from fl_poison.core.results import (
+    RUN_FILES,
     SUMMARY_METRICS,
     atomic_write_bytes,
     read_csv,
@@ -516,6 +524,98 @@ class SweepTable:
             write_csv(self.path, ordered, self.columns)
 
 
+def check_reuse_sources(sources: Sequence[Path], out: Path) -> list[Path]:
+    """The ``--reuse`` folders, absolute, after checking that each is another sweep's folder.
+
+    Parameters
+    ----------
+    sources : Sequence[Path]
+        The folders as given.
+    out : Path
+        This sweep's ``--out`` folder (it need not exist yet).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``--reuse``, for the ``--out`` folder itself or a folder without ``sweep.csv``.
+    """
+    target = Path(out).expanduser().resolve()
+    checked = []
+    for source in sources:
+        folder = Path(source).expanduser().resolve()
+        if folder == target:
+            raise ConfigError.bad_value("--reuse", str(source), "another sweep's folder (this one is --out)")
+        if not (folder / SWEEP_TABLE).is_file():
+            raise ConfigError.bad_value(
+                "--reuse", str(source), f"a folder fl-poison sweep wrote (this one has no {SWEEP_TABLE})"
+            )
+        read_table(folder / SWEEP_TABLE)
+        checked.append(folder)
+    return checked
+
+
+def finished_cells_of(source: Path) -> dict[str, dict[str, str]]:
+    """The ``ok`` rows of a sweep folder whose cell folders still hold their results, by cell id.
+
+    Each row's ``folder`` is set to where the cell's folder is now.
+
+    Parameters
+    ----------
+    source : Path
+        A folder checked by :func:`check_reuse_sources`.
+    """
+    return {
+        row["cell_id"]: {**row, "folder": str(source / row["cell_id"])}
+        for row in read_table(source / SWEEP_TABLE)
+        if row.get("status") == "ok" and any((source / row["cell_id"] / name).is_file() for name in FINISHED_CELL_FILES)
+    }
+
+
+def reuse_finished_cells(
+    pending: list[SweepCell], sources: Sequence[Path], out: Path, table: SweepTable
+) -> dict[Path, int]:
+    """Copy into ``out`` every pending cell that a ``sources`` folder finished; return the count per source.
+
+    The first source that has a cell wins. Only the files a run writes are copied (the cell's
+    own folder, not what a user added to it). Each copied cell's row keeps the metrics and the
+    ``wall_seconds`` of the original run, and its ``cell.log`` ends with a line naming where it
+    came from.
+
+    Parameters
+    ----------
+    pending : list[SweepCell]
+        The cells this sweep has not finished.
+    sources : Sequence[Path]
+        The ``--reuse`` folders (checked by :func:`check_reuse_sources`), in the order given.
+    out : Path
+        This sweep's folder (absolute).
+    table : SweepTable
+        This sweep's table, which records the copied rows.
+    """
+    finished = [(source, finished_cells_of(source)) for source in sources]
+    reused = {source: 0 for source, _ in finished}
+    for cell in pending:
+        match = next(((source, rows[cell.cell_id]) for source, rows in finished if cell.cell_id in rows), None)
+        if match is None:
+            continue
+        source, source_row = match
+        origin, target = Path(source_row["folder"]), out / cell.cell_id
+        remove_unfinished_run(target, finished_too=True)
+        target.mkdir(parents=True)
+        for name in RUN_FILES:
+            if (origin / name).is_file() and not (origin / name).is_symlink():
+                shutil.copy2(origin / name, target / name)
+        log = (origin / CELL_LOG).read_text() if (origin / CELL_LOG).is_file() else ""
+        atomic_write_bytes(target / CELL_LOG, f"{log}reused from: {origin}\n".encode())
+        row = cell_row(cell, out, "ok")
+        row.update(
+            {key: source_row[key] for key in RESULT_COLUMNS if row.get(key) in (None, "") and source_row.get(key)}
+        )
+        table.record(row)
+        reused[source] += 1
+    return reused
+
+
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -581,6 +681,7 @@ def run_sweep(
     gpus_per_client: float = 0.0,
     shared_runtime: bool = True,
     fork_simulations: bool = FORK_BY_DEFAULT,
+    reuse: Sequence[Path] = (),
 ) -> SweepTable:
     """Run every unfinished cell of the sweep in ``path`` into ``out``; return the table.
 
@@ -615,6 +716,9 @@ def run_sweep(
     fork_simulations : bool
         In the shared runtime, fork each cell's simulation process from a preloaded executor
         (see :func:`fl_poison.warm_runtime.warm_runtime`; the default on Linux).
+    reuse : Sequence[Path]
+        Other sweep folders whose finished cells with the same ids are copied instead of run
+        again (see :func:`reuse_finished_cells`).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
@@ -622,10 +726,14 @@ def run_sweep(
     cells = expand_sweep(base, grids)
     workers = min(jobs, os.cpu_count() or 1)
     check_client_resources(float(workers), gpus_per_client)
+    sources = check_reuse_sources(reuse, Path(out))
     out = prepare_out(Path(out))
     table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
     check_folder(out, base, grids)
     pending = [cell for cell in cells if not table.finished(cell)]
+    for source, count in reuse_finished_cells(pending, sources, out, table).items():
+        progress(f"[sweep] reused {count} finished cell(s) of {source} (same cell ids: same runs)")
+    pending = [cell for cell in pending if not table.finished(cell)]
     progress(
         f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "
         f"{len(pending)} to run, {workers} at a time"

@@ -84,6 +84,7 @@ def sweep_command(
     gpus_per_client: float,
     shared_runtime: bool = True,
     fork: bool = True,
+    reuse: Sequence[Path] = (),
 ) -> int:
     """``fl-poison sweep``: run the sweep; Ctrl-C or SIGTERM stops it with every finished cell kept.
 
@@ -104,6 +105,8 @@ def sweep_command(
     fork : bool
         False (``--no-fork``): the shared runtime starts a fresh simulation process per cell
         instead of forking it (forking is the default on Linux only).
+    reuse : Sequence[Path]
+        ``--reuse`` folders: other sweeps whose finished cells with the same ids are copied, not rerun.
     """
     from experiments.sweep import SWEEP_TABLE, run_sweep
     from fl_poison.warm_runtime import FORK_BY_DEFAULT
@@ -119,6 +122,7 @@ def sweep_command(
             gpus_per_client=gpus_per_client,
             shared_runtime=shared_runtime,
             fork_simulations=fork and FORK_BY_DEFAULT,
+            reuse=reuse,
         )
     except KeyboardInterrupt:
         print(
@@ -407,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-client", type=float, default=0.0, help="GPU share per virtual client (default 0: CPU)"
     )
     sweep.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="copy the cells another sweep folder finished with the same cell ids (same settings: same runs) "
+        "instead of running them again (repeatable)",
+    )
+    sweep.add_argument(
         "--no-shared-runtime",
         action="store_true",
         help="every cell starts its own Ray through the local SuperLink (default: one SuperLink and one Ray head "
@@ -503,6 +516,7 @@ def dispatch(arguments: argparse.Namespace) -> int:
             arguments.gpus_per_client,
             not arguments.no_shared_runtime,
             not arguments.no_fork,
+            arguments.reuse,
         )
     return run_command(arguments.settings, arguments.cpus_per_client, arguments.gpus_per_client, arguments.verbose)
 

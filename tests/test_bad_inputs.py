@@ -701,6 +701,16 @@ CASES: list[Case] = [
     Case("sweep-set-unknown", sweep_out(lambda tmp: tmp / "sweep", "--set", "colour=red"), "colour"),
     Case("sweep-set-varied-setting", sweep_out(lambda tmp: tmp / "sweep", "--set", "seed=3"), "seed"),
     Case("sweep-out-holds-another-sweep", other_sweep, "--out"),
+    Case(
+        "sweep-reuse-not-a-sweep-folder",
+        lambda tmp: sweep_out(lambda t: t / "sweep", "--reuse", str(tmp))(tmp),
+        "--reuse",
+    ),
+    Case(
+        "sweep-reuse-its-own-folder",
+        lambda tmp: sweep_out(lambda t: t / "sweep", "--reuse", str(tmp / "sweep"))(tmp),
+        "--reuse",
+    ),
     # sweep folders edited by hand: resumed by fl-poison sweep
     Case("resume-table-without-cell-id", resumed_with_table(lambda text: text.replace("cell_id", "cell")), "cell_id"),
     Case("resume-table-without-status", resumed_with_table(lambda text: text.replace(",status", ",state")), "status"),
@@ -922,6 +932,17 @@ def test_a_failed_run_folder_is_cleared_without_touching_others(tmp_path: Path):
     neighbour.write_text("kept")
     remove_unfinished_run(cell)
     assert not cell.exists() and neighbour.read_text() == "kept"
+
+
+def test_a_finished_run_folder_recorded_as_failed_is_cleared_with_every_file_a_run_writes(tmp_path: Path):
+    """A run that wrote its summary and timings and then failed its status check is rerun from scratch."""
+    cell = tmp_path / "0123abcd"
+    cell.mkdir()
+    written = ["config.json", "rounds.csv", "clients.csv", "timings.json", "summary.json", "flower.log", "cell.log"]
+    for name in written:
+        (cell / name).write_text("{}")
+    remove_unfinished_run(cell, finished_too=True)
+    assert not cell.exists()
 
 
 def test_sweep_reruns_a_failed_cell_in_a_fresh_folder(tmp_path: Path):

@@ -444,3 +444,69 @@ def test_resume_from_the_committed_results_skips_cells_that_kept_only_rounds_csv
     final = {(row["strategy"], row["num-malicious"]): row for row in read_csv(out / SWEEP_TABLE)}
     assert len(final) == 6 and all(row["status"] == "ok" for row in final.values())
     assert float(final[("krum", "1")]["accuracy"]) == pytest.approx(0.61)  # a skipped cell keeps its row
+
+
+OVERLAPPING = """
+[base]
+num-rounds = 3
+num-clients = 8
+
+[grid.robust]
+strategy = ["fedavg", "median"]
+num-malicious = [0, 1]
+"""
+
+
+def test_reuse_copies_the_cells_another_sweep_finished_and_runs_only_the_others(tmp_path):
+    first = tmp_path / "first"
+    run_sweep(write_sweep(tmp_path), first, runner=FakeRunner(), progress=lambda line: None)
+    (first / "extra.txt").write_text("a user's note, not a run's file")
+    lines: list[str] = []
+    runner = FakeRunner()
+    second = tmp_path / "second"
+    overlapping = tmp_path / "overlapping.toml"
+    overlapping.write_text(OVERLAPPING)
+    run_sweep(overlapping, second, runner=runner, progress=lines.append, reuse=[first])
+
+    assert sorted((call["strategy"], call["num-malicious"]) for call in runner.calls) == [("median", 0), ("median", 1)]
+    assert f"[sweep] reused 2 finished cell(s) of {first} (same cell ids: same runs)" in lines
+    rows = {(row["strategy"], row["num-malicious"]): row for row in read_csv(second / SWEEP_TABLE)}
+    assert len(rows) == 4 and all(row["status"] == "ok" and row["grid"] == "robust" for row in rows.values())
+    # FakeRunner's accuracy is 0.5 + 0.1 per attacker: the copied rows keep the first sweep's figures
+    assert float(rows[("fedavg", "1")]["accuracy"]) == pytest.approx(0.6)
+    assert float(rows[("fedavg", "0")]["wall_seconds"]) == pytest.approx(2.0)
+    copied = second / rows[("fedavg", "1")]["cell_id"]
+    assert copied.is_dir() and rows[("fedavg", "1")]["folder"] == str(copied)
+    original = first / rows[("fedavg", "1")]["cell_id"]
+    assert (copied / "summary.json").read_text() == (original / "summary.json").read_text()
+    assert (copied / CELL_LOG).read_text().endswith(f"reused from: {original}\n")
+    assert not (second / "extra.txt").exists()
+
+    again = FakeRunner()
+    run_sweep(overlapping, second, runner=again, progress=lambda line: None, reuse=[first])
+    assert again.calls == []  # resumed: every cell, copied or run, is finished
+
+
+def test_reuse_from_the_committed_form_takes_the_metrics_from_the_other_sweep_csv(tmp_path):
+    """A clone holds sweep.csv and rounds.csv only: the copied row's figures come from the other table."""
+    first = tmp_path / "first"
+    run_sweep(write_sweep(tmp_path), first, runner=FakeRunner(), progress=lambda line: None)
+    for row in read_csv(first / SWEEP_TABLE):
+        (first / row["cell_id"] / "summary.json").unlink()
+        (first / row["cell_id"] / "rounds.csv").write_text("round,accuracy\n1,0.5\n")
+    unfinished = next(
+        row for row in read_csv(first / SWEEP_TABLE) if row["strategy"] == "fedavg" and row["num-malicious"] == "0"
+    )
+    (first / unfinished["cell_id"] / "rounds.csv").unlink()
+    overlapping = tmp_path / "overlapping.toml"
+    overlapping.write_text(OVERLAPPING)
+    runner = FakeRunner()
+    run_sweep(overlapping, tmp_path / "second", runner=runner, progress=lambda line: None, reuse=[first])
+
+    ran = sorted((call["strategy"], call["num-malicious"]) for call in runner.calls)
+    assert ran == [("fedavg", 0), ("median", 0), ("median", 1)]  # a cell without its results is run again
+    rows = {(row["strategy"], row["num-malicious"]): row for row in read_csv(tmp_path / "second" / SWEEP_TABLE)}
+    assert float(rows[("fedavg", "1")]["accuracy"]) == pytest.approx(0.6)
+    assert (
+        tmp_path / "second" / rows[("fedavg", "1")]["cell_id"] / "rounds.csv"
+    ).read_text() == "round,accuracy\n1,0.5\n"

@@ -34,6 +34,7 @@ RUN_FILES = (
     "rounds.csv",
     "clients.csv",
     "summary.json",
+    "timings.json",
     "model.pt",
     "accuracy_loss.png",
     "update_norms.png",
