@@ -524,8 +524,11 @@ class SweepTable:
             write_csv(self.path, ordered, self.columns)
 
 
-def check_reuse_sources(sources: Sequence[Path], out: Path) -> list[Path]:
-    """The ``--reuse`` folders, absolute, after checking that each is another sweep's folder.
+def finished_cells_of_sources(sources: Sequence[Path], out: Path) -> list[tuple[Path, dict[str, dict[str, str]]]]:
+    """Each ``--reuse`` folder, absolute, with its ``ok`` rows whose cell folders still hold their results, by cell id.
+
+    Read once, before the sweep writes anything; each row's ``folder`` is set to where the cell's
+    folder is now.
 
     Parameters
     ----------
@@ -537,10 +540,11 @@ def check_reuse_sources(sources: Sequence[Path], out: Path) -> list[Path]:
     Raises
     ------
     ConfigError
-        Naming ``--reuse``, for the ``--out`` folder itself or a folder without ``sweep.csv``.
+        Naming ``--reuse``, for the ``--out`` folder itself or a folder without ``sweep.csv``
+        (and naming ``sweep.csv`` for one that is not a table of a sweep's cells).
     """
     target = Path(out).expanduser().resolve()
-    checked = []
+    finished = []
     for source in sources:
         folder = Path(source).expanduser().resolve()
         if folder == target:
@@ -549,32 +553,20 @@ def check_reuse_sources(sources: Sequence[Path], out: Path) -> list[Path]:
             raise ConfigError.bad_value(
                 "--reuse", str(source), f"a folder fl-poison sweep wrote (this one has no {SWEEP_TABLE})"
             )
-        read_table(folder / SWEEP_TABLE)
-        checked.append(folder)
-    return checked
-
-
-def finished_cells_of(source: Path) -> dict[str, dict[str, str]]:
-    """The ``ok`` rows of a sweep folder whose cell folders still hold their results, by cell id.
-
-    Each row's ``folder`` is set to where the cell's folder is now.
-
-    Parameters
-    ----------
-    source : Path
-        A folder checked by :func:`check_reuse_sources`.
-    """
-    return {
-        row["cell_id"]: {**row, "folder": str(source / row["cell_id"])}
-        for row in read_table(source / SWEEP_TABLE)
-        if row.get("status") == "ok" and any((source / row["cell_id"] / name).is_file() for name in FINISHED_CELL_FILES)
-    }
+        rows = {
+            row["cell_id"]: {**row, "folder": str(folder / row["cell_id"])}
+            for row in read_table(folder / SWEEP_TABLE)
+            if row.get("status") == "ok"
+            and any((folder / row["cell_id"] / name).is_file() for name in FINISHED_CELL_FILES)
+        }
+        finished.append((folder, rows))
+    return finished
 
 
 def reuse_finished_cells(
-    pending: list[SweepCell], sources: Sequence[Path], out: Path, table: SweepTable
+    pending: list[SweepCell], finished: Sequence[tuple[Path, dict[str, dict[str, str]]]], out: Path, table: SweepTable
 ) -> dict[Path, int]:
-    """Copy into ``out`` every pending cell that a ``sources`` folder finished; return the count per source.
+    """Copy into ``out`` every pending cell that a ``--reuse`` folder finished; return the count per folder.
 
     The first source that has a cell wins. Only the files a run writes are copied (the cell's
     own folder, not what a user added to it). Each copied cell's row keeps the metrics and the
@@ -585,14 +577,14 @@ def reuse_finished_cells(
     ----------
     pending : list[SweepCell]
         The cells this sweep has not finished.
-    sources : Sequence[Path]
-        The ``--reuse`` folders (checked by :func:`check_reuse_sources`), in the order given.
+    finished : Sequence[tuple[Path, dict[str, dict[str, str]]]]
+        The ``--reuse`` folders with their finished rows (:func:`finished_cells_of_sources`), in
+        the order given.
     out : Path
         This sweep's folder (absolute).
     table : SweepTable
         This sweep's table, which records the copied rows.
     """
-    finished = [(source, finished_cells_of(source)) for source in sources]
     reused = {source: 0 for source, _ in finished}
     for cell in pending:
         match = next(((source, rows[cell.cell_id]) for source, rows in finished if cell.cell_id in rows), None)
@@ -726,12 +718,12 @@ def run_sweep(
     cells = expand_sweep(base, grids)
     workers = min(jobs, os.cpu_count() or 1)
     check_client_resources(float(workers), gpus_per_client)
-    sources = check_reuse_sources(reuse, Path(out))
+    reusable = finished_cells_of_sources(reuse, Path(out))
     out = prepare_out(Path(out))
     table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
     check_folder(out, base, grids)
     pending = [cell for cell in cells if not table.finished(cell)]
-    for source, count in reuse_finished_cells(pending, sources, out, table).items():
+    for source, count in reuse_finished_cells(pending, reusable, out, table).items():
         progress(f"[sweep] reused {count} finished cell(s) of {source} (same cell ids: same runs)")
     pending = [cell for cell in pending if not table.finished(cell)]
     progress(
