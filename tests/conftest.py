@@ -1,9 +1,18 @@
-"""Shared fixtures: a private Flower SuperLink on loopback for end-to-end tests, and the task
+"""Shared fixtures: private Flower runtimes on loopback for end-to-end tests, and the task
 identity Flower's strategies need when a unit test calls ``configure_train`` outside its runtime.
 
-The SuperLink runs in simulation mode with its own ``FLWR_HOME``, its own free port and
-runtime dependency installation switched off; it is started in its own process group and that
-group is stopped by PID when the session ends, even when tests fail.
+Two runtimes, each started once per session and only when a test asks for it:
+
+- ``flower_env``: an ordinary SuperLink in simulation mode, as ``flwr run`` starts on first use
+  (every run starts its own simulation process and its own Ray);
+- ``warm_env``: the warm runtime sweeps use (:func:`fl_poison.warm_runtime.warm_runtime`: a
+  SuperLink, a Ray head the runs connect to, simulation processes forked from a preloaded
+  executor). Most end-to-end tests run there: each run then skips Ray's start and the simulation
+  process's imports, a third to a half of a small run.
+
+Each has its own ``FLWR_HOME``, its own free ports and runtime dependency installation switched
+off; its processes run in process groups of their own, stopped by PID when the session ends,
+even when tests fail.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fl_poison.core.ray_head import free_loopback_port
 from fl_poison.launch import FLOWER_ENVIRONMENT
-from fl_poison.warm_runtime import simulation_superlink_command, superlink_answers
+from fl_poison.warm_runtime import simulation_superlink_command, superlink_answers, warm_runtime
 
 STARTUP_SECONDS = 60
 
@@ -92,3 +101,10 @@ def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     finally:
         stop_process_group(process)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def warm_env() -> Iterator[dict[str, str]]:
+    """Environment variables that point the ``flwr`` CLI at a private warm runtime (SuperLink, Ray head, executor)."""
+    with warm_runtime() as runtime:
+        yield {**runtime.environment, "RAY_DISABLE_USAGE_STATS": "1"}

@@ -145,7 +145,7 @@ def test_sampler_without_nvidia_smi_reports_unavailable() -> None:
 
 
 @pytest.mark.e2e
-def test_tiny_run_goes_end_to_end_through_flower(flower_env: dict[str, str], tmp_path: Path) -> None:
+def test_tiny_run_goes_end_to_end_through_flower(warm_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     completed = subprocess.run(
         [
@@ -159,7 +159,7 @@ def test_tiny_run_goes_end_to_end_through_flower(flower_env: dict[str, str], tmp
             str(tmp_path / "runs"),
         ],
         cwd=ROOT,
-        env=flower_env,
+        env=warm_env,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
@@ -171,7 +171,7 @@ def test_tiny_run_goes_end_to_end_through_flower(flower_env: dict[str, str], tmp
     assert report["settings"]["num-clients"] == 4 and report["settings"]["model"] == "small-cnn"
     assert report["settings"]["partitioning"] == "random-subsets"  # seed 004's base table underneath
     assert report["data_prepare_seconds"] > 0 and 1 <= report["data_partitions"] <= 4
-    assert report["data_cache_dir"] == flower_env.get("FL_POISON_CACHE_DIR")  # the tests' private cache
+    assert report["data_cache_dir"] == warm_env.get("FL_POISON_CACHE_DIR")  # the tests' private cache
     loop = report["loop"]
     assert loop["seconds"] > 0 and 0.0 <= loop["accuracy"] <= 1.0
     assert [row["round"] for row in loop["rounds"]] == [0, 1, 2]

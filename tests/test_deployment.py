@@ -1,6 +1,6 @@
 """A real deployment on loopback: a SuperLink with TLS and node authentication and five SuperNodes.
 
-One node is malicious by its own node config, one trains on its own data folder; the run is three
+One node is malicious by its own node config, one trains on its own data folder; the run is two
 rounds of Krum (f = 1, so five clients per round) under BadNets. Two more SuperNodes, one with a
 key the SuperLink does not know and one that trusts another CA, must be refused. Every process
 is started in its own session and stopped by PID in the fixtures' teardown, even when a test
@@ -29,6 +29,7 @@ from fl_poison.launch import app_directory
 pytestmark = pytest.mark.e2e
 
 NUM_NODES = 5
+NUM_ROUNDS = 2
 MALICIOUS_NODE = 3
 OWN_DATA_NODE = 4
 RUN_SECONDS = 480
@@ -94,7 +95,7 @@ def run_status(run_id: str, plan: TrialPlan, environment: dict[str, str]) -> dic
 def test_krum_under_badnets_across_tls_supernodes(federation, tmp_path: Path) -> None:
     plan, environment = federation
     settings = (
-        f"num-clients={NUM_NODES} num-rounds=3 strategy='krum' krum-f=1 attack='badnets' local-epochs=1 "
+        f"num-clients={NUM_NODES} num-rounds={NUM_ROUNDS} strategy='krum' krum-f=1 attack='badnets' local-epochs=1 "
         f"seed=3 node-wait-timeout=120 output-dir='{tmp_path}' run-name='krum-badnets'"
     )
     started = time.monotonic()
@@ -119,7 +120,9 @@ def test_krum_under_badnets_across_tls_supernodes(federation, tmp_path: Path) ->
             ["flwr", "stop", run_id, plan.connection], env=environment, capture_output=True, timeout=60, check=False
         )
     wall = time.monotonic() - started
-    print(f"\n3-round Krum run over TLS + node authentication with {NUM_NODES} SuperNodes: {wall:.1f} s wall time")
+    print(
+        f"\n{NUM_ROUNDS}-round Krum run over TLS + node authentication with {NUM_NODES} SuperNodes: {wall:.1f} s wall time"
+    )
     assert status.get("status") == "finished:completed", (
         f"{status}\n{(plan.folder / 'superlink.log').read_text()[-3000:]}"
     )
@@ -130,14 +133,14 @@ def test_krum_under_badnets_across_tls_supernodes(federation, tmp_path: Path) ->
     config = json.loads((folder / "config.json").read_text())
     assert config["own_data_partitions"] == [OWN_DATA_NODE]
     rounds = read_rows(folder / "rounds.csv")
-    assert [int(row["round"]) for row in rounds] == [0, 1, 2, 3]
+    assert [int(row["round"]) for row in rounds] == list(range(NUM_ROUNDS + 1))
     assert "asr" in rounds[-1]
     clients = read_rows(folder / "clients.csv")
-    assert len(clients) == 3 * NUM_NODES
+    assert len(clients) == NUM_ROUNDS * NUM_NODES
     assert {int(row["partition_id"]) for row in clients} == set(range(NUM_NODES))
     assert {int(row["partition_id"]) for row in clients if row["malicious"] == "1"} == {MALICIOUS_NODE}
     assert all(row["attacked"] == "1" for row in clients if int(row["partition_id"]) == MALICIOUS_NODE)
-    for server_round in ("1", "2", "3"):
+    for server_round in map(str, range(1, NUM_ROUNDS + 1)):
         decisions = sorted(row["decision"] for row in clients if row["round"] == server_round)
         assert decisions == ["accepted"] + ["rejected"] * (NUM_NODES - 1), decisions
     summary = json.loads((folder / "summary.json").read_text())

@@ -1,4 +1,9 @@
-"""End-to-end runs on digits through the real Flower runtime (SuperLink + simulation engine)."""
+"""End-to-end runs on digits through the real Flower runtime (SuperLink + simulation engine).
+
+The runs go through the session's warm runtime (``warm_env``), except the second run of
+the same-seed check, which goes through an ordinary SuperLink (``flower_env``), the path a plain
+``fl-poison run`` takes: both paths must give the same results.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def fedavg_run(flower_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fedavg_run(warm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-round FedAvg run with 4 IID clients; returns its result folder."""
     out = tmp_path_factory.mktemp("runs")
     completed = fl_poison_run(
-        flower_env, "num-clients=4", "num-rounds=6", "seed=7", f"output-dir={out}", "run-name=first"
+        warm_env, "num-clients=4", "num-rounds=6", "seed=7", f"output-dir={out}", "run-name=first"
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     folder = Path(completed.stdout.strip().splitlines()[-1])
@@ -68,7 +73,9 @@ def test_run_learns_well_above_chance(fedavg_run: Path) -> None:
     assert float(rounds[0]["accuracy"]) < 0.3  # the untrained model
 
 
-def test_same_seed_gives_identical_metrics(fedavg_run: Path, flower_env: dict[str, str]) -> None:
+def test_same_seed_gives_identical_metrics_through_an_ordinary_superlink(
+    fedavg_run: Path, flower_env: dict[str, str]
+) -> None:
     out = fedavg_run.parent
     completed = fl_poison_run(
         flower_env, "num-clients=4", "num-rounds=6", "seed=7", f"output-dir={out}", "run-name=second"
@@ -82,9 +89,9 @@ def test_same_seed_gives_identical_metrics(fedavg_run: Path, flower_env: dict[st
                 assert a[column] == b[column], column
 
 
-def test_fedprox_with_partial_participation(flower_env: dict[str, str], tmp_path: Path) -> None:
+def test_fedprox_with_partial_participation(warm_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env,
+        warm_env,
         "strategy=fedprox",
         "proximal-mu=0.1",
         "partitioning=dirichlet",
@@ -103,7 +110,7 @@ def test_fedprox_with_partial_participation(flower_env: dict[str, str], tmp_path
     assert all(len(ids) == 2 for ids in per_round.values())
 
 
-def test_flwr_run_with_a_bad_setting_fails_with_its_message(flower_env: dict[str, str], tmp_path: Path) -> None:
+def test_flwr_run_with_a_bad_setting_fails_with_its_message(warm_env: dict[str, str], tmp_path: Path) -> None:
     """Plain ``flwr run`` takes the same keys; a bad value fails the run with the one-line message."""
     completed = subprocess.run(
         [
@@ -117,7 +124,7 @@ def test_flwr_run_with_a_bad_setting_fails_with_its_message(flower_env: dict[str
             "--format",
             "json",
         ],
-        env=flower_env,
+        env=warm_env,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
@@ -128,7 +135,7 @@ def test_flwr_run_with_a_bad_setting_fails_with_its_message(flower_env: dict[str
     for _ in range(120):
         listing = subprocess.run(
             ["flwr", "list", "--run-id", run_id, "--format", "json"],
-            env=flower_env,
+            env=warm_env,
             capture_output=True,
             text=True,
             timeout=60,

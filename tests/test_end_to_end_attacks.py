@@ -14,9 +14,9 @@ from e2e_helpers import fl_poison_run, read_rows
 pytestmark = pytest.mark.e2e
 
 
-def test_badnets_under_krum_records_attackers_and_decisions(flower_env: dict[str, str], tmp_path: Path) -> None:
+def test_badnets_under_krum_records_attackers_and_decisions(warm_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env,
+        warm_env,
         "strategy=krum",
         "attack=badnets",
         "malicious-ids=3",
@@ -41,9 +41,9 @@ def test_badnets_under_krum_records_attackers_and_decisions(flower_env: dict[str
     assert (tmp_path / "krum" / "update_norms.png").is_file()
 
 
-def test_nan_client_is_rejected_and_the_model_stays_finite(flower_env: dict[str, str], tmp_path: Path) -> None:
+def test_nan_client_is_rejected_and_the_model_stays_finite(warm_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env,
+        warm_env,
         "attack=nan-weights",
         "malicious-ids=1",
         "num-clients=4",
@@ -75,16 +75,16 @@ def test_nan_client_is_rejected_and_the_model_stays_finite(flower_env: dict[str,
         assert not_finite == {}, f"round {row['round']}: non-finite values {not_finite}"
 
 
-def test_an_out_of_range_class_is_refused_before_flower_starts(flower_env: dict[str, str], tmp_path: Path) -> None:
-    completed = fl_poison_run(flower_env, "attack=label-flip", "target-class=12", f"output-dir={tmp_path}")
+def test_an_out_of_range_class_is_refused_before_flower_starts(warm_env: dict[str, str], tmp_path: Path) -> None:
+    completed = fl_poison_run(warm_env, "attack=label-flip", "target-class=12", f"output-dir={tmp_path}")
     assert completed.returncode == 2
     assert completed.stderr.strip() == "fl-poison: error: target-class: bad value 12; allowed: 0 .. 9"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_run_in_which_no_update_is_aggregated_fails_loudly(flower_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_run_in_which_no_update_is_aggregated_fails_loudly(warm_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env,
+        warm_env,
         "attack=nan-weights",
         "num-malicious=3",
         "num-clients=3",
@@ -104,11 +104,11 @@ def test_a_run_in_which_no_update_is_aggregated_fails_loudly(flower_env: dict[st
 
 
 def test_alie_forges_identical_updates_and_records_z_in_both_csv_files(
-    flower_env: dict[str, str], tmp_path: Path
+    warm_env: dict[str, str], tmp_path: Path
 ) -> None:
     """ALIE through Flower's simulation: the server-side stage forges, the CSV files say what it chose."""
     completed = fl_poison_run(
-        flower_env,
+        warm_env,
         "strategy=median",
         "update-attack=alie",
         "malicious-ids=1,2",

@@ -256,9 +256,9 @@ def test_the_server_trains_from_the_rounds_global_model_with_the_clients_setting
 
 
 @pytest.mark.e2e
-def test_an_fltrust_run_records_its_root_set_and_evaluates_on_the_rest(flower_env, tmp_path):
+def test_an_fltrust_run_records_its_root_set_and_evaluates_on_the_rest(warm_env, tmp_path):
     completed = fl_poison_run(
-        flower_env,
+        warm_env,
         "strategy=fltrust",  # fltrust-root-size: its default, 100
         "num-clients=4",
         "num-rounds=2",

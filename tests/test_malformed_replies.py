@@ -1,7 +1,8 @@
 """Hostile clients cannot take over the server: property-based rounds of malformed train replies.
 
 Hypothesis builds rounds of 3-7 real Flower reply Messages (partitions 0..6), each well-formed or
-broken in one of :data:`MALFORMATIONS` ways, and every registered defense aggregates them. However
+broken in one of :data:`MALFORMATIONS` ways, and every registered defense aggregates them: at least
+:data:`MALFORMED_PER_DEFENSE` malformed replies each (the hardening issue's acceptance). However
 broken the round, ``aggregate_train`` returns; the model it returns has the global model's names,
 shapes and dtypes and only finite values; the RoundLog has a row per reply, and a reply broken in a
 way the screening must catch is never ``ok``. Replies whose metrics merely lie (``partition_id``,
@@ -37,6 +38,9 @@ from strategies.sampling import PartitionSampler
 
 NUM_CLIENTS = 7
 GLOBAL = make_global()
+MALFORMED_PER_DEFENSE = 1000
+# Rounds generated per defense: about half the replies are "fine", so ~2.4 malformed per round.
+ROUNDS_PER_DEFENSE = 600
 
 # Broken in a way the screening must catch: such a reply is never "ok".
 REJECTED_KINDS = (
@@ -218,16 +222,19 @@ def test_malformed_rounds_never_break_aggregation(name):
     round_log = RoundLog(sampler.partition_of_node)
     strategy = build_strategy(config, sampler, round_log, root_training=root_training)
     counter = iter(range(1, 10**6))
+    malformed = 0
 
     @settings(
-        max_examples=1000,
+        max_examples=ROUNDS_PER_DEFENSE,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(rounds())
     def check(round_spec: list[tuple[str, int, int]]) -> None:
+        nonlocal malformed
         server_round = next(counter)
+        malformed += sum(kind != "fine" for kind, _, _ in round_spec)
         start_round(strategy, GLOBAL, NUM_CLIENTS, server_round=server_round)
         replies = [build_reply(kind, pid, seed) for kind, pid, seed in round_spec]
 
@@ -252,4 +259,4 @@ def test_malformed_rounds_never_break_aggregation(name):
             assert arrays is None
 
     check()
-    assert next(counter) > 1000, "fewer than 1,000 generated rounds"
+    assert malformed >= MALFORMED_PER_DEFENSE, f"only {malformed} malformed replies in {next(counter) - 1} rounds"

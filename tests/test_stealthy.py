@@ -254,9 +254,9 @@ def test_the_server_measures_the_target_accuracy_of_the_source_class():
 
 
 @pytest.mark.e2e
-def test_stealthy_run_reports_its_target_accuracy_and_update_norms(flower_env: dict[str, str], tmp_path: Path) -> None:
+def test_stealthy_run_reports_its_target_accuracy_and_update_norms(warm_env: dict[str, str], tmp_path: Path) -> None:
     completed = fl_poison_run(
-        flower_env,
+        warm_env,
         "attack=stealthy",
         "malicious-ids=1",
         "num-clients=5",

@@ -131,6 +131,8 @@ class RoundLog:
     def __init__(self, partition_of_node: Mapping[int, int]) -> None:
         self.partition_of_node = dict(partition_of_node)
         self.records: list[ClientRoundRecord] = []
+        self._by_round: dict[int, list[ClientRoundRecord]] = {}
+        self._latest_attack_target = -1
         self._adversary: dict[int, AdversaryRound] = {}
         self._defense: dict[int, dict[str, float | int]] = {}
 
@@ -157,6 +159,10 @@ class RoundLog:
         rows.extend(_failed(server_round, pid, "no reply") for pid in sampled_partitions if pid not in answered)
         rows.sort(key=lambda row: row.partition_id)
         self.records.extend(rows)
+        self._by_round.setdefault(server_round, []).extend(rows)
+        targets = [row.attack_target for row in rows if row.attacked and row.attack_target >= 0]
+        if targets:
+            self._latest_attack_target = targets[-1]
         return rows
 
     def rows(self, server_round: int | None = None) -> list[dict[str, object]]:
@@ -224,8 +230,8 @@ class RoundLog:
         return dict(self._defense.get(server_round, {}))
 
     def for_round(self, server_round: int) -> list[ClientRoundRecord]:
-        """The rows of one round."""
-        return [record for record in self.records if record.round == server_round]
+        """The rows of one round (kept per round: the cost does not grow with the rounds run)."""
+        return list(self._by_round.get(server_round, ()))
 
     def record_decisions(self, server_round: int, decisions: Iterable[ClientDecisionLike]) -> None:
         """Store what the defense did with each client of ``server_round``."""
@@ -255,8 +261,7 @@ class RoundLog:
 
     def latest_attack_target(self) -> int:
         """The most recent attack target any client reported (-1 when none did)."""
-        targets = [record.attack_target for record in self.records if record.attacked and record.attack_target >= 0]
-        return targets[-1] if targets else -1
+        return self._latest_attack_target
 
 
 def _row(server_round: int, reply: ScreenedReply) -> ClientRoundRecord:
