@@ -130,11 +130,15 @@ class RoundLog:
 
     def __init__(self, partition_of_node: Mapping[int, int]) -> None:
         self.partition_of_node = dict(partition_of_node)
-        self.records: list[ClientRoundRecord] = []
         self._by_round: dict[int, list[ClientRoundRecord]] = {}
         self._latest_attack_target = -1
         self._adversary: dict[int, AdversaryRound] = {}
         self._defense: dict[int, dict[str, float | int]] = {}
+
+    @property
+    def records(self) -> list[ClientRoundRecord]:
+        """Every row recorded so far, round by round in the order the rounds were recorded."""
+        return [record for rows in self._by_round.values() for record in rows]
 
     def partition_of(self, message: Message) -> int:
         """The partition id of the node that sent ``message``."""
@@ -158,7 +162,6 @@ class RoundLog:
         answered = {reply.partition_id for reply in screened}
         rows.extend(_failed(server_round, pid, "no reply") for pid in sampled_partitions if pid not in answered)
         rows.sort(key=lambda row: row.partition_id)
-        self.records.extend(rows)
         self._by_round.setdefault(server_round, []).extend(rows)
         targets = [row.attack_target for row in rows if row.attacked and row.attack_target >= 0]
         if targets:
