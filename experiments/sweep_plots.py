@@ -358,7 +358,9 @@ def plot_group_intervals(
             if ys:
                 axis.errorbar(means, ys, xerr=[low, high], fmt=marker, capsize=3, label=name)
         axis.set(xlabel=metric, xlim=(-0.02, 1.02), title=metric)
-        axis.set_yticks(range(len(groups)), [textwrap.shorten(label, 60) for label in labels], fontsize=7)
+        axis.set_yticks(
+            range(len(groups)), [textwrap.fill(label, 48, break_on_hyphens=False) for label in labels], fontsize=7
+        )
         axis.invert_yaxis()
         axis.grid(alpha=0.3, axis="x")
     handles, names = axes[0][0].get_legend_handles_labels()
