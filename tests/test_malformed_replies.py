@@ -39,8 +39,10 @@ from strategies.sampling import PartitionSampler
 NUM_CLIENTS = 7
 GLOBAL = make_global()
 MALFORMED_PER_DEFENSE = 1000
-# Rounds generated per defense: about half the replies are "fine", so ~2.4 malformed per round.
-ROUNDS_PER_DEFENSE = 600
+# Rounds generated per defense: a round has 3-7 replies (4.9 on average), about a third of them
+# "fine" (FINE_SHARE), so ~3.3 malformed per round and ~1,300 in all.
+ROUNDS_PER_DEFENSE = 400
+FINE_SHARE = 1 / 3
 
 # Broken in a way the screening must catch: such a reply is never "ok".
 REJECTED_KINDS = (
@@ -211,7 +213,8 @@ def build_reply(kind: str, partition_id: int, seed: int) -> Message:
 def rounds(draw: st.DrawFn) -> list[tuple[str, int, int]]:
     """3-7 distinct partitions, each with a kind of reply and a seed for its values."""
     partitions = draw(st.lists(st.integers(0, NUM_CLIENTS - 1), min_size=3, max_size=NUM_CLIENTS, unique=True))
-    kinds = st.one_of(st.sampled_from(MALFORMATIONS), st.just("fine"))
+    extra_fine = round(FINE_SHARE * len(MALFORMATIONS) / (1 - FINE_SHARE))
+    kinds = st.sampled_from(MALFORMATIONS + ("fine",) * extra_fine)
     return [(draw(kinds), pid, draw(st.integers(0, 2**16))) for pid in partitions]
 
 
