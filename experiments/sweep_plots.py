@@ -216,6 +216,19 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
     return written
 
 
+def tick_label(label: str, width: int = 48) -> str:
+    """``label`` wrapped onto lines of at most ``width`` characters, whole: never cut, never split inside a setting name.
+
+    Parameters
+    ----------
+    label : str
+        A group's label (``key=value, key=value``).
+    width : int
+        The widest line, in characters (a longer single word stays on a line of its own).
+    """
+    return textwrap.fill(label, width, break_on_hyphens=False)
+
+
 def group_label(group: ReplicateGroup, varying: Sequence[str]) -> str:
     """What tells ``group`` apart within its grid (its values of ``varying`` other than the seed).
 
@@ -358,9 +371,7 @@ def plot_group_intervals(
             if ys:
                 axis.errorbar(means, ys, xerr=[low, high], fmt=marker, capsize=3, label=name)
         axis.set(xlabel=metric, xlim=(-0.02, 1.02), title=metric)
-        axis.set_yticks(
-            range(len(groups)), [textwrap.fill(label, 48, break_on_hyphens=False) for label in labels], fontsize=7
-        )
+        axis.set_yticks(range(len(groups)), [tick_label(label) for label in labels], fontsize=7)
         axis.invert_yaxis()
         axis.grid(alpha=0.3, axis="x")
     handles, names = axes[0][0].get_legend_handles_labels()

@@ -38,6 +38,7 @@ from experiments.sweep_plots import (
     plot_label_distribution,
     plot_label_distributions_of,
     plot_sweep,
+    tick_label,
 )
 from fl_poison.cli import main
 from fl_poison.core.results import write_csv
@@ -390,3 +391,11 @@ def test_a_bad_last_rounds_is_one_line_and_exit_2(tmp_path, capsys, value):
         == f"fl-poison: error: --last-rounds: bad value {value}; allowed: an integer >= 1 (rounds averaged per run)\n"
     )
     assert not (folder / "plots").exists()
+
+
+def test_a_long_group_label_is_wrapped_whole_and_never_split_inside_a_setting_name():
+    label = "strategy=loss-filter, partitioning=dirichlet, num-malicious=2"
+    wrapped = tick_label(label)
+    assert wrapped == "strategy=loss-filter, partitioning=dirichlet,\nnum-malicious=2"
+    assert wrapped.replace("\n", " ") == label
+    assert tick_label("strategy=fedavg, num-malicious=1") == "strategy=fedavg, num-malicious=1"
