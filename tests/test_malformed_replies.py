@@ -40,7 +40,7 @@ NUM_CLIENTS = 7
 GLOBAL = make_global()
 MALFORMED_PER_DEFENSE = 1000
 # Rounds generated per defense: a round has 3-7 replies (4.9 on average), about a third of them
-# "fine" (FINE_SHARE), so ~3.3 malformed per round and ~1,300 in all.
+# "fine" (FINE_SHARE; 22 of the 64 entries of REPLY_KINDS), so ~3.2 malformed per round, ~1,290 in all.
 ROUNDS_PER_DEFENSE = 400
 FINE_SHARE = 1 / 3
 
@@ -94,6 +94,8 @@ TOLERATED_KINDS = (
     "partition-id-lie",
 )
 MALFORMATIONS = REJECTED_KINDS + TOLERATED_KINDS
+# What a reply is drawn from: every malformation once, and "fine" repeated to make up FINE_SHARE.
+REPLY_KINDS = MALFORMATIONS + ("fine",) * round(FINE_SHARE * len(MALFORMATIONS) / (1 - FINE_SHARE))
 
 
 @pytest.fixture(autouse=True)
@@ -213,8 +215,7 @@ def build_reply(kind: str, partition_id: int, seed: int) -> Message:
 def rounds(draw: st.DrawFn) -> list[tuple[str, int, int]]:
     """3-7 distinct partitions, each with a kind of reply and a seed for its values."""
     partitions = draw(st.lists(st.integers(0, NUM_CLIENTS - 1), min_size=3, max_size=NUM_CLIENTS, unique=True))
-    extra_fine = round(FINE_SHARE * len(MALFORMATIONS) / (1 - FINE_SHARE))
-    kinds = st.sampled_from(MALFORMATIONS + ("fine",) * extra_fine)
+    kinds = st.sampled_from(REPLY_KINDS)
     return [(draw(kinds), pid, draw(st.integers(0, 2**16))) for pid in partitions]
 
 
