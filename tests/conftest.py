@@ -31,33 +31,24 @@ from fl_poison.launch import FLOWER_ENVIRONMENT
 from fl_poison.warm_runtime import simulation_superlink_command, superlink_answers, warm_runtime
 
 STARTUP_SECONDS = 60
-# The files whose tests start Flower runs (SuperLinks, Ray heads and actors, SuperNodes). Each run
-# keeps both cores busy while its processes start, so two at once in two workers slow each other
-# down (a 2-round run: 39 s alone, 153 s beside another file's runs). Under ``--dist loadgroup``
-# they form one group, run one after another in one worker while the other worker takes the unit tests.
-FLOWER_RUN_FILES = frozenset(
-    {
-        "test_benchmark_gpu.py",
-        "test_deployment.py",
-        "test_end_to_end.py",
-        "test_end_to_end_attacks.py",
-        "test_fltrust.py",
-        "test_stealthy.py",
-        "test_warm_runtime.py",
-    }
-)
+# The xdist group of the files with end-to-end tests (marked ``e2e``: they start SuperLinks, Ray
+# heads and actors, SuperNodes). Each Flower run keeps both cores busy while its processes start,
+# so two at once in two workers slow each other down (a 2-round run: 39 s alone, 153 s beside
+# another file's runs); under ``--dist loadgroup`` these files run one after another in one worker
+# while the other worker takes the unit tests.
 FLOWER_RUN_GROUP = "flower-runs"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist's ``--dist loadgroup``: the Flower-run files together, every other file alone.
+    """Group tests for pytest-xdist's ``--dist loadgroup``: files with ``e2e`` tests together, every other file alone.
 
     A file stays in one worker either way, so that a module's shared runs (fixtures) are made once.
     Runs before xdist's own hook, which reads the marks; without ``loadgroup`` the marks do nothing.
     """
+    flower_run_files = {item.path for item in items if item.get_closest_marker("e2e") is not None}
     for item in items:
-        group = FLOWER_RUN_GROUP if item.path.name in FLOWER_RUN_FILES else item.path.stem
+        group = FLOWER_RUN_GROUP if item.path in flower_run_files else item.path.stem
         item.add_marker(pytest.mark.xdist_group(group))
 
 

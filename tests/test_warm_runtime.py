@@ -169,6 +169,7 @@ def final_rows(folder: Path) -> list[dict[str, str]]:
         return [{key: row[key] for key in ("round", "accuracy", "loss")} for row in csv.DictReader(stream)]
 
 
+@pytest.mark.e2e
 def test_runs_in_the_warm_runtime_use_its_ray_head_and_repeat_each_other(tmp_path):
     """Two runs of one seed in one warm runtime: each its own driver and forked process, same rows, all stopped after.
 
@@ -230,6 +231,7 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@pytest.mark.e2e
 def test_the_runtime_command_holds_a_superlink_until_interrupted(tmp_path):
     """``fl-poison runtime`` as a real process: ready line, exports that reach its SuperLink, Ctrl-C stops all.
 
