@@ -40,15 +40,16 @@ import csv
 import itertools
 import json
 import os
+import queue
 import re
 import shutil
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -688,8 +689,9 @@ def run_sweep(
     out : Path
         The sweep folder (created if needed).
     jobs : int
-        Cells run at once (at most the number of CPU cores). Each cell's clients then ask Ray
-        for ``jobs`` CPUs, so that all running cells together train at most one client per core.
+        Cells run at once (at most the number of CPU cores), each in a runtime of its own (see
+        :class:`SharedRuntime`). Each cell's clients then ask Ray for ``jobs`` CPUs, so that all
+        running cells together train at most one client per core.
     runner : Runner | None
         Runs one cell (None: ``fl_poison.launch.run_experiment``, in the shared runtime when
         ``shared_runtime``; tests pass a stand-in, which runs as given).
@@ -701,8 +703,8 @@ def run_sweep(
     gpus_per_client : float
         GPU share of each virtual client (0: CPU).
     shared_runtime : bool
-        Run the cells against one SuperLink and one Ray head started for the sweep
-        (:func:`fl_poison.warm_runtime.warm_runtime`): each cell then skips Ray's start and stop
+        Run the cells against a SuperLink and a Ray head started for the sweep, one per cell
+        running at once (:func:`fl_poison.warm_runtime.warm_runtime`): each cell then skips Ray's start and stop
         (3 s on two quiet cores, 10 s on busy ones). When they do not start, one line says why
         and every cell starts its own Ray, as with False.
     fork_simulations : bool
@@ -733,10 +735,11 @@ def run_sweep(
     bar = SweepProgress(len(cells), len(cells) - len(pending), progress)
     cpus_per_client = float(workers)
     enabled = shared_runtime and runner is None and bool(pending)
-    with SharedRuntime(progress, enabled=enabled, fork_simulations=fork_simulations) as shared:
+    with SharedRuntime(progress, enabled=enabled, fork_simulations=fork_simulations, slots=workers) as shared:
 
         def run_in_shared_runtime(settings: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
-            return run_experiment(settings, cpus, gpus, verbose, environment=shared.environment())
+            with shared.lease() as environment:
+                return run_experiment(settings, cpus, gpus, verbose, environment=environment)
 
         run_one = runner if runner is not None else run_in_shared_runtime
         _run_cells(pending, out, table, bar, run_one, cpus_per_client, gpus_per_client, workers, progress)
@@ -744,63 +747,102 @@ def run_sweep(
 
 
 class SharedRuntime:
-    """The sweep's warm runtime (:func:`fl_poison.warm_runtime.warm_runtime`), started on first use.
+    """The sweep's warm runtimes (:func:`fl_poison.warm_runtime.warm_runtime`): one per cell running at once.
 
-    Before every cell it checks that the SuperLink and the Ray head still answer, and starts a
-    new runtime (with one line) when they do not, so that one crashed Ray process does not fail
+    A cell leases a runtime for its run (:meth:`lease`); each runtime starts on first use. Cells
+    that run at once never share one: Flower sizes a run's actor pool from the Ray head's total
+    CPUs, so two runs on one head would each create a full pool, and one run's clients would wait
+    for the other run to end (and fail Flower's wait for its nodes). With ``--jobs N`` there are
+    N runtimes, each head advertising every core, and each cell's clients ask for N CPUs.
+
+    Before every cell the leased runtime is checked: when its SuperLink or Ray head no longer
+    answers, a new one is started (with one line), so that one crashed Ray process does not fail
     every later cell of a sweep that runs for hours. When a runtime cannot start, one line says
-    why and the cells from then on start their own Ray through the local SuperLink.
+    why and from then on cells without a runtime start their own Ray through the local SuperLink.
 
     Parameters
     ----------
     progress : Callable[[str], None]
         Receives the progress lines.
     enabled : bool
-        False: never start a runtime (:meth:`environment` is None).
+        False: never start a runtime (every lease yields None).
     fork_simulations : bool
         Fork each cell's simulation process from the runtime's preloaded executor.
+    slots : int
+        Cells that run at once (one runtime each).
     """
 
     def __init__(
-        self, progress: Callable[[str], None], enabled: bool = True, fork_simulations: bool = FORK_BY_DEFAULT
+        self,
+        progress: Callable[[str], None],
+        enabled: bool = True,
+        fork_simulations: bool = FORK_BY_DEFAULT,
+        slots: int = 1,
     ) -> None:
         self._progress = progress
         self._enabled = enabled
         self._fork_simulations = fork_simulations
-        self._stack = ExitStack()
-        self._runtime: WarmRuntime | None = None
+        self._slots = slots
+        self._free: queue.SimpleQueue[_RuntimeSlot] = queue.SimpleQueue()
+        self._all = [_RuntimeSlot(number) for number in range(slots)]
+        for slot in self._all:
+            self._free.put(slot)
         self._lock = threading.Lock()
 
     def __enter__(self) -> SharedRuntime:
         return self
 
     def __exit__(self, *exception: object) -> None:
-        self._stack.close()
+        for slot in self._all:
+            slot.stack.close()
 
-    def environment(self) -> dict[str, str] | None:
-        """The environment for the next cell: the runtime's (started or restarted as needed), or None."""
+    @contextmanager
+    def lease(self) -> Iterator[dict[str, str] | None]:
+        """A runtime's environment, the runtime held for this cell alone (started or restarted as needed), or None."""
+        slot = self._free.get()
+        try:
+            yield self._environment(slot)
+        finally:
+            self._free.put(slot)
+
+    def _environment(self, slot: _RuntimeSlot) -> dict[str, str] | None:
+        if slot.runtime is not None and not slot.runtime.answers():
+            self._progress(f"[sweep] the shared runtime{self._name(slot)} stopped answering; starting a new one")
+            slot.stack.close()
+            slot.stack, slot.runtime = ExitStack(), None
         with self._lock:
-            if self._runtime is not None and not self._runtime.answers():
-                self._progress("[sweep] the shared runtime stopped answering; starting a new one")
-                self._stack.close()
-                self._stack, self._runtime = ExitStack(), None
-            if self._runtime is None and self._enabled:
-                self._start()
-            return None if self._runtime is None else self._runtime.environment
+            enabled = self._enabled
+        if slot.runtime is None and enabled:
+            self._start(slot)
+        return None if slot.runtime is None else slot.runtime.environment
 
-    def _start(self) -> None:
+    def _name(self, slot: _RuntimeSlot) -> str:
+        return "" if self._slots == 1 else f" {slot.number + 1} of {self._slots}"
+
+    def _start(self, slot: _RuntimeSlot) -> None:
         started = time.monotonic()
         try:
-            self._runtime = self._stack.enter_context(warm_runtime(fork_simulations=self._fork_simulations))
+            slot.runtime = slot.stack.enter_context(warm_runtime(fork_simulations=self._fork_simulations))
         except (RayHeadError, WarmRuntimeError) as error:
-            self._progress(f"[sweep] no shared runtime ({error}); every cell starts its own Ray")
-            self._enabled = False
+            with self._lock:
+                said, self._enabled = not self._enabled, False
+            if not said:
+                self._progress(f"[sweep] no shared runtime ({error}); every cell starts its own Ray")
             return
-        environment = self._runtime.environment
+        environment = slot.runtime.environment
         self._progress(
-            f"[sweep] shared runtime: Ray head at {environment[RAY_ADDRESS_VARIABLE]}, SuperLink on port "
-            f"{environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']} (started in {time.monotonic() - started:.1f}s)"
+            f"[sweep] shared runtime{self._name(slot)}: Ray head at {environment[RAY_ADDRESS_VARIABLE]}, SuperLink on "
+            f"port {environment['FLWR_LOCAL_SUPERLINK_HTTP_API_PORT']} (started in {time.monotonic() - started:.1f}s)"
         )
+
+
+@dataclass
+class _RuntimeSlot:
+    """One of :class:`SharedRuntime`'s runtimes: its number, what stops it, and the runtime once started."""
+
+    number: int
+    stack: ExitStack = field(default_factory=ExitStack)
+    runtime: WarmRuntime | None = None
 
 
 def _run_cells(

@@ -422,8 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--no-shared-runtime",
         action="store_true",
-        help="every cell starts its own Ray through the local SuperLink (default: one SuperLink and one Ray head "
-        "started for the sweep, which saves Ray's start and stop in every cell)",
+        help="every cell starts its own Ray through the local SuperLink (default: a SuperLink and a Ray head "
+        "started for the sweep, one per cell running at once, which saves Ray's start and stop in every cell)",
     )
     runtime = commands.add_parser(
         "runtime",

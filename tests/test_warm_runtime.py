@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -162,6 +163,48 @@ def test_a_runtime_that_stops_answering_is_replaced_before_the_next_cell(tmp_pat
     assert [env["RAY_ADDRESS"] for env in seen] == ["127.0.0.1:0", "127.0.0.1:1"]
     assert runtimes.started == runtimes.stopped == [0, 1]
     assert "[sweep] the shared runtime stopped answering; starting a new one" in lines
+
+
+def test_cells_that_run_at_once_never_share_a_runtime(tmp_path, monkeypatch):
+    """--jobs 2: two runtimes, each leased by one cell at a time (one Ray head's CPUs serve one run's actor pool)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    both_running = threading.Barrier(2, timeout=30)
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    overlaps: list[tuple[str, ...]] = []
+    cpus_seen: list[float] = []
+
+    def stand_in(settings, cpus, gpus, verbose, environment=None):
+        address = environment["RAY_ADDRESS"]
+        with lock:
+            running[address] = running.get(address, 0) + 1
+            overlaps.append(tuple(sorted(running)))
+            cpus_seen.append(cpus)
+            assert running[address] == 1, f"two cells at once on {address}"
+        both_running.wait()  # the two cells of a pair run at the same time
+        folder = Path(settings["output-dir"]) / settings["run-name"]
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text('{"accuracy": 0.5, "loss": 1.0}')
+        both_running.wait()
+        with lock:
+            running[address] -= 1
+            if not running[address]:
+                del running[address]
+        return folder
+
+    monkeypatch.setattr(sweep_module, "run_experiment", stand_in)
+    runtimes = FakeRuntimes()
+    monkeypatch.setattr(sweep_module, "warm_runtime", runtimes)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[base]\ndataset = "digits"\nnum-clients = 2\nnum-rounds = 1\n\n[grid]\nseed = [1, 2, 3, 4]\n')
+    lines: list[str] = []
+    table = run_sweep(sweep, tmp_path / "out", jobs=2, progress=lines.append)
+    assert [row["status"] for row in table.rows.values()] == ["ok"] * 4
+    assert sorted(runtimes.started) == sorted(runtimes.stopped) == [0, 1]  # two runtimes, both stopped at the end
+    assert ("127.0.0.1:0", "127.0.0.1:1") in overlaps  # two cells at once, one on each runtime
+    assert cpus_seen == [2.0] * 4  # each cell's clients ask for 2 of the head's 4 CPUs
+    assert sum(line.startswith("[sweep] shared runtime 1 of 2: Ray head at") for line in lines) == 1
+    assert sum(line.startswith("[sweep] shared runtime 2 of 2: Ray head at") for line in lines) == 1
 
 
 def final_rows(folder: Path) -> list[dict[str, str]]:
