@@ -752,7 +752,7 @@ class SharedRuntime:
     A cell leases a runtime for its run (:meth:`lease`); each runtime starts on first use. Cells
     that run at once never share one: Flower sizes a run's actor pool from the Ray head's total
     CPUs, so two runs on one head would each create a full pool, and one run's clients would wait
-    for the other run to end (and fail Flower's wait for its nodes). With ``--jobs N`` there are
+    for the other run to end (and fail the ServerApp's wait for its nodes). With ``--jobs N`` there are
     N runtimes, each head advertising every core, and each cell's clients ask for N CPUs.
 
     Before every cell the leased runtime is checked: when its SuperLink or Ray head no longer
