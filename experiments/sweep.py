@@ -54,7 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
-from fl_poison.core.ray_head import RAY_ADDRESS_VARIABLE, RayHeadError
+from fl_poison.core.ray_head import RAY_ADDRESS_VARIABLE, RayHeadError, worker_port_range
 from fl_poison.core.results import (
     RUN_FILES,
     SUMMARY_METRICS,
@@ -753,7 +753,8 @@ class SharedRuntime:
     that run at once never share one: Flower sizes a run's actor pool from the Ray head's total
     CPUs, so two runs on one head would each create a full pool, and one run's clients would wait
     for the other run to end (and fail the ServerApp's wait for its nodes). With ``--jobs N`` there are
-    N runtimes, each head advertising every core, and each cell's clients ask for N CPUs.
+    N runtimes, each head advertising every core, and each cell's clients ask for N CPUs; their
+    Ray heads hand out disjoint worker port ranges (:func:`fl_poison.core.ray_head.worker_port_range`).
 
     Before every cell the leased runtime is checked: when its SuperLink or Ray head no longer
     answers, a new one is started (with one line), so that one crashed Ray process does not fail
@@ -822,7 +823,10 @@ class SharedRuntime:
     def _start(self, slot: _RuntimeSlot) -> None:
         started = time.monotonic()
         try:
-            slot.runtime = slot.stack.enter_context(warm_runtime(fork_simulations=self._fork_simulations))
+            ports = None if self._slots == 1 else worker_port_range(slot.number, self._slots)
+            slot.runtime = slot.stack.enter_context(
+                warm_runtime(fork_simulations=self._fork_simulations, worker_ports=ports)
+            )
         except (RayHeadError, WarmRuntimeError) as error:
             with self._lock:
                 said, self._enabled = not self._enabled, False

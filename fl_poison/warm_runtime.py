@@ -142,7 +142,9 @@ class WarmRuntime:
 
 @contextmanager
 def warm_runtime(
-    base: Mapping[str, str] | None = None, fork_simulations: bool = FORK_BY_DEFAULT
+    base: Mapping[str, str] | None = None,
+    fork_simulations: bool = FORK_BY_DEFAULT,
+    worker_ports: tuple[int, int] | None = None,
 ) -> Iterator[WarmRuntime]:
     """A private SuperLink and Ray head (and forking executor) for the ``with`` block; yields what it started.
 
@@ -154,6 +156,9 @@ def warm_runtime(
         Run each simulation in a process forked from a preloaded executor (see the module's
         docstring); False lets the SuperLink start a fresh ``flwr-simulation`` per run. The default
         forks on Linux only (:data:`FORK_BY_DEFAULT`).
+    worker_ports : tuple[int, int] | None
+        The lowest and highest port of the Ray head's workers (None: Ray's default range); runtimes
+        side by side need disjoint ranges (:func:`fl_poison.core.ray_head.worker_port_range`).
 
     Raises
     ------
@@ -167,7 +172,7 @@ def warm_runtime(
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="fl-poison-runtime-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        head = stack.enter_context(shared_ray_head(environment))
+        head = stack.enter_context(shared_ray_head(environment, worker_ports))
         environment[RAY_ADDRESS_VARIABLE] = head.address
         port = free_loopback_port()
         environment.update(

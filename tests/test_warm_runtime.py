@@ -33,6 +33,7 @@ from fl_poison.core.ray_head import (
     address_answers,
     ray_start_command,
     short_temp_folder,
+    worker_port_range,
 )
 from fl_poison.launch import run_experiment
 from fl_poison.warm_runtime import FORK_BY_DEFAULT, shell_exports, superlink_answers, warm_runtime
@@ -54,6 +55,22 @@ def test_the_head_listens_on_loopback_in_its_own_folder_without_dashboard(tmp_pa
     assert command[:4] == ["ray", "start", "--head", "--block"]
     assert {"--node-ip-address=127.0.0.1", "--port=6380", f"--temp-dir={tmp_path}"} <= set(command)
     assert "--include-dashboard=false" in command
+
+
+def test_heads_side_by_side_get_disjoint_worker_ports_within_their_range(tmp_path):
+    assert worker_port_range(0, 1) == (20000, 31999)
+    assert [worker_port_range(slot, 3) for slot in range(3)] == [(20000, 23999), (24000, 27999), (28000, 31999)]
+    for slots in (2, 5, 16, 64):
+        ranges = [worker_port_range(slot, slots) for slot in range(slots)]
+        assert all(low <= high for low, high in ranges)
+        assert all(high < next_low for (_, high), (next_low, _) in zip(ranges, ranges[1:], strict=False))
+        assert ranges[0][0] >= 20000 and ranges[-1][1] <= 31999  # above Ray's default, below ephemeral ports
+    for slot, slots in ((2, 2), (-1, 2)):
+        with pytest.raises(ValueError, match="slot"):
+            worker_port_range(slot, slots)
+    command = ray_start_command(6380, tmp_path, (26000, 31999))
+    assert command[-2:] == ["--min-worker-port=26000", "--max-worker-port=31999"]
+    assert not any("worker-port" in part for part in ray_start_command(6380, tmp_path))
 
 
 def test_the_temporary_folder_leaves_room_for_ray_socket_paths(monkeypatch, tmp_path):
@@ -97,10 +114,12 @@ class FakeRuntimes:
         self.started: list[int] = []
         self.stopped: list[int] = []
         self.forks: list[bool] = []
+        self.worker_ports: list[tuple[int, int] | None] = []
         self.healthy_checks = healthy_checks
 
-    def __call__(self, fork_simulations: bool):
+    def __call__(self, fork_simulations: bool, worker_ports: tuple[int, int] | None = None):
         self.forks.append(fork_simulations)
+        self.worker_ports.append(worker_ports)
         number = len(self.started)
         self.started.append(number)
         fakes = self
@@ -133,11 +152,12 @@ def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypa
     assert [env["RAY_ADDRESS"] for env in seen] == ["127.0.0.1:0", "127.0.0.1:0"]
     assert runtimes.started == runtimes.stopped == [0]  # one runtime, stopped at the end
     assert runtimes.forks == [FORK_BY_DEFAULT]
+    assert runtimes.worker_ports == [None]  # one runtime: Ray's default worker ports
     assert any(line.startswith("[sweep] shared runtime: Ray head at 127.0.0.1:0") for line in lines)
     run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out-no-fork", progress=lines.append, fork_simulations=False)
     assert runtimes.forks == [FORK_BY_DEFAULT, False]
 
-    def no_head(fork_simulations: bool):
+    def no_head(fork_simulations: bool, worker_ports: tuple[int, int] | None = None):
         raise RayHeadError("ray start exited with code 1")
 
     seen.clear()
@@ -203,6 +223,7 @@ def test_cells_that_run_at_once_never_share_a_runtime(tmp_path, monkeypatch):
     assert sorted(runtimes.started) == sorted(runtimes.stopped) == [0, 1]  # two runtimes, both stopped at the end
     assert ("127.0.0.1:0", "127.0.0.1:1") in overlaps  # two cells at once, one on each runtime
     assert cpus_seen == [2.0] * 4  # each cell's clients ask for 2 of the head's 4 CPUs
+    assert sorted(runtimes.worker_ports) == [(20000, 25999), (26000, 31999)]  # disjoint worker ports
     assert sum(line.startswith("[sweep] shared runtime 1 of 2: Ray head at") for line in lines) == 1
     assert sum(line.startswith("[sweep] shared runtime 2 of 2: Ray head at") for line in lines) == 1
 

@@ -35,6 +35,8 @@ LONGEST_TEMP_FOLDER = 36
 # Ray's GCS server and raylet were seen to ignore SIGTERM for more than 10 s on busy cores; nothing
 # of the head is kept, so they get SIGKILL after this grace.
 HEAD_STOP_GRACE_SECONDS = 3.0
+# The worker ports that Ray heads side by side share out (see worker_port_range).
+SIDE_BY_SIDE_PORTS = (20000, 31999)
 
 
 class RayHeadError(RuntimeError):
@@ -95,7 +97,7 @@ def short_temp_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="flp-ray-", dir=base))
 
 
-def ray_start_command(port: int, temp_folder: Path) -> list[str]:
+def ray_start_command(port: int, temp_folder: Path, worker_ports: tuple[int, int] | None = None) -> list[str]:
     """The ``ray start`` command line of the head.
 
     Parameters
@@ -104,8 +106,10 @@ def ray_start_command(port: int, temp_folder: Path) -> list[str]:
         The GCS port on 127.0.0.1.
     temp_folder : Path
         Ray's temporary folder.
+    worker_ports : tuple[int, int] | None
+        The lowest and highest port of its workers and drivers (None: Ray's default range).
     """
-    return [
+    command = [
         "ray",
         "start",
         "--head",
@@ -116,9 +120,36 @@ def ray_start_command(port: int, temp_folder: Path) -> list[str]:
         "--include-dashboard=false",
         "--disable-usage-stats",
     ]
+    if worker_ports is not None:
+        command += [f"--min-worker-port={worker_ports[0]}", f"--max-worker-port={worker_ports[1]}"]
+    return command
 
 
-def start_ray_head(environment: Mapping[str, str], timeout: float = 120.0) -> RayHead:
+def worker_port_range(slot: int, slots: int) -> tuple[int, int]:
+    """The worker ports of head ``slot`` of ``slots`` Ray heads that run side by side on one machine.
+
+    Each head hands its workers and drivers ports from its own range without asking the system,
+    so two heads with Ray's default range (10002-19999) give the first driver of each the same
+    port, and the second to bind it crashes. The heads split 20000-31999 (above Ray's default
+    range, below Linux's ephemeral ports) into disjoint ranges.
+
+    Parameters
+    ----------
+    slot : int
+        The head's number, 0 to ``slots`` - 1.
+    slots : int
+        How many heads share the range.
+    """
+    if not 0 <= slot < slots:
+        raise ValueError(f"slot {slot} is not one of 0..{slots - 1}")
+    size = (SIDE_BY_SIDE_PORTS[1] - SIDE_BY_SIDE_PORTS[0] + 1) // slots
+    first = SIDE_BY_SIDE_PORTS[0] + slot * size
+    return first, first + size - 1
+
+
+def start_ray_head(
+    environment: Mapping[str, str], timeout: float = 120.0, worker_ports: tuple[int, int] | None = None
+) -> RayHead:
     """Start a Ray head on loopback and wait until it is ready.
 
     It takes every CPU and GPU Ray finds, as the ``ray.init()`` of a single run does.
@@ -129,6 +160,9 @@ def start_ray_head(environment: Mapping[str, str], timeout: float = 120.0) -> Ra
         The head's environment; the workers it starts for the runs inherit it.
     timeout : float
         Seconds to wait for ``ray start`` to report the head ready.
+    worker_ports : tuple[int, int] | None
+        The lowest and highest port of its workers (None: Ray's default range; see
+        :func:`worker_port_range` for heads side by side).
 
     Raises
     ------
@@ -137,7 +171,7 @@ def start_ray_head(environment: Mapping[str, str], timeout: float = 120.0) -> Ra
     """
     temp_folder = short_temp_folder()
     port = free_loopback_port()
-    command = ray_start_command(port, temp_folder)
+    command = ray_start_command(port, temp_folder, worker_ports)
     log_path = temp_folder / "ray-start.log"
     environment = {**environment, "RAY_USAGE_STATS_ENABLED": "0"}
     environment.pop(RAY_ADDRESS_VARIABLE, None)
@@ -175,15 +209,19 @@ def stop_ray_head(head: RayHead) -> None:
 
 
 @contextmanager
-def shared_ray_head(environment: Mapping[str, str] | None = None) -> Iterator[RayHead]:
+def shared_ray_head(
+    environment: Mapping[str, str] | None = None, worker_ports: tuple[int, int] | None = None
+) -> Iterator[RayHead]:
     """A Ray head for the duration of the ``with`` block, stopped on leaving it (an exception too).
 
     Parameters
     ----------
     environment : Mapping[str, str] | None
         The head's environment (None: this process's).
+    worker_ports : tuple[int, int] | None
+        The lowest and highest port of its workers (None: Ray's default range).
     """
-    head = start_ray_head(os.environ if environment is None else environment)
+    head = start_ray_head(os.environ if environment is None else environment, worker_ports=worker_ports)
     try:
         yield head
     finally:
