@@ -753,8 +753,9 @@ class SharedRuntime:
     that run at once never share one: Flower sizes a run's actor pool from the Ray head's total
     CPUs, so two runs on one head would each create a full pool, and one run's clients would wait
     for the other run to end (and fail the ServerApp's wait for its nodes). With ``--jobs N`` there are
-    N runtimes, each head advertising every core, and each cell's clients ask for N CPUs; their
-    Ray heads hand out disjoint worker port ranges (:func:`fl_poison.core.ray_head.worker_port_range`).
+    N runtimes, each head advertising every core, and each cell's clients ask for N CPUs but train
+    on one thread (``OMP_NUM_THREADS=1`` in the runtime, which Ray then leaves alone); their Ray
+    heads hand out disjoint worker port ranges (:func:`fl_poison.core.ray_head.worker_port_range`).
 
     Before every cell the leased runtime is checked: when its SuperLink or Ray head no longer
     answers, a new one is started (with one line), so that one crashed Ray process does not fail
@@ -823,9 +824,13 @@ class SharedRuntime:
     def _start(self, slot: _RuntimeSlot) -> None:
         started = time.monotonic()
         try:
-            ports = None if self._slots == 1 else worker_port_range(slot.number, self._slots)
+            ports, base = None, None
+            if self._slots > 1:
+                # each client holds N of the head's CPUs, for which Ray would give it N threads:
+                # one thread, as with --jobs 1 (unless the user's environment says otherwise)
+                ports, base = worker_port_range(slot.number, self._slots), {"OMP_NUM_THREADS": "1", **os.environ}
             slot.runtime = slot.stack.enter_context(
-                warm_runtime(fork_simulations=self._fork_simulations, worker_ports=ports)
+                warm_runtime(base=base, fork_simulations=self._fork_simulations, worker_ports=ports)
             )
         except (RayHeadError, WarmRuntimeError) as error:
             with self._lock:

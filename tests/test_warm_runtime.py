@@ -115,11 +115,13 @@ class FakeRuntimes:
         self.stopped: list[int] = []
         self.forks: list[bool] = []
         self.worker_ports: list[tuple[int, int] | None] = []
+        self.threads: list[str | None] = []
         self.healthy_checks = healthy_checks
 
-    def __call__(self, fork_simulations: bool, worker_ports: tuple[int, int] | None = None):
+    def __call__(self, fork_simulations: bool, worker_ports: tuple[int, int] | None = None, base=None):
         self.forks.append(fork_simulations)
         self.worker_ports.append(worker_ports)
+        self.threads.append(None if base is None else base.get("OMP_NUM_THREADS"))
         number = len(self.started)
         self.started.append(number)
         fakes = self
@@ -153,11 +155,12 @@ def test_a_sweep_passes_its_runtime_environment_to_every_cell(tmp_path, monkeypa
     assert runtimes.started == runtimes.stopped == [0]  # one runtime, stopped at the end
     assert runtimes.forks == [FORK_BY_DEFAULT]
     assert runtimes.worker_ports == [None]  # one runtime: Ray's default worker ports
+    assert runtimes.threads == [None]  # and this process's environment
     assert any(line.startswith("[sweep] shared runtime: Ray head at 127.0.0.1:0") for line in lines)
     run_sweep(write_two_cell_sweep(tmp_path), tmp_path / "out-no-fork", progress=lines.append, fork_simulations=False)
     assert runtimes.forks == [FORK_BY_DEFAULT, False]
 
-    def no_head(fork_simulations: bool, worker_ports: tuple[int, int] | None = None):
+    def no_head(fork_simulations: bool, worker_ports: tuple[int, int] | None = None, base=None):
         raise RayHeadError("ray start exited with code 1")
 
     seen.clear()
@@ -188,6 +191,7 @@ def test_a_runtime_that_stops_answering_is_replaced_before_the_next_cell(tmp_pat
 def test_cells_that_run_at_once_never_share_a_runtime(tmp_path, monkeypatch):
     """--jobs 2: two runtimes, each leased by one cell at a time (one Ray head's CPUs serve one run's actor pool)."""
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     both_running = threading.Barrier(2, timeout=30)
     lock = threading.Lock()
     running: dict[str, int] = {}
@@ -224,6 +228,7 @@ def test_cells_that_run_at_once_never_share_a_runtime(tmp_path, monkeypatch):
     assert ("127.0.0.1:0", "127.0.0.1:1") in overlaps  # two cells at once, one on each runtime
     assert cpus_seen == [2.0] * 4  # each cell's clients ask for 2 of the head's 4 CPUs
     assert sorted(runtimes.worker_ports) == [(20000, 25999), (26000, 31999)]  # disjoint worker ports
+    assert runtimes.threads == ["1", "1"]  # clients holding 2 CPUs each still train on one thread
     assert sum(line.startswith("[sweep] shared runtime 1 of 2: Ray head at") for line in lines) == 1
     assert sum(line.startswith("[sweep] shared runtime 2 of 2: Ray head at") for line in lines) == 1
 
