@@ -497,24 +497,36 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
 
     LF and TS are averaged over the target classes the folders hold, seed by seed (then over
     seeds); the findings also name the targets ADA chose and the ATA of LF / TS to each target.
+    Every row also has the accuracy on the whole test set (maximum over the rounds, like MTA), and
+    the clean run is a row of its own: the baseline of the finding that the attacks leave the main
+    task intact (the clean run has no MTA: without an attack no class is the source).
     """
     ata: dict[tuple[str, float], dict[str, list[float]]] = {}  # (method, fraction) -> seed -> ATA per target
     mta: dict[tuple[str, float], dict[str, list[float]]] = {}
+    accuracy: dict[tuple[str, float], dict[str, list[float]]] = {}
+    clean: dict[str, list[float]] = {}
+    clean_error: dict[str, list[float]] = {}  # seed -> 1 - the source class's accuracy (max from the attack's start)
     cells: dict[tuple[str, float], int] = {}
     per_target: dict[tuple[str, float], dict[int, list[float]]] = {}
     chosen: dict[str, set[int]] = {}
     unrecorded: set[str] = set()
     for row in rows:
         method = "label-flip" if method_of(row) == "none" else method_of(row)
+        history = round_rows(row)
+        start = int(read_start_round(row))
         if method == "clean":
+            clean.setdefault(seed_of(row), []).append(max_from(history, "accuracy", 1))
+            source = f"class_{setting_text(row, 'source-class')}_accuracy"
+            found = [number(entry.get(source)) for entry in history if int(entry["round"]) >= start]
+            found = [value for value in found if math.isfinite(value)]
+            clean_error.setdefault(seed_of(row), []).append(1 - min(found) if found else math.nan)
             continue
         fraction = attacker_fraction(row)
-        start = int(read_start_round(row))
-        history = round_rows(row)
         key = (method, fraction)
         cell_ata = max_from(history, "ts_ata", start)
         ata.setdefault(key, {}).setdefault(seed_of(row), []).append(cell_ata)
         mta.setdefault(key, {}).setdefault(seed_of(row), []).append(max_from(history, "mta", 1))
+        accuracy.setdefault(key, {}).setdefault(seed_of(row), []).append(max_from(history, "accuracy", 1))
         cells[key] = cells.get(key, 0) + 1
         if method.startswith("ada"):
             targets = attack_targets(row)
@@ -531,6 +543,8 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
 
     by_ata = {key: seed_means(values) for key, values in ata.items()}
     by_mta = {key: seed_means(values) for key, values in mta.items()}
+    by_accuracy = {key: seed_means(values) for key, values in accuracy.items()}
+    clean_accuracy = seed_means(clean)
     table: list[dict[str, object]] = []
     for method, fraction in sorted(ata, key=lambda key: (key[1], key[0])):
         paper = SEED004_MNIST.get(method, {}).get(fraction, (math.nan, math.nan))
@@ -542,9 +556,25 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
                 "seeds": len(ata[(method, fraction)]),
                 "ata": summarize(by_ata[(method, fraction)].values()),
                 "mta": summarize(by_mta[(method, fraction)].values()),
+                "accuracy": summarize(by_accuracy[(method, fraction)].values()),
                 "paper_mnist_ata": paper[0],
                 "paper_mnist_mta": paper[1],
             }
+        )
+    if clean:
+        table.insert(
+            0,
+            {
+                "fraction": 0.0,
+                "method": "clean",
+                "cells": sum(len(values) for values in clean.values()),
+                "seeds": len(clean),
+                "ata": summarize([]),
+                "mta": summarize([]),
+                "accuracy": summarize(clean_accuracy.values()),
+                "paper_mnist_ata": math.nan,
+                "paper_mnist_mta": math.nan,
+            },
         )
 
     def of(method: str, fraction: float) -> SeedValues:
@@ -589,13 +619,61 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         f"ATA grows with the attacker fraction (LF {' / '.join(fmt(m(v)) for v in lf_series)}; ε = 0.1 − 0.01 "
         f"{growth.text()}): " + bold(growth.verdict)
     )
-    mtas = [m(values) for values in by_mta.values()]
-    spread = Claim(seedwise(lambda *values: 0.05 - (max(values) - min(values)), *by_mta.values()), 1)
-    findings.append(
-        f"MTA barely moves (range {fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990; "
-        f"0.05 − range per seed {spread.text()}): " + bold(spread.verdict)
-    )
+    findings.append(main_task_finding(by_mta, by_accuracy, clean_accuracy))
+    if clean_error:
+        bound = seed_means(clean_error)
+        over = [
+            f"{method} at ε = {fraction:g} ({fmt(m(values))})"
+            for (method, fraction), values in sorted(by_ata.items(), key=lambda item: (item[0][1], item[0][0]))
+            if m(values) > m(bound)
+        ]
+        findings.append(
+            f"Without an attack the model misclassifies {format_summary(summarize(bound.values()))} of the source "
+            "class's test images (1 − its accuracy, maximum over the rounds from the attack's start): no target's ATA "
+            f"can be higher without an attack. Mean ATA above that: {', '.join(over) or 'none'}"
+        )
     return table, findings
+
+
+def main_task_finding(
+    by_mta: Mapping[tuple[str, float], SeedValues],
+    by_accuracy: Mapping[tuple[str, float], SeedValues],
+    clean: SeedValues,
+    fraction: float = 0.1,
+    tolerance: float = 0.01,
+) -> str:
+    """Seed 004's stealth claim, checked: at ``fraction`` every attack's accuracy stays within ``tolerance`` of the clean run's.
+
+    Each method's claim is its accuracy − clean + ``tolerance`` > 0, paired by seed (the paper's MTA
+    barely moves: 0.965–0.990 in Tables I–II); the finding agrees when each method's does, and
+    names the lowest method and the MTA range.
+
+    Parameters
+    ----------
+    by_mta, by_accuracy : Mapping[tuple[str, float], SeedValues]
+        (method, attacker fraction) -> seed -> MTA / accuracy (maximum over the rounds).
+    clean : SeedValues
+        Seed -> the clean run's accuracy (maximum over the rounds).
+    fraction : float
+        The attacker fraction the claim is checked at (the one with replicates).
+    tolerance : float
+        How far below the clean accuracy counts as intact.
+    """
+    methods = sorted(key for key in by_accuracy if math.isclose(key[1], fraction))
+    claims = {key: Claim(above(paired(clean, by_accuracy[key]), -tolerance), 1) for key in methods}
+    mtas = [mean_over_seeds(values) for values in by_mta.values()]
+    text = (
+        f"The attacks leave the main task intact at ε = {fraction:g}: accuracy (maximum over the rounds) within "
+        f"{tolerance * 100:g} point of the clean run's ({fmt(mean_over_seeds(clean))}) for every method (MTA range "
+        f"{fmt(min(mtas, default=math.nan))}–{fmt(max(mtas, default=math.nan))}; paper 0.965–0.990"
+    )
+    if not claims or not clean:
+        return text + "): " + bold(NOT_MEASURED)
+    lowest = min(methods, key=lambda key: mean_over_seeds(by_accuracy[key]))
+    return (
+        text + f"; lowest {fmt(mean_over_seeds(by_accuracy[lowest]))} ({lowest[0]}; its accuracy − clean + "
+        f"{tolerance:g}: {claims[lowest].text()})): " + bold(combine([claim.verdict for claim in claims.values()]))
+    )
 
 
 def setting_text(row: Mapping[str, str], key: str) -> str:

@@ -293,7 +293,7 @@ def test_seed004_takes_the_maximum_after_the_attack_starts_and_averages_targets(
     assert float(lf["paper_mnist_ata"]) == 0.081
     assert float(table[("ada-full", "0.01")]["ata"]) == pytest.approx(0.6)
     assert float(table[("ada-partial", "0.01")]["ata"]) == pytest.approx(0.7)
-    assert ("clean", "0.0") not in table
+    assert table[("clean", "0.0")]["seeds"] == "1" and table[("clean", "0.0")]["ata"] == ""  # no ATA without an attack
     assert lf["seeds"] == "1" and lf["ata_std"] == "" and lf["ata_ci_low"] == ""  # one seed (the default 42)
     # ADA-full 0.6 vs LF 0.3 at ε = 0.01, but with one seed there is no interval
     ada_vs_lf = next(line for line in findings_of(text) if line.startswith("- ε = 0.01: ADA-full ATA above LF"))
@@ -402,9 +402,90 @@ def test_seed004_headline_needs_both_ada_variants_above_both_baselines(
     assert "the paper's headline" in tenth[-1] and tenth[-1].endswith(f"**{headline}**")
     lower = [line for line in findings if line.startswith("- ε = 0.01: the paper's headline")]
     assert lower and lower[0].endswith("**not measured**")
+    # no clean run: nothing to hold the accuracy against
+    intact = next(line for line in findings if "leave the main task intact" in line)
+    assert intact.endswith("**not measured**") and not any(line.startswith("- Without an attack") for line in findings)
     # the per-round figure is drawn for the ε = 0.1 cells
     assert "![rounds](rounds.png)" in (tmp_path / "comparison.md").read_text()
     assert (tmp_path / "rounds.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("lf_accuracy", "lf_text", "verdict"),
+    [
+        # LF accuracy − clean + 0.01 per seed: +0.005, −0.005, +0.005: mean 0.001667, sd 0.005774,
+        # half width 4.302653 · 0.005774 / sqrt(3) = 0.014343
+        (
+            (0.945, 0.945, 0.965),
+            "lowest 0.952 (label-flip; its accuracy − clean + 0.01: +0.002 [-0.013, +0.016] (3 seeds))",
+            INCONCLUSIVE,
+        ),
+        # −0.04 in every seed: the interval is the point, below 0
+        (
+            (0.90, 0.91, 0.92),
+            "lowest 0.910 (label-flip; its accuracy − clean + 0.01: -0.040 [-0.040, -0.040] (3 seeds))",
+            DIFFERS,
+        ),
+    ],
+)
+def test_seed004_clean_run_is_the_baseline_of_the_main_task_and_of_the_ata(tmp_path, lf_accuracy, lf_text, verdict):
+    """The clean run's row, the accuracy-within-1-point finding paired by seed, and the clean model's own source-class error."""
+
+    def cell(attack, update, malicious, seed, rounds):
+        values = {
+            "attack": attack,
+            "update-attack": update,
+            "ada-knowledge": "full",
+            "num-malicious": malicious,
+            "target-class": 1,
+            "seed": seed,
+        }
+        return {"values": values, "rounds": rounds}
+
+    def clean_rounds(best, source_accuracy):
+        # round 1 comes before the attack (round 2): its source-class error (0.5) must not count, its accuracy does
+        return [
+            {"round": 1, "accuracy": 0.90, "class_2_accuracy": 0.50},
+            {"round": 2, "accuracy": best, "class_2_accuracy": source_accuracy},
+            {"round": 3, "accuracy": 0.94, "class_2_accuracy": 0.99},
+        ]
+
+    def attacked_rounds(best, ata):
+        return [
+            {"round": 1, "accuracy": 0.5, "ts_ata": "", "mta": 0.95},
+            {"round": 2, "accuracy": best, "ts_ata": ata, "mta": 0.96},
+        ]
+
+    cells = [
+        cell("none", "auto", 0, seed, clean_rounds(best, source))
+        for seed, best, source in ((1, 0.95, 0.97), (2, 0.96, 0.96), (3, 0.97, 0.98))
+    ]
+    cells += [
+        cell("label-flip", "none", 10, seed, attacked_rounds(best, 0.02))
+        for seed, best in zip((1, 2, 3), lf_accuracy, strict=True)
+    ]
+    # ADA-full's accuracy − clean + 0.01 is +0.01 in every seed
+    cells += [
+        cell("ada", "auto", 10, seed, attacked_rounds(best, 0.5)) for seed, best in ((1, 0.96), (2, 0.97), (3, 0.98))
+    ]
+    definition = {"base": {"attack-start-round": 2, "num-clients": 100}, "grids": {"grid": {}}}
+    make_sweep(tmp_path, cells, cell_files=False, definition=definition)
+    text = write_comparison("seed004", tmp_path, tmp_path).read_text()
+    rows = read_csv(tmp_path / "comparison.csv")
+    clean = rows[0]  # the baseline comes first
+    assert (clean["method"], clean["fraction"], clean["cells"], clean["seeds"]) == ("clean", "0.0", "3", "3")
+    assert float(clean["accuracy"]) == pytest.approx(0.96) and float(clean["accuracy_std"]) == pytest.approx(0.01)
+    assert clean["ata"] == clean["mta"] == clean["paper_mnist_ata"] == ""
+    lf = next(row for row in rows if row["method"] == "label-flip")
+    assert float(lf["accuracy"]) == pytest.approx(sum(lf_accuracy) / 3) and float(lf["mta"]) == pytest.approx(0.96)
+    intact = next(line for line in findings_of(text) if "leave the main task intact at ε = 0.1" in line)
+    assert "within 1 point of the clean run's (0.960)" in intact and "MTA range 0.960–0.960" in intact
+    assert lf_text in intact and intact.endswith(f"**{verdict}**")
+    # the clean model's source-class error from round 2 on: max(0.03, 0.01), max(0.04, 0.01), max(0.02, 0.01)
+    # -> 0.03 ± 0.01, half width 4.302653 · 0.01 / sqrt(3) = 0.024842; only ADA's ATA (0.5) lies above it
+    error = next(line for line in findings_of(text) if line.startswith("- Without an attack"))
+    assert "misclassifies 0.030 ± 0.010 [0.005, 0.055] of the source class's test images" in error
+    assert error.endswith("Mean ATA above that: ada-full at ε = 0.1 (0.500)")
 
 
 def test_seed004_sensitivity_by_hand(tmp_path):
