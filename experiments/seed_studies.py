@@ -997,6 +997,44 @@ FIGURES: dict[str, Callable[[list[dict[str, str]], Sequence[Mapping[str, object]
     "seed004": lambda cells, table, out: plot_seed004_rounds(cells, out),
     "seed004-sensitivity": lambda cells, table, out: plot_sensitivity(table, out),
 }
+
+
+def seed004_paper_layout(table: Sequence[Mapping[str, object]]) -> list[str]:
+    """The seed-004 table as the paper lays out Tables I–II: a row per method, ε across, ours beside the paper's.
+
+    Parameters
+    ----------
+    table : Sequence[Mapping[str, object]]
+        The rows of :func:`seed004`.
+    """
+    fractions = (0.01, 0.05, 0.1)
+    names = {"label-flip": "LF (Table I)", "train-and-scale": "TS (Table I)"}
+    names |= {method: f"{name} (Table {'I' if method == 'ada-full' else 'II'})" for method, name in ADA_NAMES.items()}
+    lines = []
+    for metric, column in (("ATA", "ata"), ("MTA", "mta")):
+        rows = []
+        for method, name in names.items():
+            row: dict[str, object] = {"method": name}
+            for fraction in fractions:
+                entry = next(
+                    (e for e in table if e["method"] == method and math.isclose(cast(float, e["fraction"]), fraction)),
+                    None,
+                )
+                ours = format_summary(cast(Summary, entry[column])) if entry is not None else "not run"
+                paper = SEED004_MNIST[method][fraction][0 if column == "ata" else 1]
+                row[f"ε = {fraction:g}"] = f"{ours} / {paper:.3f}"
+            rows.append(row)
+        lines += [
+            f"### {metric} in the paper's layout (MNIST): ours (mean ± sd [95 % t interval] over seeds) / the paper's",
+            "",
+            markdown_table(rows, list(rows[0])),
+            "",
+        ]
+    return lines
+
+
+# Studies whose documents lay their numbers out otherwise: study -> table -> Markdown lines after the table.
+LAYOUTS: dict[str, Callable[[Sequence[Mapping[str, object]]], list[str]]] = {"seed004": seed004_paper_layout}
 # How a dataset is named in titles: the embedded ones and the folders of ../shared/data by name.
 DATASET_LABELS = {"digits": "digits", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10-jpeg": "CIFAR-10 (JPEG copy)"}
 
@@ -1050,6 +1088,8 @@ def write_comparison(study: str, sweep_dirs: Path | Sequence[Path], out: Path) -
         markdown_table(display_rows(table), list(table[0])),
         "",
     ]
+    layout = LAYOUTS.get(study)
+    text += layout(table) if layout else []
     draw = FIGURES.get(study)
     text += [f"![{path.stem}]({path.name})\n" for path in (draw(cells, table, out) if draw else [])]
     text += [

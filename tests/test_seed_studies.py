@@ -405,6 +405,11 @@ def test_seed004_headline_needs_both_ada_variants_above_both_baselines(
     # no clean run: nothing to hold the accuracy against
     intact = next(line for line in findings if "leave the main task intact" in line)
     assert intact.endswith("**not measured**") and not any(line.startswith("- Without an attack") for line in findings)
+    # Tables I–II laid out as the paper does: ADA-full's ATA over seeds 0.65 ± 0.05, half width
+    # 4.302653 · 0.05 / sqrt(3) = 0.124; the cells at ε = 0.01 / 0.05 were not run
+    text = (tmp_path / "comparison.md").read_text()
+    assert "| ADA-full (Table I) | not run / 0.387 | not run / 0.832 | 0.650 ± 0.050 [0.526, 0.774] / 0.968 |" in text
+    assert "| LF (Table I) | not run / 0.990 | not run / 0.990 | 0.900 ± 0.000 [0.900, 0.900] / 0.989 |" in text
     # the per-round figure is drawn for the ε = 0.1 cells
     assert "![rounds](rounds.png)" in (tmp_path / "comparison.md").read_text()
     assert (tmp_path / "rounds.png").stat().st_size > 0
