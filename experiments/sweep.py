@@ -43,6 +43,7 @@ import os
 import queue
 import re
 import shutil
+import statistics
 import threading
 import time
 import tomllib
@@ -395,8 +396,8 @@ def prepare_out(out: Path) -> Path:
     return out
 
 
-def check_folder(out: Path, base: Mapping[str, object], grids: Grids) -> None:
-    """Refuse an output folder that already holds a different sweep; record this one."""
+def check_folder(out: Path, base: Mapping[str, object], grids: Grids, record: bool = True) -> None:
+    """Refuse an output folder that already holds a different sweep; record this one (unless ``record`` is False)."""
     definition = {"base": dict(base), "grids": dict(grids)}
     stored = out / SWEEP_DEFINITION
     if stored.is_file():
@@ -408,7 +409,8 @@ def check_folder(out: Path, base: Mapping[str, object], grids: Grids) -> None:
             raise ConfigError(
                 f"--out: {str(out)!r} holds a different sweep; allowed: its own sweep file or a new folder"
             )
-    write_json(stored, definition)
+    if record:
+        write_json(stored, definition)
 
 
 FINISHED_CELL_FILES = ("summary.json", "rounds.csv")
@@ -744,6 +746,76 @@ def run_sweep(
         run_one = runner if runner is not None else run_in_shared_runtime
         _run_cells(pending, out, table, bar, run_one, cpus_per_client, gpus_per_client, workers, progress)
     return table
+
+
+def plan_sweep(
+    path: Path,
+    out: Path,
+    jobs: int = 1,
+    progress: Callable[[str], None] = print_now,
+    overrides: Mapping[str, object] | None = None,
+    reuse: Sequence[Path] = (),
+) -> list[SweepCell]:
+    """Check the sweep as :func:`run_sweep` does and say what it would do; write nothing. Return the cells it would run.
+
+    One line with the counts (cells, done in ``out``, copied from ``--reuse``, to run), one line per
+    cell to run with its settings, and, when ``out`` holds finished cells, the time the rest would
+    take with ``jobs`` cells at once: each cell at the median ``wall_seconds`` of the finished
+    cells of its grid (of all grids when its grid has none).
+
+    Parameters
+    ----------
+    path : Path
+        The sweep file.
+    out : Path
+        The sweep folder (need not exist).
+    jobs : int
+        Cells at once (as ``--jobs``).
+    progress : Callable[[str], None]
+        Receives the lines.
+    overrides : Mapping[str, object] | None
+        ``--set`` values (see :func:`apply_overrides`).
+    reuse : Sequence[Path]
+        ``--reuse`` folders (see :func:`finished_cells_of_sources`).
+
+    Raises
+    ------
+    ConfigError
+        For everything :func:`run_sweep` refuses before it runs a cell.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
+    base, grids = load_sweep(path, overrides)
+    cells = expand_sweep(base, grids)
+    workers = min(jobs, os.cpu_count() or 1)
+    reusable = finished_cells_of_sources(reuse, Path(out))
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError.bad_value("--out", str(out), "a folder (new, or one this sweep wrote); this is a file")
+    if out.is_dir():
+        check_folder(out, base, grids, record=False)
+    table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
+    pending = [cell for cell in cells if not table.finished(cell)]
+    copied = [cell for cell in pending if any(cell.cell_id in rows for _, rows in reusable)]
+    to_run = [cell for cell in pending if cell not in copied]
+    progress(
+        f"[sweep] plan: {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "
+        f"{len(copied)} to copy from --reuse, {len(to_run)} to run, {workers} at a time (nothing written)"
+    )
+    for cell in to_run:
+        progress(f"[sweep] would run {cell.cell_id} {cell.values}")
+    seconds: dict[str, list[float]] = {}
+    for row in table.rows.values():
+        if row.get("status") == "ok" and row.get("wall_seconds") not in (None, ""):
+            seconds.setdefault(str(row.get("grid", "")), []).append(float(str(row["wall_seconds"])))
+    if to_run and seconds:
+        overall = statistics.median(value for values in seconds.values() for value in values)
+        estimate = sum(statistics.median(seconds.get(";".join(cell.grids)) or [overall]) for cell in to_run)
+        progress(
+            f"[sweep] about {_duration(estimate / workers)} for the {len(to_run)} left, {workers} at a time, at the "
+            f"median wall seconds of this folder's finished cells of the same grid ({_duration(overall)} over all grids)"
+        )
+    return to_run
 
 
 class SharedRuntime:

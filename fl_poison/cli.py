@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -85,6 +86,7 @@ def sweep_command(
     shared_runtime: bool = True,
     fork: bool = True,
     reuse: Sequence[Path] = (),
+    dry_run: bool = False,
 ) -> int:
     """``fl-poison sweep``: run the sweep; Ctrl-C or SIGTERM stops it with every finished cell kept.
 
@@ -107,10 +109,15 @@ def sweep_command(
         instead of forking it (forking is the default on Linux only).
     reuse : Sequence[Path]
         ``--reuse`` folders: other sweeps whose finished cells with the same ids are copied, not rerun.
+    dry_run : bool
+        ``--dry-run``: check the sweep and list what it would run, with a time estimate; run and write nothing.
     """
-    from experiments.sweep import SWEEP_TABLE, run_sweep
+    from experiments.sweep import SWEEP_TABLE, plan_sweep, run_sweep
     from fl_poison.warm_runtime import FORK_BY_DEFAULT
 
+    if dry_run:
+        plan_sweep(file, out, jobs, overrides=parse_assignments(assignments), reuse=reuse)
+        return 0
     _stop_on_signals()
     try:
         overrides = parse_assignments(assignments)
@@ -425,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="every cell starts its own Ray through the local SuperLink (default: a SuperLink and a Ray head "
         "started for the sweep, one per cell running at once, which saves Ray's start and stop in every cell)",
     )
+    sweep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the sweep file and list the cells it would run, with a time estimate from the cells --out "
+        "already holds; run and write nothing",
+    )
     runtime = commands.add_parser(
         "runtime",
         help="hold a SuperLink and a Ray head that fl-poison run in other shells can use (no Ray start per run) "
@@ -517,6 +530,7 @@ def dispatch(arguments: argparse.Namespace) -> int:
             not arguments.no_shared_runtime,
             not arguments.no_fork,
             arguments.reuse,
+            arguments.dry_run,
         )
     return run_command(arguments.settings, arguments.cpus_per_client, arguments.gpus_per_client, arguments.verbose)
 
@@ -553,6 +567,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         return dispatch(arguments)
+    except BrokenPipeError:
+        # whoever read the output stopped reading (``| head``): end quietly, as command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ConfigError, OSError) as error:
         line = user_error_line(error)
         if line is None:

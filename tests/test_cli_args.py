@@ -173,3 +173,19 @@ def test_sweep_and_runtime_pass_no_fork_on(monkeypatch, tmp_path, extra, forks):
     assert main(["sweep", str(tmp_path / "grid.toml"), "--out", str(tmp_path / "out"), *extra]) == 0
     assert main(["runtime", *extra]) == 0
     assert asked == {"sweep": forks, "runtime": forks}
+
+
+def test_the_command_line_parser_imports_no_scikit_learn():
+    """Every ``fl-poison`` command builds the whole parser (the audit's options show their defaults):
+    the audit modules it reads them from must not import scikit-learn (seconds on a busy machine) at
+    import time, only when an audit clusters or scores."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from fl_poison.cli import build_parser; build_parser(); "
+        "print(sorted(name for name in ('sklearn', 'scipy', 'pandas') if name in sys.modules))"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"

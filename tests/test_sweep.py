@@ -510,3 +510,103 @@ def test_reuse_from_the_committed_form_takes_the_metrics_from_the_other_sweep_cs
     assert (
         tmp_path / "second" / rows[("fedavg", "1")]["cell_id"] / "rounds.csv"
     ).read_text() == "round,accuracy\n1,0.5\n"
+
+
+PLANNED = """
+[base]
+num-rounds = 3
+num-clients = 8
+
+[grid.slow]
+strategy = ["krum"]
+num-malicious = [0, 1, 2]
+
+[grid.fast]
+strategy = ["fedavg"]
+num-malicious = [0, 1, 2, 3]
+"""
+
+
+class TimedRunner(FakeRunner):
+    """A FakeRunner whose runs report ``wall_seconds``: Krum 100 s per attacker + 100, FedAvg 10 s."""
+
+    def __call__(self, settings: dict[str, object], cpus: float, gpus: float, verbose: bool) -> Path:
+        folder = super().__call__(settings, cpus, gpus, verbose)
+        seconds = 100.0 * (1 + int(str(settings["num-malicious"]))) if settings["strategy"] == "krum" else 10.0
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "wall_seconds": seconds}))
+        return folder
+
+
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``folder`` with its size and modification time (what a dry run must leave alone)."""
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")}
+
+
+def test_a_dry_run_lists_the_cells_left_and_estimates_their_time_per_grid_writing_nothing(tmp_path):
+    from experiments.sweep import plan_sweep
+
+    sweep, out = write_sweep(tmp_path, PLANNED), tmp_path / "out"
+    run_sweep(sweep, out, runner=TimedRunner(fail_when={"num-malicious": 2}), progress=lambda line: None)
+    before = folder_state(out)
+    lines: list[str] = []
+    planned = plan_sweep(sweep, out, progress=lines.append)
+    assert folder_state(out) == before
+    assert sorted((cell.values["strategy"], cell.values["num-malicious"]) for cell in planned) == [
+        ("fedavg", 2),
+        ("krum", 2),
+    ]
+    assert lines[0] == (
+        "[sweep] plan: 7 cells in 2 grid(s), 5 already done, 0 to copy from --reuse, 2 to run, 1 at a time (nothing written)"
+    )
+    assert lines[1:3] == [f"[sweep] would run {cell.cell_id} {cell.values}" for cell in planned]
+    # the Krum cell at the median of its grid's finished cells (100 s, 200 s: 150 s), the FedAvg one at 10 s;
+    # over all grids the median of 100, 200, 10, 10, 10 is 10 s
+    assert lines[3] == (
+        "[sweep] about 2m40s for the 2 left, 1 at a time, at the median wall seconds of this folder's finished "
+        "cells of the same grid (0m10s over all grids)"
+    )
+    # what the plan lists is what the sweep then runs
+    runner = FakeRunner()
+    run_sweep(sweep, out, runner=runner, progress=lambda line: None)
+    assert sorted((call["strategy"], call["num-malicious"]) for call in runner.calls) == [("fedavg", 2), ("krum", 2)]
+
+
+def test_a_dry_run_creates_no_folder_counts_reused_cells_and_refuses_what_the_sweep_refuses(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    first = tmp_path / "first"
+    run_sweep(write_sweep(tmp_path), first, runner=FakeRunner(), progress=lambda line: None)
+    overlapping, fresh = tmp_path / "overlapping.toml", tmp_path / "fresh"
+    overlapping.write_text(OVERLAPPING)
+    code = main(["sweep", str(overlapping), "--out", str(fresh), "--reuse", str(first), "--dry-run"])
+    printed = capsys.readouterr().out.splitlines()
+    # fedavg with 0 and 1 attackers are cells of the first sweep; median is new; no finished cell: no estimate
+    assert code == 0 and not fresh.exists()
+    assert printed[0].startswith("[sweep] plan: 4 cells in 1 grid(s), 0 already done, 2 to copy from --reuse, 2 to run")
+    assert len(printed) == 3 and all("'median'" in line for line in printed[1:])
+    # a folder holding another sweep, and a bad --jobs: one line, exit 2, nothing written
+    before = folder_state(first)
+    assert main(["sweep", str(overlapping), "--out", str(first), "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("fl-poison: error: --out:") and folder_state(first) == before
+    assert main(["sweep", str(overlapping), "--out", str(fresh), "--jobs", "0", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == "fl-poison: error: --jobs: bad value 0; allowed: an integer >= 1"
+
+
+def test_output_cut_short_by_its_reader_ends_the_command_quietly(tmp_path):
+    """``fl-poison sweep --dry-run | head -1``: the reader leaves, the command exits 141 (SIGPIPE) without a traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    sweep = write_sweep(
+        tmp_path, f"[grid]\nseed = {list(range(1, 2001))}\n"
+    )  # ~130 kB of lines: more than a pipe holds
+    command = [sys.executable, "-m", "fl_poison.cli", "sweep", str(sweep), "--out", str(tmp_path / "out"), "--dry-run"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    error = process.stderr.read()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert first.startswith(b"[sweep] plan: 2000 cells") and error == b""

@@ -78,10 +78,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA, FastICA
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import silhouette_score
 from torch import nn
 
 from fl_poison.core.data import LabeledTensors
@@ -371,6 +367,10 @@ def reduce_activations(activations: np.ndarray, dims: int, reduction: str, seed:
     components = min(dims, rank)
     if components < 1:
         return activations[:, :0]
+    # scikit-learn costs seconds to import: only when an audit clusters (the CLI imports this module for its defaults)
+    from sklearn.decomposition import PCA, FastICA
+    from sklearn.exceptions import ConvergenceWarning
+
     if reduction == "pca":
         return PCA(n_components=components, random_state=seed).fit_transform(activations)
     with warnings.catch_warnings():
@@ -402,6 +402,9 @@ def split_class(
     reduced = reduce_activations(activations, settings.dims, settings.reduction, settings.seed)
     if reduced.shape[1] == 0 or len(np.unique(reduced, axis=0)) < 2:
         return None
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
     clusters = KMeans(n_clusters=2, n_init=KMEANS_STARTS, random_state=settings.seed).fit_predict(reduced)
     sizes = np.bincount(clusters, minlength=2)
     if sizes.min() == 0:

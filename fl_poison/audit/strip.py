@@ -50,7 +50,6 @@ from statistics import NormalDist
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from fl_poison.core.data import LabeledTensors
@@ -308,6 +307,8 @@ def triggered_auroc(clean_entropies: np.ndarray, triggered_entropies: np.ndarray
     """
     if len(clean_entropies) == 0 or len(triggered_entropies) == 0:
         return float("nan")
+    from sklearn.metrics import roc_auc_score  # ~1 s to import: only when an audit scores STRIP
+
     truth = np.concatenate([np.zeros(len(clean_entropies)), np.ones(len(triggered_entropies))])
     scores = -np.concatenate([clean_entropies, triggered_entropies])
     return float(roc_auc_score(truth, scores))
