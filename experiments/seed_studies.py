@@ -599,6 +599,12 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
             f"ε = {fraction}: the paper's headline, ADA (full and partial) at or above LF and TS in ATA "
             f"(the four claims above together): " + bold(combine(verdicts))
         )
+        ordering = Claim(paired(of("train-and-scale", fraction), of("label-flip", fraction)), 1)
+        findings.append(
+            f"ε = {fraction}: LF ATA above TS ATA, Table I's ordering ({fmt(m(of('label-flip', fraction)))} vs "
+            f"{fmt(m(of('train-and-scale', fraction)))}; paper MNIST {SEED004_MNIST['label-flip'][fraction][0]} vs "
+            f"{SEED004_MNIST['train-and-scale'][fraction][0]}; difference {ordering.text()}): " + bold(ordering.verdict)
+        )
     for method, classes in sorted(chosen.items()):
         findings.append(
             f"{method} chose target class(es) {', '.join(map(str, sorted(classes))) or 'none (never attacked)'}"
