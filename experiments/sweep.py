@@ -755,6 +755,7 @@ def plan_sweep(
     progress: Callable[[str], None] = print_now,
     overrides: Mapping[str, object] | None = None,
     reuse: Sequence[Path] = (),
+    gpus_per_client: float = 0.0,
 ) -> list[SweepCell]:
     """Check the sweep as :func:`run_sweep` does and say what it would do; write nothing. Return the cells it would run.
 
@@ -777,6 +778,8 @@ def plan_sweep(
         ``--set`` values (see :func:`apply_overrides`).
     reuse : Sequence[Path]
         ``--reuse`` folders (see :func:`finished_cells_of_sources`).
+    gpus_per_client : float
+        ``--gpus-per-client``, checked as the sweep checks it.
 
     Raises
     ------
@@ -788,6 +791,7 @@ def plan_sweep(
     base, grids = load_sweep(path, overrides)
     cells = expand_sweep(base, grids)
     workers = min(jobs, os.cpu_count() or 1)
+    check_client_resources(float(workers), gpus_per_client)
     reusable = finished_cells_of_sources(reuse, Path(out))
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():

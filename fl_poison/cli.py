@@ -116,7 +116,9 @@ def sweep_command(
     from fl_poison.warm_runtime import FORK_BY_DEFAULT
 
     if dry_run:
-        plan_sweep(file, out, jobs, overrides=parse_assignments(assignments), reuse=reuse)
+        plan_sweep(
+            file, out, jobs, overrides=parse_assignments(assignments), reuse=reuse, gpus_per_client=gpus_per_client
+        )
         return 0
     _stop_on_signals()
     try:

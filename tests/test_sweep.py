@@ -591,6 +591,9 @@ def test_a_dry_run_creates_no_folder_counts_reused_cells_and_refuses_what_the_sw
     assert capsys.readouterr().err.startswith("fl-poison: error: --out:") and folder_state(first) == before
     assert main(["sweep", str(overlapping), "--out", str(fresh), "--jobs", "0", "--dry-run"]) == 2
     assert capsys.readouterr().err.strip() == "fl-poison: error: --jobs: bad value 0; allowed: an integer >= 1"
+    assert main(["sweep", str(overlapping), "--out", str(fresh), "--gpus-per-client", "2", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("fl-poison: error: --gpus-per-client: bad value 2.0;")
+    assert not fresh.exists()
 
 
 def test_output_cut_short_by_its_reader_ends_the_command_quietly(tmp_path):
