@@ -666,6 +666,48 @@ def print_now(line: str) -> None:
     print(line, flush=True)
 
 
+def checked_sweep(
+    path: Path,
+    out: Path,
+    jobs: int,
+    overrides: Mapping[str, object] | None,
+    gpus_per_client: float,
+    reuse: Sequence[Path],
+) -> tuple[dict[str, object], Grids, list[SweepCell], int, list[tuple[Path, dict[str, dict[str, str]]]]]:
+    """What a sweep checks before it writes anything: the file, every cell, ``--jobs``, the client resources, ``--reuse``.
+
+    Returns the base settings, the grids, the cells, the cells run at once (``jobs``, at most the
+    CPU cores) and the ``--reuse`` folders with their finished rows.
+
+    Parameters
+    ----------
+    path : Path
+        The sweep file.
+    out : Path
+        The sweep folder (a ``--reuse`` folder must be another).
+    jobs : int
+        ``--jobs``.
+    overrides : Mapping[str, object] | None
+        ``--set`` values (see :func:`apply_overrides`).
+    gpus_per_client : float
+        ``--gpus-per-client``.
+    reuse : Sequence[Path]
+        ``--reuse`` folders (see :func:`finished_cells_of_sources`).
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting, option or file at fault.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
+    base, grids = load_sweep(path, overrides)
+    cells = expand_sweep(base, grids)
+    workers = min(jobs, os.cpu_count() or 1)
+    check_client_resources(float(workers), gpus_per_client)
+    return base, grids, cells, workers, finished_cells_of_sources(reuse, Path(out))
+
+
 def run_sweep(
     path: Path,
     out: Path,
@@ -716,13 +758,7 @@ def run_sweep(
         Other sweep folders whose finished cells with the same ids are copied instead of run
         again (see :func:`reuse_finished_cells`).
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
-    base, grids = load_sweep(path, overrides)
-    cells = expand_sweep(base, grids)
-    workers = min(jobs, os.cpu_count() or 1)
-    check_client_resources(float(workers), gpus_per_client)
-    reusable = finished_cells_of_sources(reuse, Path(out))
+    base, grids, cells, workers, reusable = checked_sweep(path, out, jobs, overrides, gpus_per_client, reuse)
     out = prepare_out(Path(out))
     table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
     check_folder(out, base, grids)
@@ -786,13 +822,7 @@ def plan_sweep(
     ConfigError
         For everything :func:`run_sweep` refuses before it runs a cell.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError.bad_value("--jobs", jobs, "an integer >= 1")
-    base, grids = load_sweep(path, overrides)
-    cells = expand_sweep(base, grids)
-    workers = min(jobs, os.cpu_count() or 1)
-    check_client_resources(float(workers), gpus_per_client)
-    reusable = finished_cells_of_sources(reuse, Path(out))
+    base, grids, cells, workers, reusable = checked_sweep(path, out, jobs, overrides, gpus_per_client, reuse)
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError.bad_value("--out", str(out), "a folder (new, or one this sweep wrote); this is a file")
