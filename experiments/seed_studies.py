@@ -157,10 +157,15 @@ def last_rounds_mean(history: list[dict[str, str]], column: str, rounds: int = L
     return mean_of_last([number(entry.get(column)) for entry in history], rounds)
 
 
+def values_from(history: list[dict[str, str]], column: str, first_round: int) -> list[float]:
+    """The values of ``column`` in the rounds from ``first_round`` on (NaN rounds skipped)."""
+    values = [number(entry.get(column)) for entry in history if int(entry["round"]) >= first_round]
+    return [value for value in values if not math.isnan(value)]
+
+
 def max_from(history: list[dict[str, str]], column: str, first_round: int) -> float:
     """Maximum of ``column`` over the rounds from ``first_round`` on (NaN rounds skipped)."""
-    values = [number(entry.get(column)) for entry in history if int(entry["round"]) >= first_round]
-    values = [value for value in values if not math.isnan(value)]
+    values = values_from(history, column, first_round)
     return max(values) if values else math.nan
 
 
@@ -516,10 +521,8 @@ def seed004(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[s
         start = int(read_start_round(row))
         if method == "clean":
             clean.setdefault(seed_of(row), []).append(max_from(history, "accuracy", 1))
-            source = f"class_{setting_text(row, 'source-class')}_accuracy"
-            found = [number(entry.get(source)) for entry in history if int(entry["round"]) >= start]
-            found = [value for value in found if math.isfinite(value)]
-            clean_error.setdefault(seed_of(row), []).append(1 - min(found) if found else math.nan)
+            source = values_from(history, f"class_{setting_text(row, 'source-class')}_accuracy", start)
+            clean_error.setdefault(seed_of(row), []).append(1 - min(source) if source else math.nan)
             continue
         fraction = attacker_fraction(row)
         key = (method, fraction)

@@ -369,6 +369,25 @@ def expand_sweep(base: Mapping[str, object], grids: Grids) -> list[SweepCell]:
     return list(merged.values())
 
 
+def resolved_out(out: Path) -> Path:
+    """The sweep folder ``out``, absolute; it need not exist.
+
+    Parameters
+    ----------
+    out : Path
+        The ``--out`` folder.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``--out`` when it is a file.
+    """
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError.bad_value("--out", str(out), "a folder (new, or one this sweep wrote); this is a file")
+    return out
+
+
 def prepare_out(out: Path) -> Path:
     """The sweep folder ``out``, absolute, created when missing.
 
@@ -382,9 +401,7 @@ def prepare_out(out: Path) -> Path:
     ConfigError
         Naming ``--out`` when it is a file (or lies under one) or cannot be created.
     """
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError.bad_value("--out", str(out), "a folder (new, or one this sweep wrote); this is a file")
+    out = resolved_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -823,9 +840,7 @@ def plan_sweep(
         For everything :func:`run_sweep` refuses before it runs a cell.
     """
     base, grids, cells, workers, reusable = checked_sweep(path, out, jobs, overrides, gpus_per_client, reuse)
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError.bad_value("--out", str(out), "a folder (new, or one this sweep wrote); this is a file")
+    out = resolved_out(out)
     if out.is_dir():
         check_folder(out, base, grids, record=False)
     table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
