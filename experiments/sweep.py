@@ -44,6 +44,7 @@ import queue
 import re
 import shutil
 import statistics
+import sys
 import threading
 import time
 import tomllib
@@ -662,7 +663,8 @@ class SweepProgress:
 
     def start(self, cell: SweepCell) -> None:
         """Announce a cell that starts running."""
-        self.emit(f"[sweep] {self.bar()} running {cell.cell_id} {cell.values}")
+        with self._lock:
+            self.emit(f"[sweep] {self.bar()} running {cell.cell_id} {cell.values}")
 
     def finish(self, cell: SweepCell, status: str) -> None:
         """Count a finished cell and print the bar with the time left, estimated from this invocation's cells."""
@@ -679,8 +681,17 @@ class SweepProgress:
 
 
 def print_now(line: str) -> None:
-    """Print ``line`` and flush, so that progress shows at once in a log file too."""
-    print(line, flush=True)
+    """Print ``line`` and flush, so that progress shows at once in a log file too.
+
+    The line and its newline go out in one write: cells running at once cannot join their lines.
+
+    Parameters
+    ----------
+    line : str
+        The text to print, without its newline.
+    """
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
 
 
 def checked_sweep(

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from experiments.sweep import CELL_LOG, SWEEP_TABLE, SweepProgress, expand_grid, expand_sweep, load_sweep, run_sweep
+from experiments.sweep import (
+    CELL_LOG,
+    SWEEP_TABLE,
+    SweepProgress,
+    expand_grid,
+    expand_sweep,
+    load_sweep,
+    print_now,
+    run_sweep,
+)
 from fl_poison.apps.algorithms import experiment_config
 from fl_poison.core.results import read_csv
 from fl_poison.core.settings import ConfigError
@@ -216,6 +225,27 @@ def test_progress_bar_counts_cells_and_estimates_the_time_left():
     bar.finish(cell, "failed")
     assert bar.bar() == "[######..] 3/4"
     assert "3/4 failed:" in lines[-1] and "failed 1" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_a_progress_line_goes_out_in_one_write_so_cells_running_at_once_cannot_join_lines(monkeypatch):
+    class RecordingStream:
+        def __init__(self) -> None:
+            self.writes: list[str] = []
+            self.flushes = 0
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    stream = RecordingStream()
+    monkeypatch.setattr("sys.stdout", stream)
+    print_now("[sweep] running abc")
+    print_now("[sweep] running def")
+    assert stream.writes == ["[sweep] running abc\n", "[sweep] running def\n"]
+    assert stream.flushes == 2
 
 
 def test_set_replaces_base_and_fixed_grid_values_and_is_recorded(tmp_path):
