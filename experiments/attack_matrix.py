@@ -18,7 +18,10 @@ The change of accuracy against the same rule without an attack is paired by seed
 the final and last-5 accuracy as attack × rule matrices, then the other metrics, and with
 ``--findings byzantine`` / ``defenses`` the published directions of the Byzantine attacks (issue
 14) or of the defenses (issue 15), each judged by the 95 % t interval over seeds of the difference
-it is about (:func:`byzantine_findings`, :func:`defense_findings`).
+it is about (:func:`byzantine_findings`, :func:`defense_findings`). ``matrix.png`` draws the two
+matrices people look for first (:func:`plot_matrix`): the final accuracy of every attack × rule,
+coloured by its change against the same rule without an attack, and the attack's success (ASR or
+ts_ATA) where the attack has one.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from experiments.cells import markdown_table
 from experiments.seed_studies import (
@@ -284,6 +289,99 @@ def matrix_table(rows: Sequence[dict[str, object]], metric: str) -> str:
     return markdown_table(table, ["attack", *strategies])
 
 
+def mean_of(value: object) -> float:
+    """The mean of a summary (NaN for no summary, or one over no values)."""
+    return value.mean if isinstance(value, Summary) and value.count else math.nan
+
+
+def attack_success(row: dict[str, object]) -> float:
+    """The mean final ASR of an (attack, rule) row, else its ts_ATA (NaN for an attack with neither)."""
+    success = mean_of(row["asr"])
+    return success if math.isfinite(success) else mean_of(row["ts_ata"])
+
+
+def matrix_grid(
+    rows: Sequence[dict[str, object]], value: Callable[[dict[str, object]], float]
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Attacks (in the rows' order), rules (in sweep order) and the attack × rule array of ``value`` (NaN: not run).
+
+    Parameters
+    ----------
+    rows : Sequence[dict[str, object]]
+        :func:`matrix_rows`.
+    value : Callable[[dict[str, object]], float]
+        What a row puts in its square.
+    """
+    attacks = list(dict.fromkeys(str(row["attack"]) for row in rows))
+    strategies = list(dict.fromkeys(str(row["strategy"]) for row in rows))
+    grid = np.full((len(attacks), len(strategies)), math.nan)
+    for row in rows:
+        grid[attacks.index(str(row["attack"])), strategies.index(str(row["strategy"]))] = value(row)
+    return attacks, strategies, grid
+
+
+def plot_matrix(rows: Sequence[dict[str, object]], title: str, out: Path) -> list[Path]:
+    """``matrix.png``: final accuracy per attack × rule, and the attack success where the attacks have one.
+
+    Upper panel: each square shows the final accuracy (mean over seeds) and is coloured by its
+    change against the same rule without an attack (paired by seed; ±10 points and beyond saturate;
+    grey: no clean run to compare with). Lower panel, drawn when some attack has ASR or ts_ATA: that
+    metric (:func:`attack_success`), white 0 to red 1.
+
+    Parameters
+    ----------
+    rows : Sequence[dict[str, object]]
+        :func:`matrix_rows`.
+    title : str
+        The figure's title.
+    out : Path
+        The folder of the figure.
+    """
+    from matplotlib.figure import Figure
+
+    from fl_poison.audit.report import save_figure
+
+    attacks, strategies, accuracy = matrix_grid(rows, lambda row: mean_of(row["accuracy"]))
+    _, _, change = matrix_grid(rows, lambda row: mean_of(row["accuracy_change"]))
+    _, _, success = matrix_grid(rows, attack_success)
+    with_success = [index for index, _ in enumerate(attacks) if np.isfinite(success[index]).any()]
+    panels = [("final accuracy (colour: change against no attack)", attacks, accuracy, change, "RdBu", -0.1, 0.1)]
+    dark_text = {"RdBu": lambda share: abs(share - 0.5) > 0.35, "Reds": lambda share: share > 0.6}
+    if with_success:
+        panels.append(
+            (
+                "attack success (ASR; ts_ATA for targeted label flipping)",
+                [attacks[index] for index in with_success],
+                success[with_success],
+                success[with_success],
+                "Reds",
+                0.0,
+                1.0,
+            )
+        )
+    heights = [len(panel[1]) for panel in panels]
+    figure = Figure(figsize=(2.5 + 0.62 * len(strategies), 1.6 + 0.34 * sum(heights) + 0.9 * len(panels)))
+    axes = figure.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for axis, (name, labels, shown, colours, colour_map, low, high) in zip(axes, panels, strict=True):
+        image = axis.imshow(
+            np.ma.masked_invalid(colours), cmap=colour_map, vmin=low, vmax=high, aspect="auto", interpolation="none"
+        )
+        axis.set_facecolor("lightgrey")
+        axis.set_xticks(range(len(strategies)), strategies, rotation=35, ha="right", fontsize=7)
+        axis.set_yticks(range(len(labels)), labels, fontsize=7)
+        axis.set_title(name, fontsize=8)
+        for (row, column), value in np.ndenumerate(shown):
+            colour = colours[row, column]
+            dark = math.isfinite(colour) and dark_text[colour_map]((colour - low) / (high - low))
+            text = "–" if math.isnan(value) else f"{value:.2f}"
+            axis.text(column, row, text, ha="center", va="center", fontsize=6, color="white" if dark else "black")
+        figure.colorbar(image, ax=axis, fraction=0.025, pad=0.01)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, out / "matrix.png")
+    return [out / "matrix.png"]
+
+
 def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[str] = ()) -> str:
     """The matrices, the long table of the other metrics and the judged findings (if any)."""
     details = []
@@ -306,6 +404,8 @@ def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[s
         "",
         "Matrices: mean over seeds ± sample standard deviation (one seed: the value). The long table: "
         "mean ± sd [95 % t interval]; `matrix.csv` has every interval.",
+        "",
+        "![Final accuracy and attack success per attack and rule](matrix.png)",
         "",
         "## Final accuracy",
         "",
@@ -357,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(out / "matrix.csv", records, columns)
     findings = FINDINGS[arguments.findings](grouped(cells)) if arguments.findings else []
     atomic_write_bytes(out / "matrix.md", markdown(rows, arguments.title, findings).encode())
+    plot_matrix(rows, arguments.title, out)
     print(out / "matrix.md")
     return 0
 

@@ -6,9 +6,11 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from experiments.attack_matrix import attack_label, main
+from experiments.attack_matrix import attack_label, attack_success, main, matrix_grid, matrix_rows
+from experiments.seed_studies import cell_rows
 from fl_poison.core.results import write_csv
 
 # final accuracy per (strategy, attack, seed); each cell has 6 rounds climbing 0.05 a round to it
@@ -83,6 +85,31 @@ def test_matrix_means_changes_and_intervals_by_hand(tmp_path, capsys):
     text = (folder / "matrix.md").read_text()
     assert text.startswith("# Hand-made")
     assert "| alie | 0.550 ± 0.071 | 0.350 ± 0.071 |" in text  # rules in sweep order: fedavg, krum
+
+
+def test_the_figures_grids_hold_accuracy_its_change_and_the_attack_success(tmp_path):
+    folder = build_folder(tmp_path / "sweep")
+    rows = matrix_rows(cell_rows([folder]))
+    attacks, strategies, accuracy = matrix_grid(rows, lambda row: row["accuracy"].mean)
+    assert attacks == ["none", "alie"] and strategies == ["fedavg", "krum"]
+    assert accuracy == pytest.approx(np.array([[0.91, 0.87], [0.55, 0.35]]))
+    _, _, change = matrix_grid(rows, lambda row: row["accuracy_change"].mean)
+    # paired by seed: fedavg (0.50 - 0.90, 0.60 - 0.92), krum (0.30 - 0.88, 0.40 - 0.86)
+    assert change == pytest.approx(np.array([[0.0, 0.0], [-0.36, -0.52]]))
+    _, _, success = matrix_grid(rows, attack_success)
+    assert np.isnan(success).all()  # ALIE has neither ASR nor ts_ATA
+    assert (folder / "matrix.png").exists() is False
+    assert main([str(folder)]) == 0
+    assert (folder / "matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](matrix.png)" in (folder / "matrix.md").read_text()
+
+
+def test_attack_success_is_the_asr_else_the_ts_ata():
+    from experiments.statistics import summarize
+
+    assert attack_success({"asr": summarize([0.2, 0.4]), "ts_ata": summarize([])}) == pytest.approx(0.3)
+    assert attack_success({"asr": summarize([]), "ts_ata": summarize([0.1, 0.3])}) == pytest.approx(0.2)
+    assert math.isnan(attack_success({"asr": summarize([]), "ts_ata": summarize([])}))
 
 
 def test_labels_and_a_folder_without_a_sweep(tmp_path, capsys):
