@@ -290,12 +290,24 @@ def matrix_table(rows: Sequence[dict[str, object]], metric: str) -> str:
 
 
 def mean_of(value: object) -> float:
-    """The mean of a summary (NaN for no summary, or one over no values)."""
+    """The mean of a summary (NaN for no summary, or one over no values).
+
+    Parameters
+    ----------
+    value : object
+        A :class:`~experiments.statistics.Summary`, or anything else (a metric the row lacks).
+    """
     return value.mean if isinstance(value, Summary) and value.count else math.nan
 
 
 def attack_success(row: dict[str, object]) -> float:
-    """The mean final ASR of an (attack, rule) row, else its ts_ATA (NaN for an attack with neither)."""
+    """The mean final ASR of an (attack, rule) row, else its ts_ATA (NaN for an attack with neither).
+
+    Parameters
+    ----------
+    row : dict[str, object]
+        A row of :func:`matrix_rows`.
+    """
     success = mean_of(row["asr"])
     return success if math.isfinite(success) else mean_of(row["ts_ata"])
 
