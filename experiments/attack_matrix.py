@@ -351,14 +351,13 @@ def plot_matrix(rows: Sequence[dict[str, object]], title: str, out: Path) -> lis
     """
     from matplotlib.figure import Figure
 
-    from fl_poison.audit.report import save_figure
+    from fl_poison.core.plots import draw_annotated_heatmap, save_figure
 
     attacks, strategies, accuracy = matrix_grid(rows, lambda row: mean_of(row["accuracy"]))
     _, _, change = matrix_grid(rows, lambda row: mean_of(row["accuracy_change"]))
     _, _, success = matrix_grid(rows, attack_success)
     with_success = [index for index, _ in enumerate(attacks) if np.isfinite(success[index]).any()]
-    panels = [("final accuracy (colour: change against no attack)", attacks, accuracy, change, "RdBu", -0.1, 0.1)]
-    dark_text = {"RdBu": lambda share: abs(share - 0.5) > 0.35, "Reds": lambda share: share > 0.6}
+    panels = [("final accuracy (colour: change against no attack)", attacks, accuracy, change, "RdBu", (-0.1, 0.1))]
     if with_success:
         panels.append(
             (
@@ -367,31 +366,30 @@ def plot_matrix(rows: Sequence[dict[str, object]], title: str, out: Path) -> lis
                 success[with_success],
                 success[with_success],
                 "Reds",
-                0.0,
-                1.0,
+                (0.0, 1.0),
             )
         )
     heights = [len(panel[1]) for panel in panels]
     figure = Figure(figsize=(2.5 + 0.62 * len(strategies), 1.6 + 0.34 * sum(heights) + 0.9 * len(panels)))
     axes = figure.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
-    for axis, (name, labels, shown, colours, colour_map, low, high) in zip(axes, panels, strict=True):
-        image = axis.imshow(
-            np.ma.masked_invalid(colours), cmap=colour_map, vmin=low, vmax=high, aspect="auto", interpolation="none"
+    for axis, (name, labels, shown, colours, colour_map, limits) in zip(axes, panels, strict=True):
+        draw_annotated_heatmap(
+            axis,
+            shown,
+            colours,
+            labels,
+            strategies,
+            colour_map,
+            limits,
+            dark_above=0.85 if colour_map == "RdBu" else 0.6,
+            dark_below=0.15 if colour_map == "RdBu" else None,
+            fontsize=7,
         )
         axis.set_facecolor("lightgrey")
-        axis.set_xticks(range(len(strategies)), strategies, rotation=35, ha="right", fontsize=7)
-        axis.set_yticks(range(len(labels)), labels, fontsize=7)
         axis.set_title(name, fontsize=8)
-        for (row, column), value in np.ndenumerate(shown):
-            colour = colours[row, column]
-            dark = math.isfinite(colour) and dark_text[colour_map]((colour - low) / (high - low))
-            text = "–" if math.isnan(value) else f"{value:.2f}"
-            axis.text(column, row, text, ha="center", va="center", fontsize=6, color="white" if dark else "black")
-        figure.colorbar(image, ax=axis, fraction=0.025, pad=0.01)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    save_figure(figure, out / "matrix.png")
-    return [out / "matrix.png"]
+    return save_figure(figure, out / "matrix.png", palette=True)
 
 
 def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[str] = ()) -> str:

@@ -43,7 +43,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from experiments.statistics import LAST_ROUNDS  # noqa: E402
@@ -80,7 +79,7 @@ from experiments.sweep_folder import (  # noqa: E402
 from fl_poison.apps.algorithms import experiment_config  # noqa: E402
 from fl_poison.core.config import CORE_SETTINGS  # noqa: E402
 from fl_poison.core.data import DataSpec  # noqa: E402
-from fl_poison.core.plots import plot_training_curves, save_figure  # noqa: E402
+from fl_poison.core.plots import draw_annotated_heatmap, plot_training_curves, save_figure  # noqa: E402
 from fl_poison.core.settings import ConfigError  # noqa: E402
 
 CORE_DEFAULTS = {setting.key: setting.default for setting in CORE_SETTINGS}
@@ -401,22 +400,19 @@ def draw_heatmap(axis: plt.Axes, table: Heatmap, metric: str) -> None:
     metric : str
         The metric's name (colour map and title).
     """
-    colour_map = "viridis" if metric == "accuracy" else "Reds"
-    image = axis.imshow(np.ma.masked_invalid(table.values), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto")
-    axis.set_xticks(
-        range(len(table.column_labels)),
+    accuracy = metric == "accuracy"
+    draw_annotated_heatmap(
+        axis,
+        table.values,
+        table.values,
+        [str(label) for label in table.row_labels],
         [str(label) for label in table.column_labels],
-        rotation=30,
-        ha="right",
-        fontsize=8,
+        "viridis" if accuracy else "Reds",
+        (0.0, 1.0),
+        dark_above=None if accuracy else 0.5,
+        dark_below=0.5 if accuracy else None,
     )
-    axis.set_yticks(range(len(table.row_labels)), [str(label) for label in table.row_labels], fontsize=8)
     axis.set(xlabel=ATTACK_SETTING, ylabel=STRATEGY_SETTING, title=f"final {metric}")
-    for (row, column), value in np.ndenumerate(table.values):
-        text = "–" if math.isnan(value) else f"{value:.2f}"
-        dark = not math.isnan(value) and (value < 0.5 if metric == "accuracy" else value > 0.5)
-        axis.text(column, row, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    axis.figure.colorbar(image, ax=axis, fraction=0.046)
 
 
 def plot_heatmaps(cells: Sequence[CellRow], averaged: Sequence[str], scope: str, name: str, out: Path) -> list[Path]:

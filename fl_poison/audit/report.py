@@ -23,7 +23,6 @@ interval bands made a 380 KB true-colour file, 50 KB in a palette.
 
 from __future__ import annotations
 
-import io
 import math
 import shutil
 import tempfile
@@ -35,12 +34,11 @@ import numpy as np
 
 from fl_poison.audit.forensics import ForensicsResult, summary_lines
 from fl_poison.audit.pipeline import AuditResult
-from fl_poison.core.plots import pyplot
-from fl_poison.core.results import atomic_write_bytes, write_csv, write_json
+from fl_poison.core.plots import pyplot, save_figure
+from fl_poison.core.results import write_csv, write_json
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 AUDIT_FOLDER = "audit"
 
@@ -77,33 +75,6 @@ ACTIVATION_CLUSTERING_COLUMNS = (
     "class", "is_target", "rows", "stamped_rows", "smaller_cluster_rows", "relative_size", "silhouette",
     "silhouette_anomaly", "flagged",
 )  # fmt: skip
-
-
-def save_figure(figure: Figure, path: Path, dpi: int = 120) -> None:
-    """Write ``figure`` as a PNG with an adaptive 256-colour palette (atomically), and close it.
-
-    Parameters
-    ----------
-    figure : Figure
-        The figure.
-    path : Path
-        The PNG file.
-    dpi : int
-        Pixels per inch.
-    """
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, dpi=dpi, format="png")
-    finally:
-        pyplot().close(figure)
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-    output = io.BytesIO()
-    palette.save(output, format="PNG", optimize=True)
-    atomic_write_bytes(path, output.getvalue())
 
 
 def write_audit(run_folder: Path, result: AuditResult) -> Path:
@@ -198,7 +169,7 @@ def plot_accuracy_vs_eps(
     axes[0][0].set_ylabel("accuracy", fontsize=7)
     axes[0][0].legend(fontsize=5)
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, palette=True)
 
 
 def plot_budgets(evasion: Sequence[Mapping[str, object]], path: Path) -> None:
@@ -226,7 +197,7 @@ def plot_budgets(evasion: Sequence[Mapping[str, object]], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, palette=True)
 
 
 def plot_examples(examples: Mapping[str, object], path: Path) -> None:
@@ -271,7 +242,7 @@ def plot_examples(examples: Mapping[str, object], path: Path) -> None:
                 caption.append(f"pred {int(np.asarray(predictions)[row])}{target}")
             axis.set_title("\n".join(caption), fontsize=7)
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, palette=True)
 
 
 def write_forensics(folder: Path, forensics: ForensicsResult) -> None:
@@ -356,7 +327,7 @@ def plot_neural_cleanse(forensics: ForensicsResult, path: Path, per_line: int = 
         fontsize=7,
     )
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, palette=True)
 
 
 def plot_strip(forensics: ForensicsResult, path: Path) -> None:
@@ -389,7 +360,7 @@ def plot_strip(forensics: ForensicsResult, path: Path) -> None:
     )
     axis.legend(fontsize=6)
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, palette=True)
 
 
 def plot_fine_pruning(forensics: ForensicsResult, path: Path) -> None:
@@ -420,7 +391,7 @@ def plot_fine_pruning(forensics: ForensicsResult, path: Path) -> None:
     axes[0].legend(fontsize=6)
     figure.suptitle(f"fine-pruning (evaluation rows; trigger: {forensics.probe.note})", fontsize=7)
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, palette=True)
 
 
 def summary_table(result: AuditResult) -> str:

@@ -6,6 +6,7 @@ ServerApp draws only after its last round, and importing matplotlib costs about 
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -13,9 +14,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
+
+from fl_poison.core.results import atomic_write_bytes
 from fl_poison.core.round_log import ClientRoundRecord
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 ATTACK_CURVES = ("asr", "ts_ata", "max_ata")
@@ -31,7 +36,9 @@ def pyplot() -> ModuleType:
     return matplotlib.pyplot
 
 
-def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+def save_figure(
+    figure: Figure, path: Path, formats: Sequence[str] = ("png",), palette: bool = False, dpi: int = 120
+) -> list[Path]:
     """Write ``figure`` atomically (temporary file + rename) in every format, close it, return the files.
 
     Parameters
@@ -43,19 +50,91 @@ def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -
         ``plots/a.pdf`` for ``("png", "pdf")``).
     formats : Sequence[str]
         Matplotlib output formats (file suffixes without the dot).
+    palette : bool
+        Write PNGs with an adaptive 256-colour palette (a fraction of the size of a full-colour PNG
+        for figures with many overlapping translucent lines; what goes into a committed report).
+    dpi : int
+        Pixels per inch.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     try:
         for extension in formats:
             target = path.with_suffix(f".{extension}")
-            temporary = path.with_name(f".{path.stem}.tmp.{extension}")
-            figure.savefig(temporary, dpi=120, format=extension)
-            temporary.replace(target)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, dpi=dpi, format=extension)
+            payload = buffer.getvalue()
+            if palette and extension == "png":
+                payload = _palette_png(payload)
+            atomic_write_bytes(target, payload)
             written.append(target)
     finally:
         pyplot().close(figure)
     return written
+
+
+def _palette_png(png: bytes) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    output = io.BytesIO()
+    quantized.save(output, format="PNG", optimize=True)
+    return output.getvalue()
+
+
+def draw_annotated_heatmap(
+    axis: Axes,
+    shown: np.ndarray,
+    colours: np.ndarray,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    colour_map: str,
+    limits: tuple[float, float],
+    dark_above: float | None = None,
+    dark_below: float | None = None,
+    fontsize: int = 8,
+) -> None:
+    """Colour a table of squares by ``colours`` and write ``shown`` in each ("–" where it is NaN).
+
+    NaN colours are masked (the axis background shows); the text is white where the colour, as a
+    share of ``limits``, is above ``dark_above`` or below ``dark_below``, black elsewhere.
+
+    Parameters
+    ----------
+    axis : Axes
+        Where to draw; a colour bar is added beside it.
+    shown : np.ndarray
+        The values written in the squares (rows × columns).
+    colours : np.ndarray
+        The values that colour the squares (same shape as ``shown``).
+    row_labels : Sequence[str]
+        One label per row.
+    column_labels : Sequence[str]
+        One label per column (rotated).
+    colour_map : str
+        A matplotlib colour map name.
+    limits : tuple[float, float]
+        The colour map's low and high ends (values beyond saturate).
+    dark_above : float | None
+        Share of the colour range above which a square is dark enough for white text.
+    dark_below : float | None
+        Share of the colour range below which a square is dark enough for white text.
+    fontsize : int
+        Size of the labels and of the written values.
+    """
+    low, high = limits
+    image = axis.imshow(
+        np.ma.masked_invalid(colours), cmap=colour_map, vmin=low, vmax=high, aspect="auto", interpolation="none"
+    )
+    axis.set_xticks(range(len(column_labels)), list(column_labels), rotation=30, ha="right", fontsize=fontsize)
+    axis.set_yticks(range(len(row_labels)), list(row_labels), fontsize=fontsize)
+    for (row, column), value in np.ndenumerate(shown):
+        colour = colours[row, column]
+        share = (colour - low) / (high - low) if math.isfinite(colour) else math.nan
+        dark = (dark_above is not None and share > dark_above) or (dark_below is not None and share < dark_below)
+        text = "–" if math.isnan(value) else f"{value:.2f}"
+        axis.text(column, row, text, ha="center", va="center", fontsize=fontsize, color="white" if dark else "black")
+    axis.figure.colorbar(image, ax=axis, fraction=0.025, pad=0.01)
 
 
 def _number(value: object) -> float:
