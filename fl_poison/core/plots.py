@@ -36,9 +36,7 @@ def pyplot() -> ModuleType:
     return matplotlib.pyplot
 
 
-def save_figure(
-    figure: Figure, path: Path, formats: Sequence[str] = ("png",), palette: bool = False, dpi: int = 120
-) -> list[Path]:
+def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",), palette: bool = False) -> list[Path]:
     """Write ``figure`` atomically (temporary file + rename) in every format, close it, return the files.
 
     Parameters
@@ -53,15 +51,13 @@ def save_figure(
     palette : bool
         Write PNGs with an adaptive 256-colour palette (a fraction of the size of a full-colour PNG
         for figures with many overlapping translucent lines; what goes into a committed report).
-    dpi : int
-        Pixels per inch.
     """
     written = []
     try:
         for extension in formats:
             target = path.with_suffix(f".{extension}")
             buffer = io.BytesIO()
-            figure.savefig(buffer, dpi=dpi, format=extension)
+            figure.savefig(buffer, dpi=120, format=extension)
             payload = buffer.getvalue()
             if palette and extension == "png":
                 payload = _palette_png(payload)
