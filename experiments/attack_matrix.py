@@ -389,7 +389,7 @@ def plot_matrix(rows: Sequence[dict[str, object]], title: str, out: Path) -> lis
         axis.set_title(name, fontsize=8)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    return save_figure(figure, out / "matrix.png", palette=True)
+    return save_figure(figure, out / "matrix.png")
 
 
 def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[str] = ()) -> str:

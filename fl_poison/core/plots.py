@@ -36,8 +36,12 @@ def pyplot() -> ModuleType:
     return matplotlib.pyplot
 
 
-def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",), palette: bool = False) -> list[Path]:
+def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Write ``figure`` atomically (temporary file + rename) in every format, close it, return the files.
+
+    PNGs get an adaptive 256-colour palette: a quarter to a third of the size of the full-colour PNG
+    for the committed result figures (the audit's accuracy figure, with its overlapping translucent
+    interval bands: 373 KB to 79 KB).
 
     Parameters
     ----------
@@ -48,9 +52,6 @@ def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",), p
         ``plots/a.pdf`` for ``("png", "pdf")``).
     formats : Sequence[str]
         Matplotlib output formats (file suffixes without the dot).
-    palette : bool
-        Write PNGs with an adaptive 256-colour palette (a fraction of the size of a full-colour PNG
-        for figures with many overlapping translucent lines; what goes into a committed report).
     """
     written = []
     try:
@@ -59,7 +60,7 @@ def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",), p
             buffer = io.BytesIO()
             figure.savefig(buffer, dpi=120, format=extension)
             payload = buffer.getvalue()
-            if palette and extension == "png":
+            if extension == "png":
                 payload = _palette_png(payload)
             atomic_write_bytes(target, payload)
             written.append(target)
