@@ -10,6 +10,8 @@ For every grid of the sweep:
 * ``curves_<grid>``: accuracy (and ASR) per round, one line per replicate group of the grid
   (cells that differ only in their seed): the mean over its seeds, with a shaded band from the
   lowest to the highest seed where it has two or more (a single-seed grid: every cell's own line).
+  The legend sits under the panels; above :data:`MAX_LEGEND_ENTRIES` lines it is left out and
+  the title says so.
 * ``groups_<grid>``: each replicate group's mean of final accuracy (and ASR) and of the mean over
   the last ``last_rounds`` rounds, with the 95 % t interval over its seeds as error bars; drawn
   only when some group of the grid has two seeds or more.
@@ -43,6 +45,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from experiments.statistics import LAST_ROUNDS  # noqa: E402
@@ -89,6 +93,10 @@ PLOT_SUBFOLDERS = ("cells", "norms", "labels")
 FORMATS = ("png", "pdf")
 PANELS_PER_FIGURE = 4
 RATE_METRICS = ("accuracy", "asr")
+MAX_LEGEND_ENTRIES = 24
+LEGEND_FONT_SIZE = 6
+LEGEND_CHARACTER_INCHES = 0.052
+LEGEND_ROW_INCHES = 0.13
 Warn = Callable[[str], None]
 
 
@@ -282,7 +290,7 @@ def plot_round_overlay(
         key for group in drawn for cell in group.cells if tables.get(cell.cell_id) for key in tables[cell.cell_id][0]
     }
     metrics = [metric for metric in RATE_METRICS if metric in columns]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) + 2.5, 4.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) + 0.5, 4.2), squeeze=False)
     colours = plt.get_cmap("tab20" if len(drawn) > 10 else "tab10")
     banded = False
     for axis, metric in zip(axes[0], metrics, strict=True):
@@ -301,16 +309,58 @@ def plot_round_overlay(
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    width = figure.get_figwidth()
-    figure.legend(handles, labels, fontsize=6, loc="center right")
     title = f"grid {grid}: " + (
         "mean over the seeds of each group, band from the lowest to the highest seed"
         if banded
         else "every finished cell"
     )
+    if len(labels) > MAX_LEGEND_ENTRIES:
+        title += f" ({len(labels)} lines, too many to name: report.md has each group's figures)"
+        handles, labels = [], []
     figure.suptitle(textwrap.fill(title, 100), fontsize=10)
-    figure.tight_layout(rect=(0.0, 0.0, 1.0 - 2.4 / width, 1.0))
+    legend_height = add_bottom_legend(figure, handles, labels)
+    figure.tight_layout(rect=(0.0, legend_height / figure.get_figheight(), 1.0, 1.0))
     return save_figure(figure, out / f"curves_{slug(grid)}.png", FORMATS)
+
+
+def legend_columns(labels: Sequence[str], width: float) -> int:
+    """How many columns of ``labels`` fit side by side across ``width`` inches of figure.
+
+    Parameters
+    ----------
+    labels : Sequence[str]
+        The legend's entries.
+    width : float
+        The figure's width in inches.
+    """
+    if not labels:
+        return 1
+    column_width = max(len(label) for label in labels) * LEGEND_CHARACTER_INCHES + 0.6
+    return max(1, min(len(labels), int(width // column_width)))
+
+
+def add_bottom_legend(figure: Figure, handles: Sequence[Artist], labels: Sequence[str]) -> float:
+    """Put a legend of ``labels`` under the panels, growing the figure by its height; that height in inches.
+
+    The entries are laid out in as many columns as fit across the figure, so a long legend
+    never covers a panel; no entries, no legend and nothing added.
+
+    Parameters
+    ----------
+    figure : Figure
+        The figure (its panels already drawn).
+    handles : Sequence[Artist]
+        The lines the entries stand for.
+    labels : Sequence[str]
+        The entries' text.
+    """
+    if not labels:
+        return 0.0
+    columns = legend_columns(labels, figure.get_figwidth())
+    height = math.ceil(len(labels) / columns) * LEGEND_ROW_INCHES + 0.15
+    figure.set_figheight(figure.get_figheight() + height)
+    figure.legend(handles, labels, fontsize=LEGEND_FONT_SIZE, loc="lower center", ncols=columns, frameon=False)
+    return height
 
 
 def plot_group_intervals(

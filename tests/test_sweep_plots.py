@@ -10,12 +10,14 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from experiments.sweep_aggregates import (
     FINAL,
     LAST,
+    ReplicateGroup,
     comparable_pairs,
     group_comparisons,
     group_statistics,
@@ -32,11 +34,15 @@ from experiments.sweep_folder import (
     round_tables,
 )
 from experiments.sweep_plots import (
+    MAX_LEGEND_ENTRIES,
     SweepFigures,
+    add_bottom_legend,
     data_spec_of,
     label_figure_name,
+    legend_columns,
     plot_label_distribution,
     plot_label_distributions_of,
+    plot_round_overlay,
     plot_sweep,
     tick_label,
 )
@@ -399,3 +405,61 @@ def test_a_long_group_label_is_wrapped_whole_and_never_split_inside_a_setting_na
     assert wrapped == "strategy=loss-filter, partitioning=dirichlet,\nnum-malicious=2"
     assert wrapped.replace("\n", " ") == label
     assert tick_label("strategy=fedavg, num-malicious=1") == "strategy=fedavg, num-malicious=1"
+
+
+def test_legend_columns_are_as_many_as_the_longest_entry_fits_across_the_figure():
+    # an entry of 10 characters takes 10 x 0.052 + 0.6 = 1.12 in: 6 fit across 7 in, 1 across 1.5 in
+    assert legend_columns(["x" * 10] * 9, 7.0) == 6
+    assert legend_columns(["x" * 10] * 3, 7.0) == 3
+    assert legend_columns(["x" * 10, "y"], 1.5) == 1
+    assert legend_columns(["x" * 200], 7.0) == 1
+    assert legend_columns([], 7.0) == 1
+
+
+def test_a_long_legend_sits_under_the_panels_and_covers_none():
+    figure, axes = plt.subplots(1, 1, figsize=(7.0, 4.2))
+    labels = [f"strategy=multikrum, attack=label-flip-random, client-weighting=reported ({n})" for n in range(16)]
+    for number, label in enumerate(labels):
+        axes.plot([0, 1], [number, number], label=label)
+    axes.set(xlabel="round")
+    height = add_bottom_legend(figure, *axes.get_legend_handles_labels())
+    # one column of 16 rows: 16 x 0.13 + 0.15 in, and the figure grew by as much
+    assert height == pytest.approx(16 * 0.13 + 0.15)
+    assert figure.get_figheight() == pytest.approx(4.2 + height)
+    figure.tight_layout(rect=(0.0, height / figure.get_figheight(), 1.0, 1.0))
+    renderer = figure.canvas.get_renderer()
+    legend_box = figure.legends[0].get_window_extent(renderer)
+    axes_box = axes.get_tightbbox(renderer)
+    assert legend_box.y1 <= axes_box.y0
+    assert legend_box.x0 >= 0 and legend_box.x1 <= figure.bbox.x1
+    plt.close(figure)
+
+
+def test_no_entries_no_legend_and_the_figure_keeps_its_height():
+    figure = plt.figure(figsize=(7.0, 4.2))
+    assert add_bottom_legend(figure, [], []) == 0.0
+    assert figure.get_figheight() == pytest.approx(4.2) and not figure.legends
+    plt.close(figure)
+
+
+def test_more_lines_than_a_legend_can_name_leave_the_legend_out_and_say_so(tmp_path, monkeypatch):
+    captured = {}
+
+    def keep(figure, path, formats):
+        captured["figure"] = figure
+        return [path]
+
+    monkeypatch.setattr("experiments.sweep_plots.save_figure", keep)
+    folder = read_sweep_folder(build_replicated_folder(tmp_path))
+    tables = round_tables(folder.cells)
+    cell = next(cell for cell in folder.cells if cell.ok and tables.get(cell.cell_id))
+    many = [ReplicateGroup(number, {"strategy": f"rule{number}"}, (cell,), (1,)) for number in range(30)]
+    assert len(many) > MAX_LEGEND_ENTRIES
+    plot_round_overlay(folder.cells, ["strategy"], "many", tmp_path, many, tables)
+    figure = captured["figure"]
+    assert not figure.legends
+    assert "30 lines, too many to name" in figure.get_suptitle().replace("\n", " ")
+    few = many[:3]
+    plot_round_overlay(folder.cells, ["strategy"], "few", tmp_path, few, tables)
+    texts = [text.get_text() for text in captured["figure"].legends[0].get_texts()]
+    assert texts == ["strategy=rule0", "strategy=rule1", "strategy=rule2"]
