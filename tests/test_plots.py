@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from fl_poison.core.plots import draw_annotated_heatmap, pyplot, save_figure
@@ -54,3 +55,17 @@ def test_save_figure_writes_palette_pngs_and_every_format(tmp_path: Path) -> Non
         assert image.size == (240, 240)  # 2 inches at 120 dots per inch
     assert written[1].read_bytes().startswith(b"%PDF")
     assert sorted(path.name for path in (tmp_path / "sub").iterdir()) == ["plot.pdf", "plot.png"]
+
+
+def test_palette_png_keeps_the_white_background_exact_and_solid_colours_close(tmp_path: Path) -> None:
+    figure, axis = pyplot().subplots(figsize=(4, 3))
+    values = np.linspace(-1.0, 1.0, 64).reshape(8, 8)
+    axis.imshow(values, cmap="RdBu", vmin=-1.0, vmax=1.0, extent=(0, 8, 0, 8))
+    axis.add_patch(Rectangle(xy=(0.1, 0.1), width=0.3, height=0.3, color=(0.2, 0.6, 0.4), transform=figure.transFigure))
+    (written,) = save_figure(figure, tmp_path / "map.png")
+    with Image.open(written) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert tuple(pixels[0, 0]) == (255, 255, 255)  # the figure's corner: its white face
+    # the centre of the green square (figure fraction 0.25, 0.25 from the bottom left), 480 x 360 pixels
+    square = pixels[360 - 90, 120]
+    assert np.abs(square - np.array([0.2 * 255, 0.6 * 255, 0.4 * 255])).max() <= 6

@@ -39,9 +39,9 @@ def pyplot() -> ModuleType:
 def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Write ``figure`` atomically (temporary file + rename) in every format, close it, return the files.
 
-    PNGs get an adaptive 256-colour palette: a quarter to a third of the size of the full-colour PNG
-    for the committed result figures (the audit's accuracy figure, with its overlapping translucent
-    interval bands: 373 KB to 79 KB).
+    PNGs get an adaptive 256-colour median-cut palette in which the background's white stays
+    exact: about a third of the size of the full-colour PNG for the committed result figures (the
+    defenses matrix on digits: 269 KB to 87 KB).
 
     Parameters
     ----------
@@ -70,10 +70,24 @@ def save_figure(figure: Figure, path: Path, formats: Sequence[str] = ("png",)) -
 
 
 def _palette_png(png: bytes) -> bytes:
+    """``png`` with a 256-colour median-cut palette in which the source's pure white stays pure white.
+
+    Parameters
+    ----------
+    png : bytes
+        A full-colour PNG.
+    """
     from PIL import Image
 
     with Image.open(io.BytesIO(png)) as image:
-        quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        colours = image.convert("RGB")
+    quantized = colours.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    white = np.all(np.asarray(colours) == 255, axis=-1)
+    if white.any():
+        index = int(np.bincount(np.asarray(quantized)[white]).argmax())
+        palette = quantized.getpalette() or []
+        palette[3 * index : 3 * index + 3] = [255, 255, 255]
+        quantized.putpalette(palette)
     output = io.BytesIO()
     quantized.save(output, format="PNG", optimize=True)
     return output.getvalue()
