@@ -15,7 +15,10 @@ Algorithm, per round, with the n updates W_i − G_{t−1} of the round (as the 
    rejected. With a majority minimum size there is at most one cluster; when HDBSCAN labels every
    update as noise (no majority agrees) every update is admitted, as in the public
    reimplementations, and the clipping and the noise below still bound each one's influence. One
-   update alone is admitted without clustering.
+   update alone is admitted without clustering. HDBSCAN labels the points of a single cluster only
+   if they stay in it until it shrinks below ``min_cluster_size`` (scikit-learn's ``_do_labelling``,
+   as in the ``hdbscan`` package), so the admitted set is often the bare majority n // 2 + 1 even
+   when every update is benign (measured: 7 of 12 in 59 % of the rounds on digits, 78 % on MNIST).
    The paper clusters the local models W_i; their cosines are those of the updates shifted by the
    common G_{t−1}, which dominates every model and squeezes all angles near 0, so the updates are
    clustered here.
