@@ -315,7 +315,7 @@ def plot_round_overlay(
         else "every finished cell"
     )
     if len(labels) > MAX_LEGEND_ENTRIES:
-        title += f" ({len(labels)} lines, too many to name: report.md has each group's figures)"
+        title += f" ({len(labels)} lines, too many to name; every cell has its own figure in plots/cells/)"
         handles, labels = [], []
     figure.suptitle(textwrap.fill(title, 100), fontsize=10)
     legend_height = add_bottom_legend(figure, handles, labels)
