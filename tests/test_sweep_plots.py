@@ -10,7 +10,6 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -47,6 +46,7 @@ from experiments.sweep_plots import (
     tick_label,
 )
 from fl_poison.cli import main
+from fl_poison.core.plots import pyplot
 from fl_poison.core.results import write_csv
 from tests.sweep_folder_helpers import (
     BASE,
@@ -417,7 +417,7 @@ def test_legend_columns_are_as_many_as_the_longest_entry_fits_across_the_figure(
 
 
 def test_a_long_legend_sits_under_the_panels_and_covers_none():
-    figure, axes = plt.subplots(1, 1, figsize=(7.0, 4.2))
+    figure, axes = pyplot().subplots(1, 1, figsize=(7.0, 4.2))
     labels = [f"strategy=multikrum, attack=label-flip-random, client-weighting=reported ({n})" for n in range(16)]
     for number, label in enumerate(labels):
         axes.plot([0, 1], [number, number], label=label)
@@ -432,14 +432,14 @@ def test_a_long_legend_sits_under_the_panels_and_covers_none():
     axes_box = axes.get_tightbbox(renderer)
     assert legend_box.y1 <= axes_box.y0
     assert legend_box.x0 >= 0 and legend_box.x1 <= figure.bbox.x1
-    plt.close(figure)
+    pyplot().close(figure)
 
 
 def test_no_entries_no_legend_and_the_figure_keeps_its_height():
-    figure = plt.figure(figsize=(7.0, 4.2))
+    figure = pyplot().figure(figsize=(7.0, 4.2))
     assert add_bottom_legend(figure, [], []) == 0.0
     assert figure.get_figheight() == pytest.approx(4.2) and not figure.legends
-    plt.close(figure)
+    pyplot().close(figure)
 
 
 def test_more_lines_than_a_legend_can_name_leave_the_legend_out_and_say_so(tmp_path, monkeypatch):
@@ -447,6 +447,7 @@ def test_more_lines_than_a_legend_can_name_leave_the_legend_out_and_say_so(tmp_p
 
     def keep(figure, path, formats):
         captured["figure"] = figure
+        pyplot().close(figure)
         return [path]
 
     monkeypatch.setattr("experiments.sweep_plots.save_figure", keep)
