@@ -267,11 +267,21 @@ def defense_findings(groups: Groups) -> list[str]:
 FINDINGS = {"byzantine": byzantine_findings, "defenses": defense_findings}
 
 
-def compact(value: object) -> str:
-    """A summary in a matrix cell: the mean, with ± the sample standard deviation over two seeds or more."""
+def compact(value: object, digits: int = 3) -> str:
+    """A summary in a matrix cell: the mean, with ± the sample standard deviation over two seeds or more.
+
+    Parameters
+    ----------
+    value : object
+        A :class:`~experiments.statistics.Summary`; anything else (or one over no values) is "–".
+    digits : int
+        Decimals shown.
+    """
     if not isinstance(value, Summary) or value.count == 0:
         return "–"
-    return f"{value.mean:.3f}" if value.count < 2 else f"{value.mean:.3f} ± {value.std:.3f}"
+    if value.count < 2:
+        return f"{value.mean:.{digits}f}"
+    return f"{value.mean:.{digits}f} ± {value.std:.{digits}f}"
 
 
 def matrix_table(rows: Sequence[dict[str, object]], metric: str) -> str:
@@ -287,6 +297,54 @@ def matrix_table(rows: Sequence[dict[str, object]], metric: str) -> str:
             line[strategy] = compact(value)
         table.append(line)
     return markdown_table(table, ["attack", *strategies])
+
+
+# The overview's columns: header, then the (attack, metric) pairs its cell joins with " / ", then decimals.
+OVERVIEW_COLUMNS: tuple[tuple[str, tuple[tuple[str, str], ...], int], ...] = (
+    ("clean acc", ((NO_ATTACK, "accuracy"),), 3),
+    ("BadNets ASR", (("badnets", "asr"),), 3),
+    ("DBA ASR", (("dba", "asr"),), 3),
+    ("blend+scaling acc / ASR", (("blend+scaling", "accuracy"), ("blend+scaling", "asr")), 3),
+    ("label-flip ts_ATA", (("label-flip", "ts_ata"),), 3),
+    ("ALIE acc", (("alie", "accuracy"),), 3),
+    ("MinMax acc", (("minmax", "accuracy"),), 3),
+    ("Fang-Krum acc", (("fang-krum", "accuracy"),), 3),
+    ("sign-flip acc", (("sign-flip", "accuracy"),), 3),
+    (
+        "precision / recall / FPR (blend+scaling)",
+        tuple(("blend+scaling", f"detection_{name}") for name in ("precision", "recall", "fpr")),
+        3,
+    ),
+    ("s / round (clean)", ((NO_ATTACK, "seconds_per_round"),), 2),
+)
+
+
+def rule_overview(rows: Sequence[dict[str, object]]) -> str:
+    """One line per rule (sweep order) with the figures a reader compares rules by (:data:`OVERVIEW_COLUMNS`).
+
+    Final-round values as in the matrices (mean, ± sd over two seeds or more; "–" where the rule
+    was not run under that attack or the run has no such metric). Columns none of whose attacks
+    the sweep ran are left out; with fewer than two columns left the overview is empty ("").
+
+    Parameters
+    ----------
+    rows : Sequence[dict[str, object]]
+        :func:`matrix_rows`.
+    """
+    cells = {(str(row["attack"]), str(row["strategy"])): row for row in rows}
+    attacks = {attack for attack, _ in cells}
+    columns = [column for column in OVERVIEW_COLUMNS if any(attack in attacks for attack, _ in column[1])]
+    if len(columns) < 2:
+        return ""
+    table = []
+    for strategy in dict.fromkeys(str(row["strategy"]) for row in rows):
+        line: dict[str, object] = {"rule": strategy}
+        for header, parts, digits in columns:
+            line[header] = " / ".join(
+                compact(cells.get((attack, strategy), {}).get(metric), digits) for attack, metric in parts
+            )
+        table.append(line)
+    return markdown_table(table, ["rule", *(header for header, _, _ in columns)], numeric_text=False)
 
 
 def mean_of(value: object) -> float:
@@ -425,6 +483,18 @@ def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[s
         "",
         matrix_table(rows, "last5_accuracy"),
         "",
+        *(
+            [
+                "## Each rule at a glance",
+                "",
+                "Final-round values; detection precision / recall / FPR over the whole run.",
+                "",
+                overview,
+                "",
+            ]
+            if (overview := rule_overview(rows))
+            else []
+        ),
         "## Change against no attack (final accuracy, paired by seed), attack metrics, detection and time",
         "",
         markdown_table(details, list(details[0])) if details else "",

@@ -122,11 +122,22 @@ def run_cells(selected: Iterable[tuple[str, str, dict[str, object]]], out: Path)
     return rows
 
 
-def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:
-    """A Markdown table of ``columns`` (numbers to 3 decimals, blanks for missing values)."""
+def markdown_table(rows: list[dict[str, object]], columns: list[str], numeric_text: bool = True) -> str:
+    """A Markdown table of ``columns`` (numbers to 3 decimals, blanks for missing values).
+
+    Parameters
+    ----------
+    rows : list[dict[str, object]]
+        The table's lines; a missing column is a blank.
+    columns : list[str]
+        The columns, in order (also the header).
+    numeric_text : bool
+        Whether text that reads as a decimal number ("0.5") is shown to 3 decimals like a float;
+        off for cells already formatted.
+    """
 
     def cell(value: object) -> str:
-        if isinstance(value, str) and "." in value:
+        if numeric_text and isinstance(value, str) and "." in value:
             try:
                 value = float(value)
             except ValueError:

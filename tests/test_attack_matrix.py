@@ -170,3 +170,43 @@ def test_defense_findings_use_the_clean_fedavg_run_and_the_stated_margins():
     assert "minmax: – (no shared seed) → not measured" in fltrust  # its cells were not run
     assert "**agrees**" in foolsgold and "label-flip: -0.567" in foolsgold
     assert "**not measured**" in dnc
+
+
+def test_rule_overview_joins_the_columns_a_reader_compares_rules_by():
+    from experiments.attack_matrix import rule_overview
+    from experiments.statistics import summarize
+
+    def row(attack, strategy, **values):
+        names = ("accuracy", "asr", "ts_ata", "detection_precision", "detection_recall", "detection_fpr")
+        return {
+            "attack": attack,
+            "strategy": strategy,
+            **{name: summarize(values.get(name, [])) for name in (*names, "seconds_per_round")},
+        }
+
+    rows = [
+        row("none", "fedavg", accuracy=[0.97], seconds_per_round=[1.004]),
+        row("none", "flame", accuracy=[0.95, 0.97], seconds_per_round=[1.5, 1.5]),
+        row("blend+scaling", "fedavg", accuracy=[0.1], asr=[1.0], detection_recall=[0.0], detection_fpr=[0.0]),
+        row("blend+scaling", "flame", accuracy=[0.96], asr=[0.0], detection_precision=[0.25], detection_recall=[1.0]),
+    ]
+    lines = rule_overview(rows).splitlines()
+    # only the columns of attacks the rows have: clean, blend+scaling, its detection, seconds
+    assert lines[0] == (
+        "| rule | clean acc | blend+scaling acc / ASR | precision / recall / FPR (blend+scaling) | s / round (clean) |"
+    )
+    assert lines[2] == "| fedavg | 0.970 | 0.100 / 1.000 | – / 0.000 / 0.000 | 1.00 |"
+    # two seeds: mean ± sample sd (0.95, 0.97 -> 0.960 ± 0.014); a metric the run lacks is "–"
+    assert lines[3] == "| flame | 0.960 ± 0.014 | 0.960 / 0.000 | 0.250 / 1.000 / – | 1.50 ± 0.00 |"
+    # none of the overview's attacks (ALIE is not one of its columns): no overview
+    assert rule_overview([row("alie", "krum", accuracy=[0.5])]) == ""
+    # one column only (BadNets ASR): no overview either
+    assert rule_overview([row("badnets", "krum", asr=[0.5])]) == ""
+
+
+def test_the_hand_made_folders_matrix_has_the_overview(tmp_path):
+    folder = build_folder(tmp_path / "sweep")
+    assert main([str(folder)]) == 0
+    text = (folder / "matrix.md").read_text()
+    # clean and ALIE accuracy (0.88, 0.86 and 0.30, 0.40); seconds per round: 12 s over 6 rounds in each seed
+    assert "| krum | 0.870 ± 0.014 | 0.350 ± 0.071 | 2.00 ± 0.00 |" in text
