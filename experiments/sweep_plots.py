@@ -6,7 +6,8 @@ For every grid of the sweep:
   number of malicious clients, one line per strategy; each other setting the grid varies (attack,
   partitioning, ...) gets its own panel, at most :data:`PANELS_PER_FIGURE` panels a figure, and
   seeds are averaged (bars: the 95 % t interval over the seeds, where a point has two or more).
-  Drawn only when the grid varies ``num-malicious``.
+  A strategy keeps its colour in every panel, named once in a legend under the panels. Drawn
+  only when the grid varies ``num-malicious``.
 * ``curves_<grid>``: accuracy (and ASR) per round, one line per replicate group of the grid
   (cells that differ only in their seed): the mean over its seeds, with a shaded band from the
   lowest to the highest seed where it has two or more (a single-seed grid: every cell's own line).
@@ -154,7 +155,13 @@ def round_values(rows: Sequence[dict[str, str]], column: str) -> list[float]:
     return values
 
 
-def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], grid: str, out: Path) -> list[Path]:
+def plot_malicious_figures(
+    cells: Sequence[CellRow],
+    varying: Sequence[str],
+    grid: str,
+    out: Path,
+    fixed_strategy: str = str(CORE_DEFAULTS[STRATEGY_SETTING]),
+) -> list[Path]:
     """Final accuracy and ASR against ``num-malicious``, a line per strategy, a panel per other setting.
 
     Parameters
@@ -167,12 +174,19 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
         The grid's name (titles and file names).
     out : Path
         The plots folder.
+    fixed_strategy : str
+        The legend's name for the line of cells that do not list a strategy of their own (the
+        sweep's base or grid value, else the default).
     """
     panel_keys = [key for key in varying if key not in (MALICIOUS_SETTING, STRATEGY_SETTING, *REPLICATE_SETTINGS)]
     averaged = [key for key in varying if key in REPLICATE_SETTINGS]
     metrics = [metric for metric in RATE_METRICS if has_metric(cells, metric)]
     curves = {metric: malicious_curves(cells, metric, panel_keys) for metric in metrics}
     panels = list(curves["accuracy"]) if "accuracy" in curves else []
+    strategies = list(
+        dict.fromkeys(strategy for metric in curves.values() for lines in metric.values() for strategy in lines)
+    )
+    colours = dict(zip(strategies, line_colours(len(strategies)), strict=True))
     written: list[Path] = []
     chunks = [panels[start : start + PANELS_PER_FIGURE] for start in range(0, len(panels), PANELS_PER_FIGURE)]
     for number, chunk in enumerate(chunks, start=1):
@@ -191,7 +205,13 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
                         [point.ci_high - point.mean if point.count > 1 else 0.0 for point in points],
                     ]
                     axis.errorbar(
-                        xs, means, yerr=errors if averaged else None, marker="o", capsize=3, label=str(strategy)
+                        xs,
+                        means,
+                        yerr=errors if averaged else None,
+                        marker="o",
+                        capsize=3,
+                        color=colours[strategy],
+                        label=fixed_strategy if strategy is None else str(strategy),
                     )
                 axis.set(xlabel="malicious clients", ylabel=f"final {metric}", ylim=(-0.02, 1.02))
                 axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -199,9 +219,7 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
                     textwrap.fill(describe(dict(zip(panel_keys, panel, strict=True)), panel_keys), 45), fontsize=9
                 )
                 axis.grid(alpha=0.3)
-                if axis.has_data():
-                    axis.legend(fontsize=7, title=STRATEGY_SETTING, title_fontsize=7)
-                else:
+                if not axis.has_data():
                     axis.text(
                         0.5,
                         0.5,
@@ -217,10 +235,30 @@ def plot_malicious_figures(cells: Sequence[CellRow], varying: Sequence[str], gri
         if len(chunks) > 1:
             title += f" (part {number} of {len(chunks)})"
         figure.suptitle(textwrap.fill(title, max(50, int(13 * figure.get_figwidth()))), fontsize=10)
-        figure.tight_layout()
+        drawn = {
+            label: handle
+            for axis in figure.axes
+            for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
+        }
+        names = [fixed_strategy if strategy is None else str(strategy) for strategy in strategies]
+        shown = [name for name in names if name in drawn]
+        legend_height = add_bottom_legend(figure, [drawn[strategy] for strategy in shown], shown)
+        figure.tight_layout(rect=(0.0, legend_height / figure.get_figheight(), 1.0, 1.0))
         name = f"malicious_{slug(grid)}" + (f"_{number}" if len(chunks) > 1 else "")
         written.extend(save_figure(figure, out / f"{name}.png", FORMATS))
     return written
+
+
+def line_colours(count: int) -> list[tuple[float, float, float, float]]:
+    """``count`` line colours, told apart in one figure (tab10; tab20 above 10 lines; beyond 20 they repeat).
+
+    Parameters
+    ----------
+    count : int
+        How many lines the figure draws.
+    """
+    palette = plt.get_cmap("tab20" if count > 10 else "tab10")
+    return [palette(index % palette.N) for index in range(count)]
 
 
 def tick_label(label: str, width: int = 48) -> str:
@@ -291,14 +329,14 @@ def plot_round_overlay(
     }
     metrics = [metric for metric in RATE_METRICS if metric in columns]
     figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) + 0.5, 4.2), squeeze=False)
-    colours = plt.get_cmap("tab20" if len(drawn) > 10 else "tab10")
+    colours = line_colours(len(drawn))
     banded = False
     for axis, metric in zip(axes[0], metrics, strict=True):
         for index, group in enumerate(drawn):
             band = round_band(group, metric, tables)
             if not band.rounds or not any(band.count):
                 continue
-            colour = colours(index % colours.N)
+            colour = colours[index]
             runs = max(band.count)
             label = group_label(group, varying) + (f" ({runs} seeds)" if runs > 1 else "")
             axis.plot(band.rounds, band.mean, color=colour, linewidth=1.2, label=label)
@@ -746,7 +784,11 @@ def draw_sweep(sweep: SweepFolder, warn: Warn = warn_on_stderr, last_rounds: int
         cells = sweep.cells_of(grid)
         section = figures.by_grid.setdefault(grid, [])
         if MALICIOUS_SETTING in varying:
-            figures.add(plot_malicious_figures(cells, varying, grid, out), section)
+            fixed = sweep.definition.overrides(grid).get(STRATEGY_SETTING, sweep.definition.base.get(STRATEGY_SETTING))
+            figures.add(
+                plot_malicious_figures(cells, varying, grid, out, str(fixed or CORE_DEFAULTS[STRATEGY_SETTING])),
+                section,
+            )
         if STRATEGY_SETTING in varying and ATTACK_SETTING in varying:
             averaged = [key for key in varying if key not in (STRATEGY_SETTING, ATTACK_SETTING)]
             figures.add(plot_heatmaps(cells, averaged, f"grid {grid}", f"heatmap_{slug(grid)}", out), section)

@@ -41,6 +41,7 @@ from experiments.sweep_plots import (
     legend_columns,
     plot_label_distribution,
     plot_label_distributions_of,
+    plot_malicious_figures,
     plot_round_overlay,
     plot_sweep,
     tick_label,
@@ -464,3 +465,55 @@ def test_more_lines_than_a_legend_can_name_leave_the_legend_out_and_say_so(tmp_p
     plot_round_overlay(folder.cells, ["strategy"], "few", tmp_path, few, tables)
     texts = [text.get_text() for text in captured["figure"].legends[0].get_texts()]
     assert texts == ["strategy=rule0", "strategy=rule1", "strategy=rule2"]
+
+
+def test_accuracy_vs_attackers_gives_a_strategy_one_colour_and_one_legend_under_the_panels(
+    tmp_path, monkeypatch, sweep
+):
+    captured = []
+
+    def keep(figure, path, formats):
+        captured.append(figure)
+        return [path]
+
+    monkeypatch.setattr("experiments.sweep_plots.save_figure", keep)
+    # FedAvg left out of the label-flip panel: Krum is that panel's first line and the badnets panel's second
+    cells = [
+        cell
+        for cell in sweep.cells_of("main")
+        if not (cell.values["strategy"] == "fedavg" and cell.values["attack"] == "label-flip")
+    ]
+    plot_malicious_figures(cells, ["strategy", "attack", "num-malicious"], "main", tmp_path)
+    (figure,) = captured
+    colours = {}
+    for axis in figure.axes:
+        assert axis.get_legend() is None  # no legend inside a panel
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            colours.setdefault(label, set()).add(handle.lines[0].get_color())
+    assert sorted(colours) == ["fedavg", "krum"]
+    assert all(len(shades) == 1 for shades in colours.values())  # the same colour in every panel
+    assert colours["fedavg"] != colours["krum"]
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["fedavg", "krum"]
+    renderer = figure.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 <= min(axis.get_window_extent(renderer).y0 for axis in figure.axes)
+    pyplot().close(figure)
+
+
+def test_cells_without_a_strategy_column_are_named_by_the_sweeps_fixed_strategy(tmp_path, monkeypatch, sweep):
+    from dataclasses import replace
+
+    captured = []
+    monkeypatch.setattr(
+        "experiments.sweep_plots.save_figure", lambda figure, path, formats: captured.append(figure) or [path]
+    )
+    # a grid that does not vary the strategy: its cells carry none (the base sets it, here "median")
+    cells = [
+        replace(cell, values={key: value for key, value in cell.values.items() if key != "strategy"})
+        for cell in sweep.cells_of("main")
+        if cell.values["strategy"] == "fedavg"
+    ]
+    plot_malicious_figures(cells, ["attack", "num-malicious"], "main", tmp_path, "median")
+    (legend,) = captured[0].legends
+    assert [text.get_text() for text in legend.get_texts()] == ["median"]
+    pyplot().close(captured[0])
