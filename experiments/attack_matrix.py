@@ -15,7 +15,10 @@ standard deviation and 95 % t interval (:mod:`experiments.statistics`; one seed:
 The change of accuracy against the same rule without an attack is paired by seed.
 
 ``matrix.csv`` is long (one row per attack and rule, loadable with pandas); ``matrix.md`` shows
-the final and last-5 accuracy as attack × rule matrices, then the other metrics, and with
+the final and last-5 accuracy as attack × rule matrices, then one line per rule with the figures
+rules are compared by (:func:`rule_overview`: clean accuracy, backdoor ASR, label-flip ts_ATA,
+accuracy under the Byzantine attacks, detection under model replacement, seconds per round),
+then the other metrics, and with
 ``--findings byzantine`` / ``defenses`` the published directions of the Byzantine attacks (issue
 14) or of the defenses (issue 15), each judged by the 95 % t interval over seeds of the difference
 it is about (:func:`byzantine_findings`, :func:`defense_findings`). ``matrix.png`` draws the two
