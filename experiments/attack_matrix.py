@@ -9,7 +9,8 @@ Every finished cell is labelled by its attack (``none``; the data attack; the up
 ``data+update``) and its rule (``strategy``); cells that differ only in their seed are replicates.
 For each (attack, rule): the final accuracy and the mean accuracy over the last five rounds, the
 final attack metric where the attack has one (``asr`` for backdoors, ``ts_ata`` for targeted
-label flipping and stealthy poisoning), the run's detection precision / recall / FPR (for rules
+label flipping and stealthy poisoning) and its mean over the last five rounds (a backdoor's ASR
+swings from round to round, so one final round can mislead), the run's detection precision / recall / FPR (for rules
 that decide per client) and the seconds per round, each as the mean over seeds with its sample
 standard deviation and 95 % t interval (:mod:`experiments.statistics`; one seed: no interval).
 The change of accuracy against the same rule without an attack is paired by seed.
@@ -61,7 +62,9 @@ SUMMARIES = (
     "accuracy",
     "last5_accuracy",
     "asr",
+    "last5_asr",
     "ts_ata",
+    "last5_ts_ata",
     "detection_precision",
     "detection_recall",
     "detection_fpr",
@@ -98,7 +101,8 @@ def cell_metrics(row: dict[str, str]) -> dict[str, float]:
     """
     history = round_rows(row)
     metrics = {name: number(row.get(name)) for name in FINAL_METRICS}
-    metrics["last5_accuracy"] = last_rounds_mean(history, "accuracy")
+    for name in ("accuracy", "asr", "ts_ata"):
+        metrics[f"last5_{name}"] = last_rounds_mean(history, name)
     metrics["seconds_per_round"] = number(row.get("wall_seconds")) / len(history) if history else math.nan
     return metrics
 
@@ -461,7 +465,9 @@ def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[s
         for name in (
             "accuracy_change",
             "asr",
+            "last5_asr",
             "ts_ata",
+            "last5_ts_ata",
             "detection_precision",
             "detection_recall",
             "detection_fpr",

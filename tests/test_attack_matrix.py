@@ -210,3 +210,44 @@ def test_the_hand_made_folders_matrix_has_the_overview(tmp_path):
     text = (folder / "matrix.md").read_text()
     # clean and ALIE accuracy (0.88, 0.86 and 0.30, 0.40); seconds per round: 12 s over 6 rounds in each seed
     assert "| krum | 0.870 ± 0.014 | 0.350 ± 0.071 | 2.00 ± 0.00 |" in text
+
+
+def test_the_attack_metrics_mean_over_the_last_five_rounds(tmp_path):
+    folder = tmp_path / "sweep"
+    # BadNets under FLAME: ASR per round; the final round jumps (a one-round swing)
+    asr_by_seed = {1: [0.9, 0.5, 0.02, 0.01, 0.03, 0.02, 0.12], 2: [0.8, 0.4, 0.01, 0.01, 0.01, 0.01, 0.01]}
+    rows = []
+    for seed, asr in asr_by_seed.items():
+        cell = folder / f"cell{seed}"
+        cell.mkdir(parents=True)
+        rounds = [{"round": r, "accuracy": 0.9, "asr": value} for r, value in enumerate([0.0, *asr])]
+        write_csv(cell / "rounds.csv", rounds, ["round", "accuracy", "asr"])
+        rows.append(
+            {
+                "cell_id": f"cell{seed}",
+                "num-malicious": 2,
+                "strategy": "flame",
+                "attack": "badnets",
+                "update-attack": "auto",
+                "seed": seed,
+                "status": "ok",
+                "accuracy": 0.9,
+                "asr": asr[-1],
+                "ts_ata": "",
+                "wall_seconds": 7.0,
+                "folder": str(cell),
+            }
+        )
+    write_csv(folder / "sweep.csv", rows, list(rows[0]))
+    assert main([str(folder)]) == 0
+    flame = read(folder / "matrix.csv")[("badnets", "flame")]
+    # final: (0.12, 0.01) -> 0.065; last 5 of rounds 1-7: seed 1 (0.02 + 0.01 + 0.03 + 0.02 + 0.12) / 5 = 0.04,
+    # seed 2 (0.01 * 5) / 5 = 0.01 -> 0.025
+    assert float(flame["asr"]) == pytest.approx(0.065)
+    assert float(flame["last5_asr"]) == pytest.approx(0.025)
+    assert float(flame["last5_asr_std"]) == pytest.approx(math.sqrt(2 * 0.015**2))
+    assert flame["last5_ts_ata"] in ("", "nan")  # no ts_ATA in these runs
+    header = next(
+        line for line in (folder / "matrix.md").read_text().splitlines() if line.startswith("| attack | strategy")
+    )
+    assert "| asr | last5_asr | ts_ata | last5_ts_ata |" in header
