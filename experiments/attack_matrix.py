@@ -10,9 +10,10 @@ Every finished cell is labelled by its attack (``none``; the data attack; the up
 For each (attack, rule): the final accuracy and the mean accuracy over the last five rounds, the
 final attack metric where the attack has one (``asr`` for backdoors, ``ts_ata`` for targeted
 label flipping and stealthy poisoning) and its mean over the last five rounds (a backdoor's ASR
-swings from round to round, so one final round can mislead), the run's detection precision / recall / FPR (for rules
-that decide per client) and the seconds per round, each as the mean over seeds with its sample
-standard deviation and 95 % t interval (:mod:`experiments.statistics`; one seed: no interval).
+swings from round to round, so one final round can mislead), the run's detection precision /
+recall / FPR (for rules that decide per client; flagged: rejected or clipped), its rejection
+precision / recall / FPR (flagged: rejected only) and the seconds per round, each as the mean over
+seeds with its sample standard deviation and 95 % t interval (:mod:`experiments.statistics`; one seed: no interval).
 The change of accuracy against the same rule without an attack is paired by seed.
 
 ``matrix.csv`` is long (one row per attack and rule, loadable with pandas); ``matrix.md`` shows
@@ -57,7 +58,9 @@ from fl_poison.core.results import atomic_write_bytes, write_csv
 NO_ATTACK = "none"
 UNSET = ("", "none", "auto")
 # Per-cell metrics read from sweep.csv (final round, or the whole run for detection).
-FINAL_METRICS = ("accuracy", "asr", "ts_ata", "detection_precision", "detection_recall", "detection_fpr")
+DETECTION_METRICS = ("detection_precision", "detection_recall", "detection_fpr")
+REJECTION_METRICS = ("rejection_precision", "rejection_recall", "rejection_fpr")
+FINAL_METRICS = ("accuracy", "asr", "ts_ata", *DETECTION_METRICS, *REJECTION_METRICS)
 SUMMARIES = (
     "accuracy",
     "last5_accuracy",
@@ -65,9 +68,8 @@ SUMMARIES = (
     "last5_asr",
     "ts_ata",
     "last5_ts_ata",
-    "detection_precision",
-    "detection_recall",
-    "detection_fpr",
+    *DETECTION_METRICS,
+    *REJECTION_METRICS,
     "seconds_per_round",
 )
 
@@ -319,7 +321,12 @@ OVERVIEW_COLUMNS: tuple[tuple[str, tuple[tuple[str, str], ...], int], ...] = (
     ("sign-flip acc", (("sign-flip", "accuracy"),), 3),
     (
         "precision / recall / FPR (blend+scaling)",
-        tuple(("blend+scaling", f"detection_{name}") for name in ("precision", "recall", "fpr")),
+        tuple(("blend+scaling", name) for name in DETECTION_METRICS),
+        3,
+    ),
+    (
+        "rejection precision / recall / FPR (blend+scaling)",
+        tuple(("blend+scaling", name) for name in REJECTION_METRICS),
         3,
     ),
     ("s / round (clean)", ((NO_ATTACK, "seconds_per_round"),), 2),
@@ -331,7 +338,8 @@ def rule_overview(rows: Sequence[dict[str, object]]) -> str:
 
     Final-round values as in the matrices (mean, ± sd over two seeds or more; "–" where the rule
     was not run under that attack or the run has no such metric). Columns none of whose attacks
-    the sweep ran are left out; with fewer than two columns left the overview is empty ("").
+    the sweep ran, or without a value for any rule (rejection scores in runs older than them), are
+    left out; with fewer than two columns left the overview is empty ("").
 
     Parameters
     ----------
@@ -341,17 +349,20 @@ def rule_overview(rows: Sequence[dict[str, object]]) -> str:
     cells = {(str(row["attack"]), str(row["strategy"])): row for row in rows}
     attacks = {attack for attack, _ in cells}
     columns = [column for column in OVERVIEW_COLUMNS if any(attack in attacks for attack, _ in column[1])]
-    if len(columns) < 2:
-        return ""
     table = []
     for strategy in dict.fromkeys(str(row["strategy"]) for row in rows):
-        line: dict[str, object] = {"rule": strategy}
+        line: dict[str, str] = {"rule": strategy}
         for header, parts, digits in columns:
             line[header] = " / ".join(
                 compact(cells.get((attack, strategy), {}).get(metric), digits) for attack, metric in parts
             )
         table.append(line)
-    return markdown_table(table, ["rule", *(header for header, _, _ in columns)], numeric_text=False)
+    headers = [
+        header for header, _, _ in columns if any(part != "–" for line in table for part in line[header].split(" / "))
+    ]
+    if len(headers) < 2:
+        return ""
+    return markdown_table(table, ["rule", *headers], numeric_text=False)
 
 
 def mean_of(value: object) -> float:
@@ -457,25 +468,30 @@ def plot_matrix(rows: Sequence[dict[str, object]], title: str, out: Path) -> lis
     return save_figure(figure, out / "matrix.png")
 
 
+# The long table's metrics; one no row has (no backdoor in the sweep, runs older than a metric) is left out.
+DETAIL_METRICS = (
+    "accuracy_change",
+    "asr",
+    "last5_asr",
+    "ts_ata",
+    "last5_ts_ata",
+    *DETECTION_METRICS,
+    *REJECTION_METRICS,
+    "seconds_per_round",
+)
+
+
 def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[str] = ()) -> str:
-    """The matrices, the long table of the other metrics and the judged findings (if any)."""
+    """The matrices, the long table of the other metrics (columns no row has left out) and the judged findings (if any)."""
     details = []
     for row in rows:
         line: dict[str, object] = {"attack": row["attack"], "strategy": row["strategy"], "seeds": row["seeds"]}
-        for name in (
-            "accuracy_change",
-            "asr",
-            "last5_asr",
-            "ts_ata",
-            "last5_ts_ata",
-            "detection_precision",
-            "detection_recall",
-            "detection_fpr",
-            "seconds_per_round",
-        ):
+        for name in DETAIL_METRICS:
             value = row[name]
             line[name] = format_summary(value) if isinstance(value, Summary) and value.count else "–"
         details.append(line)
+    detail_columns = ["attack", "strategy", "seeds"]
+    detail_columns += [name for name in DETAIL_METRICS if any(line[name] != "–" for line in details)]
     parts = [
         f"# {title}",
         "",
@@ -496,7 +512,9 @@ def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[s
             [
                 "## Each rule at a glance",
                 "",
-                "Final-round values; detection precision / recall / FPR over the whole run.",
+                "Final-round values; detection precision / recall / FPR over the whole run, a client counted "
+                "as flagged when its update was rejected or clipped; rejection precision / recall / FPR "
+                "(where the runs recorded them) count the rejected only.",
                 "",
                 overview,
                 "",
@@ -506,7 +524,7 @@ def markdown(rows: Sequence[dict[str, object]], title: str, findings: Sequence[s
         ),
         "## Change against no attack (final accuracy, paired by seed), attack metrics, detection and time",
         "",
-        markdown_table(details, list(details[0])) if details else "",
+        markdown_table(details, detail_columns) if details else "",
         "",
     ]
     if findings:

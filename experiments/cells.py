@@ -12,7 +12,7 @@ import argparse
 import json
 import math
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -30,6 +30,9 @@ SUMMARY_KEYS = (
     "detection_precision",
     "detection_recall",
     "detection_fpr",
+    "rejection_precision",
+    "rejection_recall",
+    "rejection_fpr",
     "wall_seconds",
 )
 
@@ -122,14 +125,14 @@ def run_cells(selected: Iterable[tuple[str, str, dict[str, object]]], out: Path)
     return rows
 
 
-def markdown_table(rows: list[dict[str, object]], columns: list[str], numeric_text: bool = True) -> str:
+def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str], numeric_text: bool = True) -> str:
     """A Markdown table of ``columns`` (numbers to 3 decimals, blanks for missing values).
 
     Parameters
     ----------
-    rows : list[dict[str, object]]
+    rows : Sequence[Mapping[str, object]]
         The table's lines; a missing column is a blank.
-    columns : list[str]
+    columns : Sequence[str]
         The columns, in order (also the header).
     numeric_text : bool
         Whether text that reads as a decimal number ("0.5") is shown to 3 decimals like a float;

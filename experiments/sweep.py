@@ -83,6 +83,9 @@ RESULT_COLUMNS = (
     "detection_precision",
     "detection_recall",
     "detection_fpr",
+    "rejection_precision",
+    "rejection_recall",
+    "rejection_fpr",
     "wall_seconds",
 )
 # A cell id is the 8 hex digits of ExperimentConfig.fingerprint(); it names the cell's folder and

@@ -1,4 +1,4 @@
-"""Detection scores of a defense (flagged = rejected or clipped) against hand counts."""
+"""Detection scores of a defense (flagged = rejected or clipped) and rejection scores (flagged = rejected) against hand counts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fl_poison.core.detection import DETECTION_COLUMNS, detection_scores
+from fl_poison.core.detection import DETECTION_COLUMNS, REJECTION_COLUMNS, detection_scores, rejection_scores
 from fl_poison.core.round_log import ClientRoundRecord
 
 
@@ -91,3 +91,22 @@ def test_no_usable_rows_gives_zero_counts_and_nan_rates():
 def test_counts_are_plain_integers():
     scores = detection_scores(ROUND)
     assert all(type(scores[key]) is int for key in ("tp", "fp", "fn", "tn"))
+
+
+def test_rejection_scores_do_not_count_a_clip_by_hand():
+    scores = rejection_scores(ROUND)
+    assert set(scores) == set(REJECTION_COLUMNS)
+    # judged rows 0-7; flagged = rejected: 0 (TP), 3 (FP), 7 (TP, the screening); clipped 1 is now FN, clipped 6 TN
+    # TP 2, FP 1, FN 2 (rows 1, 2), TN 3 (rows 4, 5, 6)
+    assert scores["rejection_precision"] == pytest.approx(2 / 3)
+    assert scores["rejection_recall"] == pytest.approx(2 / 4)
+    assert scores["rejection_fpr"] == pytest.approx(1 / 4)
+
+
+def test_a_rule_that_only_clips_rejects_nobody():
+    clipped = [row(0, 1, "clipped"), row(1, 0, "clipped"), row(2, 0, "accepted")]
+    assert detection_scores(clipped)["detection_fpr"] == pytest.approx(1 / 2)
+    scores = rejection_scores(clipped)
+    assert math.isnan(scores["rejection_precision"])
+    assert scores["rejection_recall"] == 0.0
+    assert scores["rejection_fpr"] == 0.0

@@ -36,6 +36,9 @@ def test_badnets_under_krum_records_attackers_and_decisions(warm_env: dict[str, 
         assert sorted(decisions) == ["accepted"] + ["rejected"] * 4  # Krum keeps exactly one update
     summary = json.loads((tmp_path / "krum" / "summary.json").read_text())
     assert {"asr", "mta", "detection_recall", "detection_fpr"} <= set(summary)
+    # Krum rejects and never clips: a rejection is its only way to flag, so both readings agree
+    for name in ("precision", "recall", "fpr"):
+        assert summary[f"rejection_{name}"] == summary[f"detection_{name}"]
     rounds = read_rows(tmp_path / "krum" / "rounds.csv")
     assert all(0.0 <= float(row["asr"]) <= 1.0 for row in rounds)
     assert (tmp_path / "krum" / "update_norms.png").is_file()
@@ -60,6 +63,7 @@ def test_nan_client_is_rejected_and_the_model_stays_finite(warm_env: dict[str, s
     assert all(row["status"] == "rejected" and "non-finite" in row["reason"] for row in attacker_rows)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["detection_recall"] == 1.0 and summary["detection_fpr"] == 0.0
+    assert summary["rejection_recall"] == 1.0 and summary["rejection_fpr"] == 0.0  # the screening rejected it
     assert math.isfinite(summary["accuracy"]) and math.isfinite(summary["loss"])
 
     state = torch.load(folder / "model.pt", weights_only=True)

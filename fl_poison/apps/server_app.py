@@ -31,7 +31,7 @@ from fl_poison.apps.algorithms import experiment_config
 from fl_poison.apps.data_checks import check_run_against_data
 from fl_poison.core.config import ConfigError, ExperimentConfig
 from fl_poison.core.data import DatasetInfo, DataSpec, all_partition_indices, test_data
-from fl_poison.core.detection import detection_scores
+from fl_poison.core.detection import detection_scores, rejection_scores
 from fl_poison.core.evaluation import predict_probabilities
 from fl_poison.core.metrics import classification_metrics
 from fl_poison.core.models import build_model, resolve_model_name
@@ -126,6 +126,7 @@ def main(grid: Grid, context: Context) -> None:
         clients = round_log.for_round(server_round)
         if server_round > 0:
             metrics.update(detection_scores(clients))
+            metrics.update(rejection_scores(clients))
         row = {
             "round": server_round,
             **metrics,
@@ -194,6 +195,7 @@ def finish(
     summary = {name: final[name] for name in SUMMARY_METRICS}
     summary.update({name: final[name] for name in ATTACK_SUMMARY_METRICS if name in final})
     summary.update(detection_scores(round_log.records))
+    summary.update(rejection_scores(round_log.records))
     idle_rounds = sum(1 for row in folder.round_rows if int(str(row["round"])) > 0 and row["aggregated"] == 0)
     summary.update(
         {
