@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import RUN_TIMEOUT, fl_poison_run, read_rows
 
+from fl_poison.core.provenance import source_fingerprint
 from fl_poison.launch import app_directory
 
 pytestmark = pytest.mark.e2e
@@ -47,6 +48,7 @@ def test_run_writes_every_result_file(fedavg_run: Path) -> None:
     config = json.loads((fedavg_run / "config.json").read_text())
     assert config["settings"]["num-clients"] == 4
     assert config["versions"]["flwr"].startswith("1.")
+    assert config["source"] == source_fingerprint()  # the run executed this checkout's code
     rounds = read_rows(fedavg_run / "rounds.csv")
     assert [int(row["round"]) for row in rounds] == list(range(7))
     clients = read_rows(fedavg_run / "clients.csv")
