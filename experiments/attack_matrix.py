@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
@@ -446,7 +447,8 @@ def plot_matrix(rows: Sequence[dict[str, object]], title: str, out: Path) -> lis
             )
         )
     heights = [len(panel[1]) for panel in panels]
-    figure = Figure(figsize=(2.5 + 0.62 * len(strategies), 1.6 + 0.34 * sum(heights) + 0.9 * len(panels)))
+    width = 2.5 + 0.62 * len(strategies)
+    figure = Figure(figsize=(width, 1.6 + 0.34 * sum(heights) + 0.9 * len(panels)))
     axes = figure.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for axis, (name, labels, shown, colours, colour_map, limits) in zip(axes, panels, strict=True):
         draw_annotated_heatmap(
@@ -463,7 +465,8 @@ def plot_matrix(rows: Sequence[dict[str, object]], title: str, out: Path) -> lis
         )
         axis.set_facecolor("lightgrey")
         axis.set_title(name, fontsize=8)
-    figure.suptitle(title, fontsize=9)
+    # a 9 pt character is about 1/13 inch wide: wrap the title to the figure instead of cutting it
+    figure.suptitle(textwrap.fill(title, width=max(30, int(width * 13))), fontsize=9)
     figure.tight_layout()
     return save_figure(figure, out / "matrix.png")
 

@@ -252,3 +252,20 @@ def test_the_attack_metrics_mean_over_the_last_five_rounds(tmp_path):
     )
     # no clean run (no accuracy change), no ts_ATA, no detection: those columns are left out
     assert header == "| attack | strategy | seeds | asr | last5_asr | seconds_per_round |"
+
+
+def test_a_long_title_is_wrapped_inside_a_narrow_figure(tmp_path, monkeypatch):
+    import fl_poison.core.plots as plots
+    from experiments.attack_matrix import plot_matrix
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.append(figure) or [path])
+    rows = matrix_rows(cell_rows([build_folder(tmp_path / "sweep")]))  # two rules: a narrow figure
+    title = "A title far longer than a two-rule figure is wide, which used to run off both of its edges"
+    plot_matrix(rows, title, tmp_path)
+    (figure,) = drawn
+    figure.canvas.draw()
+    text = figure._suptitle
+    assert "\n" in text.get_text() and text.get_text().replace("\n", " ") == title
+    box = text.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.x1  # inside the figure
