@@ -29,9 +29,11 @@ fail before Flower starts.
 
 **Reuse.** ``--reuse OTHER`` (repeatable) takes the cells that another sweep folder already
 finished instead of running them again: a cell id is the hash of every setting that shapes the
-run, so a cell with the same id in ``OTHER`` is the same run (same seed, same results). Its folder
-is copied into ``DIR``, its row (metrics and ``wall_seconds`` of the original run) is written
-under this sweep's grids, and its ``cell.log`` ends with the folder it came from.
+run, so a cell with the same id in ``OTHER`` ran the same settings and seed; it is the same run
+when it also ran the same code (its ``config.json`` records the code's fingerprint; the sweep
+says how many copied cells ran other code or did not record it). Its folder is copied into
+``DIR``, its row (metrics and ``wall_seconds`` of the original run) is written under this sweep's
+grids, and its ``cell.log`` ends with the folder it came from and the code it ran.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
+from fl_poison.core.provenance import source_fingerprint
 from fl_poison.core.ray_head import RAY_ADDRESS_VARIABLE, RayHeadError, worker_port_range
 from fl_poison.core.results import (
     RUN_FILES,
@@ -587,15 +590,36 @@ def finished_cells_of_sources(sources: Sequence[Path], out: Path) -> list[tuple[
     return finished
 
 
+def code_of_run(folder: Path) -> str:
+    """The fingerprint of the code a run folder's run executed (``config.json``'s ``source``; "" when not recorded).
+
+    Parameters
+    ----------
+    folder : Path
+        A cell's folder (a committed one keeps no ``config.json``; runs before the fingerprint have none).
+    """
+    try:
+        source = json.loads((folder / "config.json").read_text()).get("source", {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return str(source.get("sha256", "")) if isinstance(source, dict) else ""
+
+
 def reuse_finished_cells(
-    pending: list[SweepCell], finished: Sequence[tuple[Path, dict[str, dict[str, str]]]], out: Path, table: SweepTable
-) -> dict[Path, int]:
-    """Copy into ``out`` every pending cell that a ``--reuse`` folder finished; return the count per folder.
+    pending: list[SweepCell],
+    finished: Sequence[tuple[Path, dict[str, dict[str, str]]]],
+    out: Path,
+    table: SweepTable,
+    code: str,
+) -> dict[Path, tuple[int, int]]:
+    """Copy into ``out`` every pending cell that a ``--reuse`` folder finished; per folder, how many and how many ran other code.
 
     The first source that has a cell wins. Only the files a run writes are copied (the cell's
     own folder, not what a user added to it). Each copied cell's row keeps the metrics and the
     ``wall_seconds`` of the original run, and its ``cell.log`` ends with a line naming where it
-    came from.
+    came from and the code it ran. The same cell id means the same settings; the numbers are
+    the same only if the code is too, which a copied cell whose ``config.json`` records another
+    fingerprint (or none) does not show.
 
     Parameters
     ----------
@@ -608,8 +632,11 @@ def reuse_finished_cells(
         This sweep's folder (absolute).
     table : SweepTable
         This sweep's table, which records the copied rows.
+    code : str
+        The fingerprint of the code this sweep runs (:func:`fl_poison.core.provenance.source_fingerprint`).
     """
     reused = {source: 0 for source, _ in finished}
+    other_code = {source: 0 for source, _ in finished}
     for cell in pending:
         match = next(((source, rows[cell.cell_id]) for source, rows in finished if cell.cell_id in rows), None)
         if match is None:
@@ -622,14 +649,17 @@ def reuse_finished_cells(
             if (origin / name).is_file() and not (origin / name).is_symlink():
                 shutil.copy2(origin / name, target / name)
         log = (origin / CELL_LOG).read_text() if (origin / CELL_LOG).is_file() else ""
-        atomic_write_bytes(target / CELL_LOG, f"{log}reused from: {origin}\n".encode())
+        ran = code_of_run(origin)
+        other_code[source] += ran != code
+        note = f"reused from: {origin} (its code: {ran or 'not recorded'}; this sweep's: {code})\n"
+        atomic_write_bytes(target / CELL_LOG, f"{log}{note}".encode())
         row = cell_row(cell, out, "ok")
         row.update(
             {key: source_row[key] for key in RESULT_COLUMNS if row.get(key) in (None, "") and source_row.get(key)}
         )
         table.record(row)
         reused[source] += 1
-    return reused
+    return {source: (reused[source], other_code[source]) for source in reused}
 
 
 def _duration(seconds: float) -> str:
@@ -794,8 +824,15 @@ def run_sweep(
     table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
     check_folder(out, base, grids)
     pending = [cell for cell in cells if not table.finished(cell)]
-    for source, count in reuse_finished_cells(pending, reusable, out, table).items():
-        progress(f"[sweep] reused {count} finished cell(s) of {source} (same cell ids: same runs)")
+    code = str(source_fingerprint()["sha256"])
+    for source, (count, other) in reuse_finished_cells(pending, reusable, out, table, code).items():
+        if other:
+            progress(
+                f"[sweep] reused {count} finished cell(s) of {source} (same cell ids: same settings; {other} of them"
+                " ran other code than this sweep's or did not record it, so a re-run may give other numbers)"
+            )
+        else:
+            progress(f"[sweep] reused {count} finished cell(s) of {source} (same cell ids and code: same runs)")
     pending = [cell for cell in pending if not table.finished(cell)]
     progress(
         f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "

@@ -22,6 +22,7 @@ from experiments.sweep import (
     run_sweep,
 )
 from fl_poison.apps.algorithms import experiment_config
+from fl_poison.core.provenance import source_fingerprint
 from fl_poison.core.results import read_csv
 from fl_poison.core.settings import ConfigError
 from fl_poison.launch import CommandError
@@ -491,6 +492,11 @@ def test_reuse_copies_the_cells_another_sweep_finished_and_runs_only_the_others(
     first = tmp_path / "first"
     run_sweep(write_sweep(tmp_path), first, runner=FakeRunner(), progress=lambda line: None)
     (first / "extra.txt").write_text("a user's note, not a run's file")
+    code = source_fingerprint()["sha256"]
+    same_code = next(
+        row for row in read_csv(first / SWEEP_TABLE) if (row["strategy"], row["num-malicious"]) == ("fedavg", "0")
+    )
+    (first / same_code["cell_id"] / "config.json").write_text(json.dumps({"source": {"sha256": code}}))
     lines: list[str] = []
     runner = FakeRunner()
     second = tmp_path / "second"
@@ -499,7 +505,11 @@ def test_reuse_copies_the_cells_another_sweep_finished_and_runs_only_the_others(
     run_sweep(overlapping, second, runner=runner, progress=lines.append, reuse=[first])
 
     assert sorted((call["strategy"], call["num-malicious"]) for call in runner.calls) == [("median", 0), ("median", 1)]
-    assert f"[sweep] reused 2 finished cell(s) of {first} (same cell ids: same runs)" in lines
+    # one copied cell ran this code, the other recorded none
+    assert (
+        f"[sweep] reused 2 finished cell(s) of {first} (same cell ids: same settings; 1 of them ran other code"
+        " than this sweep's or did not record it, so a re-run may give other numbers)"
+    ) in lines
     rows = {(row["strategy"], row["num-malicious"]): row for row in read_csv(second / SWEEP_TABLE)}
     assert len(rows) == 4 and all(row["status"] == "ok" and row["grid"] == "robust" for row in rows.values())
     # FakeRunner's accuracy is 0.5 + 0.1 per attacker: the copied rows keep the first sweep's figures
@@ -509,7 +519,17 @@ def test_reuse_copies_the_cells_another_sweep_finished_and_runs_only_the_others(
     assert copied.is_dir() and rows[("fedavg", "1")]["folder"] == str(copied)
     original = first / rows[("fedavg", "1")]["cell_id"]
     assert (copied / "summary.json").read_text() == (original / "summary.json").read_text()
-    assert (copied / CELL_LOG).read_text().endswith(f"reused from: {original}\n")
+    assert (
+        (copied / CELL_LOG)
+        .read_text()
+        .endswith(f"reused from: {original} (its code: not recorded; this sweep's: {code})\n")
+    )
+    matching = second / same_code["cell_id"]
+    assert (
+        (matching / CELL_LOG)
+        .read_text()
+        .endswith(f"reused from: {first / same_code['cell_id']} (its code: {code}; this sweep's: {code})\n")
+    )
     assert not (second / "extra.txt").exists()
 
     again = FakeRunner()
