@@ -56,9 +56,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from fl_poison.apps.algorithms import catalogue, experiment_config
-from fl_poison.core.provenance import source_fingerprint
+from fl_poison.core.provenance import processor_description, source_fingerprint
 from fl_poison.core.ray_head import RAY_ADDRESS_VARIABLE, RayHeadError, worker_port_range
 from fl_poison.core.results import (
     RUN_FILES,
@@ -590,19 +591,40 @@ def finished_cells_of_sources(sources: Sequence[Path], out: Path) -> list[tuple[
     return finished
 
 
-def code_of_run(folder: Path) -> str:
-    """The fingerprint of the code a run folder's run executed (``config.json``'s ``source``; "" when not recorded).
+class RunProvenance(NamedTuple):
+    """What a run's numbers depend on besides its settings (``config.json``'s ``source`` and ``processor``).
+
+    Attributes
+    ----------
+    code : str
+        The fingerprint of the code the run executed ("" when not recorded).
+    processor : str
+        The signature of the processor it ran on ("" when not recorded).
+    """
+
+    code: str
+    processor: str
+
+
+def provenance_of_run(folder: Path) -> RunProvenance:
+    """The code and the kind of processor a run folder's run had (empty where ``config.json`` does not say).
 
     Parameters
     ----------
     folder : Path
-        A cell's folder (a committed one keeps no ``config.json``; runs before the fingerprint have none).
+        A cell's folder (a committed one keeps no ``config.json``; runs before these records have none).
     """
     try:
-        source = json.loads((folder / "config.json").read_text()).get("source", {})
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return str(source.get("sha256", "")) if isinstance(source, dict) else ""
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return RunProvenance("", "")
+    if not isinstance(config, dict):
+        return RunProvenance("", "")
+    source, processor = config.get("source"), config.get("processor")
+    return RunProvenance(
+        str(source.get("sha256", "")) if isinstance(source, dict) else "",
+        str(processor.get("signature", "")) if isinstance(processor, dict) else "",
+    )
 
 
 def reuse_finished_cells(
@@ -610,16 +632,17 @@ def reuse_finished_cells(
     finished: Sequence[tuple[Path, dict[str, dict[str, str]]]],
     out: Path,
     table: SweepTable,
-    code: str,
-) -> dict[Path, tuple[int, int]]:
-    """Copy into ``out`` every pending cell that a ``--reuse`` folder finished; per folder, how many and how many ran other code.
+    here: RunProvenance,
+) -> dict[Path, tuple[int, int, int]]:
+    """Copy into ``out`` every pending cell that a ``--reuse`` folder finished.
 
     The first source that has a cell wins. Only the files a run writes are copied (the cell's
     own folder, not what a user added to it). Each copied cell's row keeps the metrics and the
     ``wall_seconds`` of the original run, and its ``cell.log`` ends with a line naming where it
-    came from and the code it ran. The same cell id means the same settings; the numbers are
-    the same only if the code is too, which a copied cell whose ``config.json`` records another
-    fingerprint (or none) does not show.
+    came from, the code it ran and the processor it ran on. The same cell id means the same
+    settings; a re-run gives the same numbers only with the same code on the same kind of
+    processor (:func:`fl_poison.core.provenance.processor_description`), which a copied cell
+    whose ``config.json`` records others (or none) does not promise.
 
     Parameters
     ----------
@@ -632,11 +655,18 @@ def reuse_finished_cells(
         This sweep's folder (absolute).
     table : SweepTable
         This sweep's table, which records the copied rows.
-    code : str
-        The fingerprint of the code this sweep runs (:func:`fl_poison.core.provenance.source_fingerprint`).
+    here : RunProvenance
+        The code this sweep runs and the processor it runs on.
+
+    Returns
+    -------
+    dict[Path, tuple[int, int, int]]
+        Per ``--reuse`` folder: how many cells were copied, how many of them ran other code, and
+        how many ran on another kind of processor (a cell that recorded none counts as other).
     """
     reused = {source: 0 for source, _ in finished}
     other_code = {source: 0 for source, _ in finished}
+    other_processor = {source: 0 for source, _ in finished}
     for cell in pending:
         match = next(((source, rows[cell.cell_id]) for source, rows in finished if cell.cell_id in rows), None)
         if match is None:
@@ -649,9 +679,13 @@ def reuse_finished_cells(
             if (origin / name).is_file() and not (origin / name).is_symlink():
                 shutil.copy2(origin / name, target / name)
         log = (origin / CELL_LOG).read_text() if (origin / CELL_LOG).is_file() else ""
-        ran = code_of_run(origin)
-        other_code[source] += ran != code
-        note = f"reused from: {origin} (its code: {ran or 'not recorded'}; this sweep's: {code})\n"
+        ran = provenance_of_run(origin)
+        other_code[source] += ran.code != here.code
+        other_processor[source] += ran.processor != here.processor
+        note = (
+            f"reused from: {origin} (its code: {ran.code or 'not recorded'}; this sweep's: {here.code}; "
+            f"its processor: {ran.processor or 'not recorded'}; this machine's: {here.processor})\n"
+        )
         atomic_write_bytes(target / CELL_LOG, f"{log}{note}".encode())
         row = cell_row(cell, out, "ok")
         row.update(
@@ -659,7 +693,7 @@ def reuse_finished_cells(
         )
         table.record(row)
         reused[source] += 1
-    return {source: (reused[source], other_code[source]) for source in reused}
+    return {source: (reused[source], other_code[source], other_processor[source]) for source in reused}
 
 
 def _duration(seconds: float) -> str:
@@ -824,15 +858,19 @@ def run_sweep(
     table = SweepTable(out, varying_settings(grids), [cell.cell_id for cell in cells])
     check_folder(out, base, grids)
     pending = [cell for cell in cells if not table.finished(cell)]
-    code = str(source_fingerprint()["sha256"])
-    for source, (count, other) in reuse_finished_cells(pending, reusable, out, table, code).items():
-        if other:
+    here = RunProvenance(str(source_fingerprint()["sha256"]), str(processor_description()["signature"]))
+    for source, (count, code, processor) in reuse_finished_cells(pending, reusable, out, table, here).items():
+        if code or processor:
             progress(
-                f"[sweep] reused {count} finished cell(s) of {source} (same cell ids: same settings; {other} of them"
-                " ran other code than this sweep's or did not record it, so a re-run may give other numbers)"
+                f"[sweep] reused {count} finished cell(s) of {source} (same cell ids: same settings; {code} of them"
+                f" ran other code than this sweep's and {processor} another kind of processor than this machine's,"
+                " counting those that did not record it, so a re-run here may give other numbers)"
             )
         else:
-            progress(f"[sweep] reused {count} finished cell(s) of {source} (same cell ids and code: same runs)")
+            progress(
+                f"[sweep] reused {count} finished cell(s) of {source}"
+                " (same cell ids, code and kind of processor: same runs)"
+            )
     pending = [cell for cell in pending if not table.finished(cell)]
     progress(
         f"[sweep] {len(cells)} cells in {len(grids)} grid(s), {len(cells) - len(pending)} already done, "

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import RUN_TIMEOUT, fl_poison_run, read_rows
 
-from fl_poison.core.provenance import source_fingerprint
+from fl_poison.core.provenance import processor_description, source_fingerprint
 from fl_poison.launch import app_directory
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +49,7 @@ def test_run_writes_every_result_file(fedavg_run: Path) -> None:
     assert config["settings"]["num-clients"] == 4
     assert config["versions"]["flwr"].startswith("1.")
     assert config["source"] == source_fingerprint()  # the run executed this checkout's code
+    assert config["processor"] == processor_description()  # on this machine's processor
     rounds = read_rows(fedavg_run / "rounds.csv")
     assert [int(row["round"]) for row in rounds] == list(range(7))
     clients = read_rows(fedavg_run / "clients.csv")

@@ -1,11 +1,15 @@
-"""The fingerprint of the code a run executes (fl_poison/core/provenance.py: source_fingerprint)."""
+"""What a run records of what produced it (fl_poison/core/provenance.py: source_fingerprint, processor_description)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 from pathlib import Path
 
-from fl_poison.core.provenance import RUN_PACKAGES, source_fingerprint
+import torch
+
+from fl_poison.core.provenance import RUN_PACKAGES, processor_description, source_fingerprint
 
 
 def make_tree(root: Path) -> None:
@@ -46,3 +50,45 @@ def test_the_projects_own_code_has_a_stable_fingerprint():
     assert first == source_fingerprint()
     root = Path(__file__).resolve().parents[1]
     assert first["files"] == sum(1 for package in RUN_PACKAGES for _ in (root / package).rglob("*.py"))
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+stepping\t: 8
+flags\t\t: fpu avx2 avx512f
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+model name\t: a second core's name, not read
+"""
+
+
+def test_the_processor_is_read_from_the_first_core_of_the_table(tmp_path):
+    table = tmp_path / "cpuinfo"
+    table.write_text(CPUINFO)
+    capability = str(torch.backends.cpu.get_cpu_capability())
+    described = processor_description(table)
+    assert described["name"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert described["kind"] == "vendor GenuineIntel, family 6, model 143, stepping 8"
+    assert described["torch_capability"] == capability
+    assert described["signature"] == f"vendor GenuineIntel, family 6, model 143, stepping 8; {capability}"
+    assert described["logical_cpus"] == os.cpu_count()
+    assert described["arch"] == platform.machine()
+
+
+def test_without_a_table_the_kind_is_the_platforms_processor_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(platform, "processor", lambda: "arm")
+    described = processor_description(tmp_path / "missing")
+    assert (described["name"], described["kind"]) == ("arm", "arm")
+    assert described["signature"] == f"arm; {torch.backends.cpu.get_cpu_capability()}"
+
+
+def test_another_stepping_is_another_signature(tmp_path):
+    table = tmp_path / "cpuinfo"
+    table.write_text(CPUINFO)
+    before = processor_description(table)["signature"]
+    table.write_text(CPUINFO.replace("stepping\t: 8", "stepping\t: 7"))
+    assert processor_description(table)["signature"] != before

@@ -22,7 +22,7 @@ from experiments.sweep import (
     run_sweep,
 )
 from fl_poison.apps.algorithms import experiment_config
-from fl_poison.core.provenance import source_fingerprint
+from fl_poison.core.provenance import processor_description, source_fingerprint
 from fl_poison.core.results import read_csv
 from fl_poison.core.settings import ConfigError
 from fl_poison.launch import CommandError
@@ -493,10 +493,13 @@ def test_reuse_copies_the_cells_another_sweep_finished_and_runs_only_the_others(
     run_sweep(write_sweep(tmp_path), first, runner=FakeRunner(), progress=lambda line: None)
     (first / "extra.txt").write_text("a user's note, not a run's file")
     code = source_fingerprint()["sha256"]
+    processor = processor_description()["signature"]
     same_code = next(
         row for row in read_csv(first / SWEEP_TABLE) if (row["strategy"], row["num-malicious"]) == ("fedavg", "0")
     )
-    (first / same_code["cell_id"] / "config.json").write_text(json.dumps({"source": {"sha256": code}}))
+    (first / same_code["cell_id"] / "config.json").write_text(
+        json.dumps({"source": {"sha256": code}, "processor": {"signature": "another kind; AVX2"}})
+    )
     lines: list[str] = []
     runner = FakeRunner()
     second = tmp_path / "second"
@@ -505,10 +508,11 @@ def test_reuse_copies_the_cells_another_sweep_finished_and_runs_only_the_others(
     run_sweep(overlapping, second, runner=runner, progress=lines.append, reuse=[first])
 
     assert sorted((call["strategy"], call["num-malicious"]) for call in runner.calls) == [("median", 0), ("median", 1)]
-    # one copied cell ran this code, the other recorded none
+    # one copied cell ran this code on another processor, the other recorded neither
     assert (
         f"[sweep] reused 2 finished cell(s) of {first} (same cell ids: same settings; 1 of them ran other code"
-        " than this sweep's or did not record it, so a re-run may give other numbers)"
+        " than this sweep's and 2 another kind of processor than this machine's, counting those that did not"
+        " record it, so a re-run here may give other numbers)"
     ) in lines
     rows = {(row["strategy"], row["num-malicious"]): row for row in read_csv(second / SWEEP_TABLE)}
     assert len(rows) == 4 and all(row["status"] == "ok" and row["grid"] == "robust" for row in rows.values())
@@ -522,19 +526,43 @@ def test_reuse_copies_the_cells_another_sweep_finished_and_runs_only_the_others(
     assert (
         (copied / CELL_LOG)
         .read_text()
-        .endswith(f"reused from: {original} (its code: not recorded; this sweep's: {code})\n")
+        .endswith(
+            f"reused from: {original} (its code: not recorded; this sweep's: {code}; "
+            f"its processor: not recorded; this machine's: {processor})\n"
+        )
     )
     matching = second / same_code["cell_id"]
     assert (
         (matching / CELL_LOG)
         .read_text()
-        .endswith(f"reused from: {first / same_code['cell_id']} (its code: {code}; this sweep's: {code})\n")
+        .endswith(
+            f"reused from: {first / same_code['cell_id']} (its code: {code}; this sweep's: {code}; "
+            f"its processor: another kind; AVX2; this machine's: {processor})\n"
+        )
     )
     assert not (second / "extra.txt").exists()
 
     again = FakeRunner()
     run_sweep(overlapping, second, runner=again, progress=lambda line: None, reuse=[first])
     assert again.calls == []  # resumed: every cell, copied or run, is finished
+
+
+def test_reused_cells_of_this_code_on_this_kind_of_processor_are_the_same_runs(tmp_path):
+    first = tmp_path / "first"
+    run_sweep(write_sweep(tmp_path), first, runner=FakeRunner(), progress=lambda line: None)
+    here = {
+        "source": {"sha256": source_fingerprint()["sha256"]},
+        "processor": {"signature": processor_description()["signature"]},
+    }
+    for row in read_csv(first / SWEEP_TABLE):
+        (first / row["cell_id"] / "config.json").write_text(json.dumps(here))
+    overlapping = tmp_path / "overlapping.toml"
+    overlapping.write_text(OVERLAPPING)
+    lines: list[str] = []
+    run_sweep(overlapping, tmp_path / "second", runner=FakeRunner(), progress=lines.append, reuse=[first])
+    assert (
+        f"[sweep] reused 2 finished cell(s) of {first} (same cell ids, code and kind of processor: same runs)" in lines
+    )
 
 
 def test_reuse_from_the_committed_form_takes_the_metrics_from_the_other_sweep_csv(tmp_path):

@@ -36,7 +36,12 @@ from fl_poison.core.evaluation import predict_probabilities
 from fl_poison.core.metrics import classification_metrics
 from fl_poison.core.models import build_model, resolve_model_name
 from fl_poison.core.plots import plot_training_curves, plot_update_norms
-from fl_poison.core.provenance import environment_versions, result_folder_path, source_fingerprint
+from fl_poison.core.provenance import (
+    environment_versions,
+    processor_description,
+    result_folder_path,
+    source_fingerprint,
+)
 from fl_poison.core.reply_checks import MAX_NUM_EXAMPLES
 from fl_poison.core.reply_polling import send_and_receive
 from fl_poison.core.results import (
@@ -106,6 +111,7 @@ def main(grid: Grid, context: Context) -> None:
             "own_data_partitions": list(federation.own_data_partitions),
             "versions": environment_versions(),
             "source": source_fingerprint(),
+            "processor": processor_description(),
             **({"root_set": root_dataset.record()} if root_dataset.split is not None else {}),
         },
     )
