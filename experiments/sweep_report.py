@@ -86,7 +86,12 @@ OPTIONAL_METRICS = (
     ("max_ata", "max ATA"),
     ("detection_precision", "detection precision"),
     ("detection_recall", "detection recall"),
+    ("detection_fpr", "detection FPR"),
+    ("rejection_recall", "rejection recall"),
+    ("rejection_fpr", "rejection FPR"),
 )
+# Per-client decision scores: in the cells table and in groups.csv / pairs.csv, not the group tables.
+DECISION_PREFIXES = ("detection", "rejection")
 MISSING = "–"
 CELL_FIGURE_NAMES = {"cells": "metrics per round", "norms": "update norms"}
 
@@ -175,14 +180,14 @@ def settings_lines(settings: Mapping[str, object]) -> list[str]:
 def report_metrics(cells: Sequence[CellRow]) -> list[tuple[str, str]]:
     """``(metric, title)`` of accuracy and of the attack metrics some finished cell has (the group tables' metrics).
 
-    Detection metrics stay in the cells table and in ``groups.csv`` / ``pairs.csv``.
+    Detection and rejection scores stay in the cells table and in ``groups.csv`` / ``pairs.csv``.
     """
     return [
         ("accuracy", "accuracy"),
         *(
             (name, title)
             for name, title in OPTIONAL_METRICS
-            if not name.startswith("detection") and has_metric(cells, name)
+            if not name.startswith(DECISION_PREFIXES) and has_metric(cells, name)
         ),
     ]
 

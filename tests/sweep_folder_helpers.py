@@ -6,7 +6,7 @@ a clipping bound. The final metrics follow formulas simple enough to average by 
 
 * accuracy = 0.9 - 0.1 m - 0.05 [badnets] + 0.02 [krum]
 * asr = 0.1 + 0.2 m + 0.1 [badnets] - 0.05 [krum]
-* detection_precision = 0.5 for krum cells (absent for fedavg)
+* detection_precision = 0.5 and rejection_fpr = 0.25 for krum cells (absent for fedavg)
 
 :func:`build_replicated_folder` writes a second sweep whose grid ``seeds`` repeats FedAvg and
 Krum over seeds 1, 2, 3 (Krum's seed 3 failed), with final accuracies :data:`REPLICATED_ACCURACY`
@@ -54,6 +54,9 @@ RESULT_COLUMNS = (
     "detection_precision",
     "detection_recall",
     "detection_fpr",
+    "rejection_precision",
+    "rejection_recall",
+    "rejection_fpr",
     "wall_seconds",
 )
 
@@ -159,6 +162,7 @@ def build_sweep_folder(root: Path) -> Path:
                 metrics = {"accuracy": accuracy, "asr": asr, "loss": 0.3, "wall_seconds": 12.5}
                 if strategy == "krum":
                     metrics["detection_precision"] = 0.5
+                    metrics["rejection_fpr"] = 0.25
                 rows.append({**row, "status": "ok", **metrics})
     clip_values = {"strategy": "norm-clip", "attack": "badnets", "num-malicious": 1}
     write_cell(folder / CLIP_CELL, {**BASE, **clip_values}, 0.8, 0.2, clip_clients())

@@ -76,16 +76,17 @@ def test_grid_table_holds_the_hand_made_numbers(reported):
     header = next(line for line in grid.splitlines() if line.startswith("| cell |"))
     assert (
         header
-        == "| cell | strategy | attack | num-malicious | status | accuracy | ASR | detection precision | wall s | error |"
+        == "| cell | strategy | attack | num-malicious | status | accuracy | ASR | detection precision | rejection FPR"
+        " | wall s | error |"
     )
     row = table_row(grid, main_cell_id("fedavg", "badnets", 2))
     assert row[1:6] == ["fedavg", "badnets", "2", "ok", f"{final_accuracy('fedavg', 'badnets', 2):.3f}"]
-    assert row[6:9] == [f"{final_asr('fedavg', 'badnets', 2):.3f}", "–", "12.5"]
+    assert row[6:10] == [f"{final_asr('fedavg', 'badnets', 2):.3f}", "–", "–", "12.5"]
     krum = table_row(grid, main_cell_id("krum", "label-flip", 1))
-    assert krum[5:8] == ["0.820", "0.250", "0.500"]
+    assert krum[5:9] == ["0.820", "0.250", "0.500", "0.250"]
     failed = table_row(grid, main_cell_id(*FAILED))
-    assert failed[4:9] == ["failed", "–", "–", "–", "–"]
-    assert failed[9] == r"run 7 finished:failed: boom \| the pipe is escaped"
+    assert failed[4:10] == ["failed", "–", "–", "–", "–", "–"]
+    assert failed[10] == r"run 7 finished:failed: boom \| the pipe is escaped"
 
 
 def test_grid_without_detection_metrics_has_no_such_columns(reported):
