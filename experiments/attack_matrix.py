@@ -48,6 +48,7 @@ from experiments.seed_studies import (
     combine,
     csv_rows,
     last_rounds_mean,
+    missing_rounds_error,
     number,
     paired,
     round_rows,
@@ -558,6 +559,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
     cells = cell_rows(arguments.sweep_dirs)
+    error = missing_rounds_error("attack_matrix", cells)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
     rows = matrix_rows(cells)
     if not rows:
         print(f"attack_matrix: error: {arguments.sweep_dirs[0]}: no finished cells yet", file=sys.stderr)

@@ -147,6 +147,42 @@ def cell_rows(sweep_dirs: Sequence[Path]) -> list[dict[str, str]]:
     return list(rows.values())
 
 
+def cells_without_rounds(rows: Sequence[dict[str, str]]) -> list[Path]:
+    """The ``rounds.csv`` paths the finished cells among ``rows`` lack, in row order.
+
+    The committed results keep each sweep's tables and figures but not its cells' ``rounds.csv``
+    (``experiments/results/README.md``); a comparison or matrix needs them, so a caller refuses a
+    folder with any missing before reading a cell.
+
+    Parameters
+    ----------
+    rows : Sequence[dict[str, str]]
+        ``ok`` rows of ``sweep.csv`` (:func:`cell_rows`), each naming its cell folder.
+    """
+    paths = [Path(row["folder"]) / "rounds.csv" for row in rows]
+    return [path for path in paths if not path.is_file()]
+
+
+def missing_rounds_error(program: str, rows: Sequence[dict[str, str]]) -> str | None:
+    """The one-line error for finished cells without their ``rounds.csv``, or None when every cell has it.
+
+    Parameters
+    ----------
+    program : str
+        The module that refuses (the line's prefix).
+    rows : Sequence[dict[str, str]]
+        ``ok`` rows of ``sweep.csv`` (:func:`cell_rows`).
+    """
+    missing = cells_without_rounds(rows)
+    if not missing:
+        return None
+    return (
+        f"{program}: error: {len(missing)} of {len(rows)} finished cells have no rounds.csv (first: {missing[0]}); "
+        "allowed: sweep folders whose cells keep it (committed results keep only tables and figures: "
+        "run the sweep again into the folder, `fl-poison sweep FILE --out DIR`, to bring them back)"
+    )
+
+
 def round_rows(row: dict[str, str]) -> list[dict[str, str]]:
     """The ``rounds.csv`` of a cell, without round 0 (the initial model)."""
     return [entry for entry in read_csv(Path(row["folder"]) / "rounds.csv") if int(entry["round"]) > 0]
@@ -1131,6 +1167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    error = missing_rounds_error("seed_studies", cell_rows(arguments.sweep_dirs))
+    if error:
+        print(error, file=sys.stderr)
+        return 2
     print(write_comparison(arguments.study, arguments.sweep_dirs, arguments.out or arguments.sweep_dirs[0]))
     return 0
 

@@ -534,9 +534,10 @@ class SweepTable:
     def finished(self, cell: SweepCell) -> bool:
         """True when the cell's row is ``ok`` and its folder ``DIR/<cell-id>`` still holds its results.
 
-        The results are the run's ``summary.json`` or, in a folder restored from the committed
-        results (which keep ``sweep.csv`` and each cell's ``rounds.csv`` only), its ``rounds.csv``:
-        a sweep resumed from a clone skips the cells the clone already has.
+        The results are the run's ``summary.json`` or, in a folder trimmed to ``sweep.csv`` and
+        each cell's ``rounds.csv``, its ``rounds.csv``: a sweep resumed there skips the cells the
+        folder already has. A cell whose folder lost both (the committed results keep only
+        tables and figures) runs again.
         """
         row = self.rows.get(cell.cell_id)
         if not row or row.get("status") != "ok":

@@ -23,9 +23,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.seed_studies import last_rounds_mean, round_rows
+from experiments.seed_studies import cell_rows, last_rounds_mean, missing_rounds_error, round_rows
 from experiments.statistics import summarize
-from fl_poison.core.results import atomic_write_bytes, read_csv, write_csv
+from fl_poison.core.results import atomic_write_bytes, write_csv
 
 TOLERANCE = 0.02  # "within 2 points of the run without the attack"
 COLUMNS = (
@@ -123,7 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not table.is_file():
         print(f"weight_inflation: error: {table} does not exist; run the sweep first", file=sys.stderr)
         return 2
-    rows = acceptance_rows(read_csv(table))
+    cells = cell_rows([arguments.folder])
+    error = missing_rounds_error("weight_inflation", cells)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    rows = acceptance_rows(cells)
     write_csv(arguments.folder / "acceptance.csv", rows, COLUMNS)
     text = markdown(rows)
     atomic_write_bytes(arguments.folder / "acceptance.md", text.encode())

@@ -269,3 +269,15 @@ def test_a_long_title_is_wrapped_inside_a_narrow_figure(tmp_path, monkeypatch):
     assert "\n" in text.get_text() and text.get_text().replace("\n", " ") == title
     box = text.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= figure.bbox.x1  # inside the figure
+
+
+def test_cells_without_rounds_csv_are_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    folder = build_folder(tmp_path / "sweep")
+    for cell_id in ("00000002", "00000005"):
+        (folder / cell_id / "rounds.csv").unlink()
+    assert main([str(folder)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error
+    assert error.startswith(f"attack_matrix: error: 2 of {len(FINAL)} finished cells have no rounds.csv")
+    assert str(folder / "00000002" / "rounds.csv") in error
+    assert not any((folder / name).exists() for name in ("matrix.csv", "matrix.md", "matrix.png"))

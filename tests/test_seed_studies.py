@@ -613,3 +613,14 @@ def test_titles_name_the_dataset_the_cells_ran_on():
     assert dataset_label([{"dataset": "mnist"}, {"dataset": "/data/mnist"}]) == "MNIST"
     assert dataset_label([{}]) == "digits"  # a row without the setting ran on the default
     assert dataset_label([{"dataset": "owner/my-set"}, {"dataset": "digits"}]) == "my-set and digits"
+
+
+def test_cells_without_rounds_csv_are_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    make_sweep(tmp_path, [{"values": {}, "rounds": final_only(0.9)}, {"values": {}, "rounds": final_only(0.8)}])
+    (tmp_path / "cell1" / "rounds.csv").unlink()
+    assert main(["seed000", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error
+    assert error.startswith("seed_studies: error: 1 of 2 finished cells have no rounds.csv")
+    assert str(tmp_path / "cell1" / "rounds.csv") in error
+    assert not (tmp_path / "comparison.md").exists() and not (tmp_path / "comparison.csv").exists()

@@ -64,3 +64,16 @@ def test_main_writes_the_csv_and_markdown_and_refuses_a_folder_without_a_sweep(t
     assert "| multikrum | label-flip-random | reported | 1 |" in (tmp_path / "acceptance.md").read_text()
     assert main([str(tmp_path / "missing")]) == 2
     assert "run the sweep first" in capsys.readouterr().err
+
+
+def test_main_refuses_cells_without_rounds_csv_in_one_line_and_writes_nothing(tmp_path, capsys):
+    cells = [
+        cell(tmp_path, "a", "no-attack", "multikrum", [0.1, 0.9]),
+        cell(tmp_path, "b", "inflation", "multikrum", [0.1, 0.5], attack="label-flip-random", weighting="reported"),
+    ]
+    write_csv(tmp_path / "sweep.csv", cells, list(cells[0]))
+    (tmp_path / "b" / "rounds.csv").unlink()
+    assert main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("weight_inflation: error: 1 of 2 finished cells have no rounds.csv") and "\n" not in error
+    assert not (tmp_path / "acceptance.csv").exists() and not (tmp_path / "acceptance.md").exists()
